@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::corpus::{jsonl, shared_dir};
 
 /// Versions differences documented in synthetic-from/README.md.
-const V0_12_5_DIFFERENCES: [&str; 3] = ["/37-", "/51-", "/52-"];
+pub(crate) const V0_12_5_DIFFERENCES: [&str; 3] = ["/37-", "/51-", "/52-"];
 
 fn amd64() -> ResolveOptions {
     ResolveOptions::new()
@@ -77,10 +77,33 @@ fn instruction(i: &Instruction, separators: bool, head: bool) -> Value {
     o
 }
 
+/// Our answer for a file's bytes in the PyPI (BuildKit 0.12.5) shape.
+pub(crate) fn answer_for(bytes: &[u8]) -> Value {
+    answer_bytes(bytes, false)
+}
+
+/// Drops what the PyPI oracle script adds beyond BuildKit's answer.
+pub(crate) fn normalize_pypi(want: &mut Value) {
+    let obj = want.as_object_mut().unwrap();
+    obj.remove("file");
+    obj.remove("error_kind");
+    obj.remove("dockerfile_parse");
+    // Fields the oracle script computes itself, not BuildKit's.
+    for ins in obj.get_mut("instructions").and_then(Value::as_array_mut).into_iter().flatten() {
+        for k in ["stage_name", "stage_name_valid", "from_arity_ok"] {
+            ins.as_object_mut().unwrap().remove(k);
+        }
+    }
+}
+
 /// Our answer for one file, in the oracle's shape.
 fn answer(path: &Path, head: bool) -> Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    match Dockerfile::parse_bytes(&bytes) {
+    answer_bytes(&bytes, head)
+}
+
+fn answer_bytes(bytes: &[u8], head: bool) -> Value {
+    match Dockerfile::parse_bytes(bytes) {
         Err(e) => {
             let mut o = json!({"ok": false, "error": e.kind().to_string()});
             // The PyPI binding reports no line.
@@ -120,22 +143,11 @@ fn check(expected: &[Value], base: &Path, head: bool, skip: &[&str]) -> Vec<Stri
         let rel = file.strip_prefix("corpus/").unwrap_or(file);
         let path = base.join(rel);
         let mut want = want.clone();
-        let obj = want.as_object_mut().unwrap();
-        obj.remove("file");
-        obj.remove("error_kind");
-        if !head {
-            obj.remove("dockerfile_parse");
-            // Fields the oracle script computes itself, not BuildKit's.
-            for ins in obj
-                .get_mut("instructions")
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                for k in ["stage_name", "stage_name_valid", "from_arity_ok"] {
-                    ins.as_object_mut().unwrap().remove(k);
-                }
-            }
+        if head {
+            let obj = want.as_object_mut().unwrap();
+            obj.remove("file");
+        } else {
+            normalize_pypi(&mut want);
         }
         let got = answer(&path, head);
         compared += 1;

@@ -1,0 +1,27 @@
+//! Command-line interface: one module per crate's subcommands.
+
+mod dockerfile;
+
+use clap::{Parser, Subcommand};
+
+/// Kiln: OCI images, build caches and microVMs.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse Dockerfiles exactly as BuildKit does.
+    #[command(subcommand)]
+    Dockerfile(dockerfile::Command),
+}
+
+/// Runs the chosen subcommand.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dockerfile(cmd) => dockerfile::run(cmd),
+    }
+}
