@@ -14,8 +14,9 @@ pub(crate) struct Node {
     pub(crate) flags: Vec<FlagWord>,
     pub(crate) values: Vec<String>,
     pub(crate) json: bool,
-    /// Byte range of the trimmed arguments (after flags) in the logical line.
-    pub(crate) rest: std::ops::Range<usize>,
+    /// Byte range of the trimmed arguments (after flags) in the logical
+    /// line; `None` when BuildKit's byte-wise flag scan cut a character.
+    pub(crate) rest: Option<std::ops::Range<usize>>,
     pub(crate) trigger: Option<Box<Node>>,
 }
 
@@ -83,16 +84,19 @@ pub(crate) fn node_from_line(line: &str, base: usize, escape: char) -> Result<No
             }
             let rest = lossy_tail(tail, rest_at);
             let rest_trimmed = trim_space(&rest);
-            let r0 = toff + start + rest_at + offset(&rest, rest_trimmed);
-            (
-                words,
-                (r0..r0 + rest_trimmed.len(), rest_trimmed.to_owned()),
-            )
+            let span = match &rest {
+                std::borrow::Cow::Borrowed(r) => {
+                    let r0 = toff + start + rest_at + offset(r, rest_trimmed);
+                    Some(r0..r0 + rest_trimmed.len())
+                }
+                std::borrow::Cow::Owned(_) => None,
+            };
+            (words, (span, rest_trimmed.to_owned()))
         }
-        None => (
-            Vec::new(),
-            (toff + trimmed.len()..toff + trimmed.len(), String::new()),
-        ),
+        None => {
+            let end = toff + trimmed.len();
+            (Vec::new(), (Some(end..end), String::new()))
+        }
     };
     let (rest_span, rest) = rest_range;
     let lower = keyword.to_ascii_lowercase();
@@ -119,7 +123,8 @@ pub(crate) fn node_from_line(line: &str, base: usize, escape: char) -> Result<No
         }
         "onbuild" => {
             if !rest.is_empty() {
-                let trigger = node_from_line(&rest, rest_span.start, escape)?;
+                let base = rest_span.as_ref().map_or(0, |r| r.start);
+                let trigger = node_from_line(&rest, base, escape)?;
                 node.trigger = Some(Box::new(trigger));
             }
         }
@@ -369,7 +374,7 @@ mod tests {
         let node = node_from_line(line, 0, '\\').unwrap();
         assert_eq!(node.keyword, "COPY");
         assert_eq!(&line[node.flags[0].raw.clone()], "--from=x");
-        assert_eq!(&line[node.rest.clone()], "a b");
+        assert_eq!(&line[node.rest.clone().unwrap()], "a b");
         assert_eq!(node.values, ["a", "b"]);
     }
 }

@@ -120,9 +120,12 @@ impl Dockerfile {
                         reference: r.clone(),
                         repository: r.repository(),
                         stage: s.name.clone(),
-                        location: Location::Logical {
-                            instruction: i,
-                            range: s.base_range.clone(),
+                        location: match &s.base_range {
+                            Some(range) => Location::Logical {
+                                instruction: i,
+                                range: range.clone(),
+                            },
+                            None => Location::Unrewritable,
                         },
                     });
                 }
@@ -137,7 +140,7 @@ impl Dockerfile {
                     let Some(value) = flag.text.strip_prefix("--from=") else {
                         continue;
                     };
-                    let raw = &ins.original[flag.raw.clone()];
+                    let raw = ins.original.get(flag.raw.clone()).unwrap_or_default();
                     let location = match raw.strip_prefix("--from=") {
                         Some(v) if v == value => Location::Logical {
                             instruction: i,
@@ -155,7 +158,7 @@ impl Dockerfile {
                     let Some(value) = flag.text.strip_prefix("--mount=") else {
                         continue;
                     };
-                    let raw = &ins.original[flag.raw.clone()];
+                    let raw = ins.original.get(flag.raw.clone()).unwrap_or_default();
                     let Some(from) = mount::from_field(value).map_err(|k| Error::at(k, line))?
                     else {
                         continue;

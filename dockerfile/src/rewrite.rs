@@ -20,7 +20,8 @@ pub struct Edit {
     /// Its line.
     pub line: usize,
     /// Byte ranges of the original token in the source (several when a
-    /// line continuation split it).
+    /// line continuation split it; the replacement takes the last one's
+    /// place and the others are removed).
     pub spans: Vec<Range<usize>>,
     /// The token as written (pieces joined).
     pub original: String,
@@ -95,13 +96,14 @@ impl Dockerfile {
         let mut text = String::with_capacity(self.source.len() + edits.len() * 32);
         let mut at = 0;
         for edit in &edits {
-            for (n, span) in edit.spans.iter().enumerate() {
+            // A token split by line continuations: earlier pieces go, the
+            // replacement takes the last piece's place, so no line becomes
+            // empty (an empty line would not end the continuation).
+            for span in &edit.spans {
                 text.push_str(&self.source[at..span.start]);
-                if n == 0 {
-                    text.push_str(&edit.replacement);
-                }
                 at = span.end;
             }
+            text.push_str(&edit.replacement);
         }
         text.push_str(&self.source[at..]);
         Ok(Rewrite {
@@ -135,9 +137,15 @@ mod tests {
     #[test]
     fn arg_based_and_split_tokens() {
         let src = "ARG BASE=debian:12\nFROM $BASE\nFROM alp\\\n  # c\nine:3.19 AS x\n";
+        // The continuation line must not become empty.
+        let split = "FROM alp\\\n\n  \nine:3\nRUN b\n";
+        assert_eq!(
+            rewrite(split),
+            "FROM \\\n\n  \n127.0.0.1:5000/docker.io/library/alpine:3\nRUN b\n"
+        );
         assert_eq!(
             rewrite(src),
-            "ARG BASE=debian:12\nFROM 127.0.0.1:5000/docker.io/library/debian:12\nFROM 127.0.0.1:5000/docker.io/library/alpine:3.19\\\n  # c\n AS x\n"
+            "ARG BASE=debian:12\nFROM 127.0.0.1:5000/docker.io/library/debian:12\nFROM \\\n  # c\n127.0.0.1:5000/docker.io/library/alpine:3.19 AS x\n"
         );
     }
 }

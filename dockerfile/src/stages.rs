@@ -125,8 +125,9 @@ pub struct Stage {
     pub line: usize,
     /// The base as written.
     pub base_raw: String,
-    /// Byte range of the base in the FROM's logical line.
-    pub base_range: Range<usize>,
+    /// Byte range of the base in the FROM's logical line (`None` in the
+    /// rare lines BuildKit itself cuts mid-character).
+    pub base_range: Option<Range<usize>>,
     /// The base after expansion (empty when expansion failed).
     pub base_expanded: String,
     /// Variables the base used that were not set.
@@ -222,7 +223,7 @@ pub(crate) struct FromLine {
     pub(crate) instruction: usize,
     pub(crate) line: usize,
     pub(crate) base: String,
-    pub(crate) base_range: Range<usize>,
+    pub(crate) base_range: Option<Range<usize>>,
     pub(crate) name: Option<String>,
     pub(crate) platform: Option<String>,
 }
@@ -291,10 +292,11 @@ impl Dockerfile {
                         .map_err(at)?
                         .remove(0)
                         .pop();
-                    let base_range = crate::args::split_ws(&ins.original[ins.node.rest.clone()])
-                        .first()
-                        .map(|r| ins.node.rest.start + r.start..ins.node.rest.start + r.end)
-                        .unwrap_or_default();
+                    let base_range = ins.node.rest.clone().and_then(|rest| {
+                        let text = ins.original.get(rest.clone())?;
+                        let first = crate::args::split_ws(text).into_iter().next()?;
+                        Some(rest.start + first.start..rest.start + first.end)
+                    });
                     out.froms.push(FromLine {
                         instruction: i,
                         line: ins.start_line(),

@@ -89,7 +89,12 @@ pub(crate) fn normalize_pypi(want: &mut Value) {
     obj.remove("error_kind");
     obj.remove("dockerfile_parse");
     // Fields the oracle script computes itself, not BuildKit's.
-    for ins in obj.get_mut("instructions").and_then(Value::as_array_mut).into_iter().flatten() {
+    for ins in obj
+        .get_mut("instructions")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         for k in ["stage_name", "stage_name_valid", "from_arity_ok"] {
             ins.as_object_mut().unwrap().remove(k);
         }

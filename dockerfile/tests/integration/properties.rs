@@ -28,7 +28,10 @@ fn image_ref() -> impl Strategy<Value = String> {
         Just("[::1]:5000/".to_owned()),
     ];
     let name = "[a-z][a-z0-9]{0,6}(/[a-z][a-z0-9]{0,4})?";
-    let tag = prop_oneof![Just(String::new()), "[a-z0-9][a-z0-9.-]{0,6}".prop_map(|t| format!(":{t}"))];
+    let tag = prop_oneof![
+        Just(String::new()),
+        "[a-z0-9][a-z0-9.-]{0,6}".prop_map(|t| format!(":{t}"))
+    ];
     let digest = prop_oneof![
         3 => Just(String::new()),
         1 => "[0-9a-f]{64}".prop_map(|h| format!("@sha256:{h}")),
@@ -45,8 +48,19 @@ fn line() -> impl Strategy<Value = String> {
         (image_ref(), "[a-z]{1,5}").prop_map(|(r, n)| format!("FROM {r} AS {n}")),
         (image_ref(), 1usize..5).prop_map(|(r, cut)| {
             let cut = cut.min(r.len() - 1);
-            let cut = (0..=cut).rev().find(|&c| r.is_char_boundary(c)).unwrap_or(0);
-            format!("FROM --platform=$BUILDPLATFORM {}\\\n  # split\n{} as Stage", &r[..cut], &r[cut..])
+            let cut = (0..=cut)
+                .rev()
+                .find(|&c| r.is_char_boundary(c))
+                .unwrap_or(0);
+            format!(
+                "FROM --platform=$BUILDPLATFORM {}\\\n  # split\n\n{} as Stage",
+                &r[..cut],
+                &r[cut..]
+            )
+        }),
+        (image_ref(), 1usize..5).prop_map(|(r, cut)| {
+            let cut = cut.min(r.len() - 1);
+            format!("COPY --from={}\\\n\n{} /a /b", &r[..cut], &r[cut..])
         }),
         Just("FROM $BASE".to_owned()),
         image_ref().prop_map(|r| format!("FROM ${{BASE:-{r}}}")),
@@ -64,7 +78,11 @@ fn line() -> impl Strategy<Value = String> {
 
 fn dockerfile() -> impl Strategy<Value = String> {
     (
-        prop_oneof![Just(""), Just("# syntax=docker/dockerfile:1.7\n"), Just("# escape=`\n")],
+        prop_oneof![
+            Just(""),
+            Just("# syntax=docker/dockerfile:1.7\n"),
+            Just("# escape=`\n")
+        ],
         image_ref(),
         proptest::collection::vec(line(), 0..12),
     )
@@ -106,7 +124,9 @@ fn corpus_files(shared: &Path) -> Vec<PathBuf> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
-            } else if !p.extension().is_some_and(|x| x == "jsonl" || x == "md" || x == "txt")
+            } else if !p
+                .extension()
+                .is_some_and(|x| x == "jsonl" || x == "md" || x == "txt")
                 && !p.ends_with("result")
                 && !p.file_name().is_some_and(|n| n == "LICENSE")
             {
@@ -131,7 +151,10 @@ fn corpus_rewrites_change_only_image_tokens() {
             }
         }
     }
-    assert!(rewritten > 300, "only {rewritten} corpus files had images to rewrite");
+    assert!(
+        rewritten > 300,
+        "only {rewritten} corpus files had images to rewrite"
+    );
 }
 
 /// The rewritten corpus, parsed by BuildKit itself (the PyPI `dockerfile`
@@ -164,7 +187,11 @@ fn buildkit_parses_rewritten_corpus_like_we_do() {
             continue;
         };
         let name = path.to_string_lossy();
-        if out.edits.is_empty() || crate::oracle::V0_12_5_DIFFERENCES.iter().any(|d| name.contains(d)) {
+        if out.edits.is_empty()
+            || crate::oracle::V0_12_5_DIFFERENCES
+                .iter()
+                .any(|d| name.contains(d))
+        {
             continue;
         }
         let file = dir.join(format!("{n}.Dockerfile"));
@@ -180,7 +207,11 @@ fn buildkit_parses_rewritten_corpus_like_we_do() {
         .arg(&list_file)
         .output()
         .expect("run the oracle");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let theirs: Vec<serde_json::Value> = String::from_utf8(output.stdout)
         .unwrap()
         .lines()

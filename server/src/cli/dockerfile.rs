@@ -129,7 +129,9 @@ impl<'a> From<&'a Instruction> for InstructionJson<'a> {
 fn read(file: &Path) -> anyhow::Result<Vec<u8>> {
     if file == Path::new("-") {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading standard input")?;
         return Ok(buf);
     }
     std::fs::read(file).with_context(|| format!("reading {}", file.display()))
@@ -151,8 +153,11 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Parse { file } => {
             let df = load(&file)?;
-            let items: Vec<InstructionJson<'_>> =
-                df.instructions().iter().map(InstructionJson::from).collect();
+            let items: Vec<InstructionJson<'_>> = df
+                .instructions()
+                .iter()
+                .map(InstructionJson::from)
+                .collect();
             print_json(&items)
         }
         Command::Images { file, resolve } => {
@@ -191,7 +196,8 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<()> {
             }
             if let Some(path) = edits {
                 let json = serde_json::to_vec_pretty(&out.edits)?;
-                std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, json)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             std::io::stdout().lock().write_all(out.text.as_bytes())?;
             Ok(())

@@ -1,0 +1,40 @@
+//! Helpers shared by the benchmark areas.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// `$KILN_SHARED_DIR`, default `../shared` beside the repository; the
+/// benchmarks need the corpus and say so.
+pub(crate) fn shared_dir() -> PathBuf {
+    let dir = std::env::var_os("KILN_SHARED_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("corpus").is_dir(),
+        "shared corpus not found at {} (set KILN_SHARED_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs `f` repeatedly for about `budget` and returns the best time of one
+/// call (the least disturbed run), after a warm-up.
+pub(crate) fn best_time(budget: Duration, mut f: impl FnMut()) -> Duration {
+    f();
+    let start = Instant::now();
+    let mut best = Duration::MAX;
+    let mut runs = 0u32;
+    while runs < 3 || (start.elapsed() < budget && runs < 10_000) {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed());
+        runs += 1;
+    }
+    best
+}
+
+/// Megabytes (10^6 bytes) per second.
+pub(crate) fn mb_per_s(bytes: usize, t: Duration) -> f64 {
+    bytes as f64 / t.as_secs_f64() / 1e6
+}
