@@ -30,11 +30,10 @@ fn corpus() -> Corpus {
             let p = e.expect("entry").path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().is_some_and(|n| n != "SOURCES.md") {
-                if let Ok(text) = std::fs::read_to_string(&p) {
+            } else if p.file_name().is_some_and(|n| n != "SOURCES.md")
+                && let Ok(text) = std::fs::read_to_string(&p) {
                     files.push((p, text));
                 }
-            }
         }
     }
     files.sort();

@@ -243,10 +243,9 @@ mod tests {
     fn detects_syntax(#[case] src: &str, #[case] want: Option<(&str, usize)>) {
         let got = detect_syntax(src);
         assert_eq!(got.as_ref().map(|(v, l, _)| (v.as_str(), *l)), want);
-        if let Some((v, _, span)) = got {
-            if span != (0..0) {
+        if let Some((v, _, span)) = got
+            && span != (0..0) {
                 assert_eq!(&src[span], v);
             }
-        }
     }
 }

@@ -221,11 +221,10 @@ impl Dockerfile {
             }
         } else {
             for pair in ins.values().chunks(3) {
-                if let [k, v, ..] = pair {
-                    if let Some(v) = expand(v, env) {
+                if let [k, v, ..] = pair
+                    && let Some(v) = expand(v, env) {
                         env.set(k, v);
                     }
-                }
             }
         }
     }

@@ -254,12 +254,11 @@ impl Reader<'_> {
         if first < 0xDC00 && self.s[self.pos..].starts_with(b"\\u") {
             let save = self.pos;
             self.pos += 2;
-            if let Some(second) = self.hex4() {
-                if (0xDC00..0xE000).contains(&second) {
+            if let Some(second) = self.hex4()
+                && (0xDC00..0xE000).contains(&second) {
                     let c = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
                     return char::from_u32(c);
                 }
-            }
             // Not a pair: Go emits U+FFFD for the lone half and reads the
             // next escape on its own.
             self.pos = save;

@@ -16,7 +16,9 @@ pub(crate) struct MountFrom {
 }
 
 /// One CSV field: its text and, when unquoted, its byte range.
-fn fields(text: &str) -> Result<Vec<(String, Option<Range<usize>>)>, ErrorKind> {
+type Field = (String, Option<Range<usize>>);
+
+fn fields(text: &str) -> Result<Vec<Field>, ErrorKind> {
     let bad = |why: &str| ErrorKind::InvalidMount(format!("{why} in {text:?}"));
     if text.is_empty() {
         return Err(bad("empty mount"));

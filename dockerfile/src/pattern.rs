@@ -82,7 +82,7 @@ impl Pattern {
         }
         let mut ends = (start..=n).filter(|&i| reach[i]);
         if self.greedy {
-            ends.last()
+            ends.next_back()
         } else {
             ends.next()
         }

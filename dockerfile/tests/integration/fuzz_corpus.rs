@@ -1,8 +1,7 @@
 //! Replays the fuzz corpus (`fuzz/corpus/dockerfile`) through the fuzz
 //! target's own check, so every `cargo test` re-runs what fuzzing found.
 
-#[path = "../../../fuzz/fuzz_targets/common/dockerfile.rs"]
-mod check;
+use crate::fuzz_check as check;
 
 #[test]
 fn fuzz_corpus_replays() {

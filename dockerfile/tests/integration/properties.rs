@@ -10,8 +10,7 @@ use proptest::prelude::*;
 
 use crate::corpus::shared_dir;
 
-#[path = "../../../fuzz/fuzz_targets/common/dockerfile.rs"]
-mod check;
+use crate::fuzz_check as check;
 
 fn amd64() -> ResolveOptions {
     ResolveOptions::new()
@@ -128,7 +127,7 @@ fn corpus_files(shared: &Path) -> Vec<PathBuf> {
                 .extension()
                 .is_some_and(|x| x == "jsonl" || x == "md" || x == "txt")
                 && !p.ends_with("result")
-                && !p.file_name().is_some_and(|n| n == "LICENSE")
+                && p.file_name().is_none_or(|n| n != "LICENSE")
             {
                 out.push(p);
             }
@@ -145,11 +144,10 @@ fn corpus_rewrites_change_only_image_tokens() {
     for path in corpus_files(&shared) {
         let data = std::fs::read(&path).unwrap();
         check::check(&data);
-        if let Ok(df) = Dockerfile::parse_bytes(&data) {
-            if df.images(&amd64()).is_ok_and(|i| !i.is_empty()) {
+        if let Ok(df) = Dockerfile::parse_bytes(&data)
+            && df.images(&amd64()).is_ok_and(|i| !i.is_empty()) {
                 rewritten += 1;
             }
-        }
     }
     assert!(
         rewritten > 300,

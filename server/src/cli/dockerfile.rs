@@ -27,7 +27,7 @@ pub(crate) enum Command {
     Rewrite {
         /// The Dockerfile (`-` for standard input).
         file: PathBuf,
-        /// Mirror location: HOST[:PORT][/PREFIX].
+        /// Mirror location: `HOST[:PORT][/PREFIX]`.
         #[arg(long)]
         mirror: Mirror,
         /// Rewrite only this reference (as normalised, e.g. `alpine:3.20`);
@@ -48,7 +48,7 @@ pub(crate) struct Resolve {
     /// A build argument KEY=VALUE (repeatable).
     #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = parse_build_arg)]
     build_args: Vec<(String, String)>,
-    /// Target platform os/arch[/variant] (default: this machine's).
+    /// Target platform `os/arch[/variant]` (default: this machine's).
     #[arg(long)]
     platform: Option<Platform>,
     /// Target stage (`--target`), which sets TARGETSTAGE.

@@ -1,1 +1,6 @@
-//! placeholder
+//! The `kiln` binary, run as users run it.
+
+// Integration tests are outside `#[cfg(test)]` modules by nature.
+#![allow(clippy::tests_outside_test_module)]
+
+mod dockerfile;
