@@ -30,10 +30,13 @@ fn corpus() -> Corpus {
             let p = e.expect("entry").path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().is_some_and(|n| n != "SOURCES.md")
-                && let Ok(text) = std::fs::read_to_string(&p) {
-                    files.push((p, text));
-                }
+            } else if p
+                .file_name()
+                .is_some_and(|n| n != "SOURCES.md" && n != "manifest.tsv")
+                && let Ok(text) = std::fs::read_to_string(&p)
+            {
+                files.push((p, text));
+            }
         }
     }
     files.sort();

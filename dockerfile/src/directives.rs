@@ -244,8 +244,9 @@ mod tests {
         let got = detect_syntax(src);
         assert_eq!(got.as_ref().map(|(v, l, _)| (v.as_str(), *l)), want);
         if let Some((v, _, span)) = got
-            && span != (0..0) {
-                assert_eq!(&src[span], v);
-            }
+            && span != (0..0)
+        {
+            assert_eq!(&src[span], v);
+        }
     }
 }

@@ -222,9 +222,10 @@ impl Dockerfile {
         } else {
             for pair in ins.values().chunks(3) {
                 if let [k, v, ..] = pair
-                    && let Some(v) = expand(v, env) {
-                        env.set(k, v);
-                    }
+                    && let Some(v) = expand(v, env)
+                {
+                    env.set(k, v);
+                }
             }
         }
     }

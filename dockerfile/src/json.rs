@@ -255,10 +255,11 @@ impl Reader<'_> {
             let save = self.pos;
             self.pos += 2;
             if let Some(second) = self.hex4()
-                && (0xDC00..0xE000).contains(&second) {
-                    let c = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
-                    return char::from_u32(c);
-                }
+                && (0xDC00..0xE000).contains(&second)
+            {
+                let c = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00);
+                return char::from_u32(c);
+            }
             // Not a pair: Go emits U+FFFD for the lone half and reads the
             // next escape on its own.
             self.pos = save;

@@ -170,10 +170,11 @@ impl<'a> Parser<'a> {
         let mut warnings = Vec::new();
         while let Some((mut start, mut raw)) = self.lines.next_line() {
             if self.current_line == 0
-                && let Some(r) = raw.strip_prefix('\u{feff}') {
-                    raw = r;
-                    start += 3;
-                }
+                && let Some(r) = raw.strip_prefix('\u{feff}')
+            {
+                raw = r;
+                start += 3;
+            }
             let text = trim_leading_space(trim_newline(raw));
             let text_at = start + (raw.len() - raw.trim_start_matches(is_space).len());
             self.directives

@@ -226,9 +226,10 @@ impl FromStr for Mirror {
             return Err(bad());
         }
         if let Some(p) = prefix
-            && !p.split('/').all(is_path_component) {
-                return Err(bad());
-            }
+            && !p.split('/').all(is_path_component)
+        {
+            return Err(bad());
+        }
         Ok(Self(trimmed.to_owned()))
     }
 }
@@ -301,18 +302,20 @@ fn match_reference(s: &str) -> Option<Parts<'_>> {
         None => (s, None),
     };
     if let Some(d) = digest
-        && !is_digest_pattern(d) {
-            return None;
-        }
+        && !is_digest_pattern(d)
+    {
+        return None;
+    }
     let last_slash = name_tag.rfind('/');
     let (name, tag) = match name_tag.rfind(':') {
         Some(c) if last_slash.is_none_or(|sl| c > sl) => (&name_tag[..c], Some(&name_tag[c + 1..])),
         _ => (name_tag, None),
     };
     if let Some(t) = tag
-        && !is_tag(t) {
-            return None;
-        }
+        && !is_tag(t)
+    {
+        return None;
+    }
     let (domain, path) = split_name(name)?;
     Some((domain, path, tag, digest))
 }
@@ -320,9 +323,11 @@ fn match_reference(s: &str) -> Option<Parts<'_>> {
 /// `optional(domainAndPort "/") remoteName`, preferring a domain.
 fn split_name(name: &str) -> Option<(Option<&str>, &str)> {
     if let Some((first, rest)) = name.split_once('/')
-        && is_domain_and_port(first) && is_remote_name(rest) {
-            return Some((Some(first), rest));
-        }
+        && is_domain_and_port(first)
+        && is_remote_name(rest)
+    {
+        return Some((Some(first), rest));
+    }
     is_remote_name(name).then_some((None, name))
 }
 

@@ -125,7 +125,7 @@ fn corpus_files(shared: &Path) -> Vec<PathBuf> {
                 stack.push(p);
             } else if !p
                 .extension()
-                .is_some_and(|x| x == "jsonl" || x == "md" || x == "txt")
+                .is_some_and(|x| ["jsonl", "md", "txt", "tsv"].iter().any(|e| x == *e))
                 && !p.ends_with("result")
                 && p.file_name().is_none_or(|n| n != "LICENSE")
             {
@@ -145,9 +145,10 @@ fn corpus_rewrites_change_only_image_tokens() {
         let data = std::fs::read(&path).unwrap();
         check::check(&data);
         if let Ok(df) = Dockerfile::parse_bytes(&data)
-            && df.images(&amd64()).is_ok_and(|i| !i.is_empty()) {
-                rewritten += 1;
-            }
+            && df.images(&amd64()).is_ok_and(|i| !i.is_empty())
+        {
+            rewritten += 1;
+        }
     }
     assert!(
         rewritten > 300,

@@ -31,8 +31,8 @@ fn stdout_json(out: &Output) -> Value {
 }
 
 fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("KILN_SHARED_DIR")
-        .map_or_else(|| repo().join("../shared"), PathBuf::from);
+    let dir =
+        std::env::var_os("KILN_SHARED_DIR").map_or_else(|| repo().join("../shared"), PathBuf::from);
     if dir.join("corpus/dockerfile").is_dir() {
         return Some(dir);
     }
@@ -41,7 +41,10 @@ fn shared() -> Option<PathBuf> {
         "shared corpus missing at {}: required in CI",
         dir.display()
     );
-    eprintln!("\n!!!!! SKIPPING: shared corpus not at {} !!!!!\n", dir.display());
+    eprintln!(
+        "\n!!!!! SKIPPING: shared corpus not at {} !!!!!\n",
+        dir.display()
+    );
     None
 }
 
@@ -68,11 +71,36 @@ fn images_of_the_example() {
         })
         .collect();
     let want = [
-        ("syntax", 1, "docker.io/docker/dockerfile:1.7", "docker.io/docker/dockerfile"),
-        ("from", 6, "docker.io/library/golang:1.22-bookworm", "docker.io/library/golang"),
-        ("mount-from", 8, "ghcr.io/example/tools:1.0", "ghcr.io/example/tools"),
-        ("from", 18, "docker.io/library/debian:12-slim", "docker.io/library/debian"),
-        ("copy-from", 20, "docker.io/library/busybox:1.36", "docker.io/library/busybox"),
+        (
+            "syntax",
+            1,
+            "docker.io/docker/dockerfile:1.7",
+            "docker.io/docker/dockerfile",
+        ),
+        (
+            "from",
+            6,
+            "docker.io/library/golang:1.22-bookworm",
+            "docker.io/library/golang",
+        ),
+        (
+            "mount-from",
+            8,
+            "ghcr.io/example/tools:1.0",
+            "ghcr.io/example/tools",
+        ),
+        (
+            "from",
+            18,
+            "docker.io/library/debian:12-slim",
+            "docker.io/library/debian",
+        ),
+        (
+            "copy-from",
+            20,
+            "docker.io/library/busybox:1.36",
+            "docker.io/library/busybox",
+        ),
     ];
     let want: Vec<(String, u64, String, String)> = want
         .iter()
@@ -136,7 +164,11 @@ fn rewrite_only_the_chosen_reference() {
         "--edits",
         edits.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let original = std::fs::read_to_string(example()).unwrap();
     let want = original.replace(
         "--from=busybox:1.36",
@@ -178,7 +210,15 @@ fn parse_matches_buildkit_for_synthetic_cases() {
         let got_ins = got.as_array().unwrap();
         assert_eq!(got_ins.len(), want_ins.len(), "{file}");
         for (g, w) in got_ins.iter().zip(want_ins) {
-            for key in ["cmd", "sub_cmd", "json", "original", "start_line", "end_line", "flags"] {
+            for key in [
+                "cmd",
+                "sub_cmd",
+                "json",
+                "original",
+                "start_line",
+                "end_line",
+                "flags",
+            ] {
                 assert_eq!(g[key], w[key], "{file}: {key}");
             }
             let mut values: Vec<Value> = w["value"].as_array().unwrap().clone();
