@@ -6,16 +6,29 @@ use std::fmt;
 ///
 /// `line` is the 1-based physical line BuildKit reports for the error (`None`
 /// where BuildKit reports none, e.g. for an empty file or a bad `escape`
-/// directive on the first line).
+/// directive on the first line). Equality ignores nothing: two errors are
+/// equal when line, column and kind are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     line: Option<usize>,
+    column: Option<usize>,
     kind: ErrorKind,
 }
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, line: Option<usize>) -> Self {
-        Self { line, kind }
+        Self {
+            line,
+            column: None,
+            kind,
+        }
+    }
+
+    /// Adds the 1-based column (in characters) of the offending token.
+    #[must_use]
+    pub(crate) fn with_column(mut self, column: Option<usize>) -> Self {
+        self.column = column;
+        self
     }
 
     pub(crate) fn at(kind: ErrorKind, line: usize) -> Self {
@@ -25,6 +38,13 @@ impl Error {
     /// The 1-based line BuildKit reports, if any.
     pub fn line(&self) -> Option<usize> {
         self.line
+    }
+
+    /// The 1-based column (in characters) of the offending token, where
+    /// known: base names, `--platform` and `--from` values. BuildKit itself
+    /// reports lines only.
+    pub fn column(&self) -> Option<usize> {
+        self.column
     }
 
     /// What went wrong.

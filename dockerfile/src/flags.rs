@@ -84,36 +84,25 @@ pub(crate) fn extract(line: &str, escape: char) -> (Vec<FlagWord>, usize) {
                 pos += 1;
                 continue;
             }
-            let mut c = ch;
-            if u32::from(ch) == u32::from(escape) {
-                if pos + 1 == bytes.len() {
-                    pos += 1;
-                    continue;
-                }
-                pos += 1;
-                c = bytes[pos];
-            }
-            word.push(char::from(c));
-            pos += 1;
-            continue;
-        }
-        // Phase::Quote
-        if ch == quote {
+        } else if ch == quote {
+            // Phase::Quote ends.
             phase = Phase::Word;
             pos += 1;
             continue;
         }
-        let mut c = ch;
+        // A character of the word; the escape token takes the next byte
+        // literally and is dropped at the very end of the line (which also
+        // ends an open quote).
         if u32::from(ch) == u32::from(escape) {
-            if pos + 1 == bytes.len() {
-                phase = Phase::Word;
-                pos += 1;
-                continue;
-            }
             pos += 1;
-            c = bytes[pos];
+            let Some(&next) = bytes.get(pos) else {
+                phase = Phase::Word;
+                continue;
+            };
+            word.push(char::from(next));
+        } else {
+            word.push(char::from(ch));
         }
-        word.push(char::from(c));
         pos += 1;
     }
     (words, bytes.len())
@@ -180,6 +169,8 @@ mod tests {
     #[case("--a=\"x y\" --b='' c", &["--a=x y", "--b="], "c")]
     #[case("--a=\\\"x c", &["--a=\"x"], "c")]
     #[case("--platform", &["--platform"], "")]
+    #[case("--a=b\\", &["--a=b"], "")]
+    #[case("--a=\"b\\", &["--a=b"], "")]
     #[case("--x -y", &["--x"], "-y")]
     fn extracts(#[case] line: &str, #[case] flags: &[&str], #[case] rest: &str) {
         let (got, got_rest) = texts(line);

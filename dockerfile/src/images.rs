@@ -148,7 +148,10 @@ impl Dockerfile {
                         },
                         _ => Location::Unrewritable,
                     };
-                    if let Some(r) = external(value, &stages, line)? {
+                    let column = self.column_in(i, flag.raw.start);
+                    if let Some(r) =
+                        external(value, &stages, line).map_err(|e| e.with_column(column))?
+                    {
                         out.push(use_of(ImageKind::CopyFrom, line, r, stage, location));
                     }
                     break;
@@ -183,7 +186,10 @@ impl Dockerfile {
                         }
                         _ => Location::Unrewritable,
                     };
-                    if let Some(r) = external(&expanded.result, &stages, line)? {
+                    let column = self.column_in(i, flag.raw.start);
+                    if let Some(r) = external(&expanded.result, &stages, line)
+                        .map_err(|e| e.with_column(column))?
+                    {
                         out.push(use_of(ImageKind::MountFrom, line, r, stage, location));
                     }
                 }
@@ -330,6 +336,7 @@ mod tests {
         let df = Dockerfile::parse("FROM a\nCOPY --from=5 /a /b\n").unwrap();
         let e = df.images(&ResolveOptions::new()).unwrap_err();
         assert_eq!(e.to_string(), "line 2: invalid stage index 5");
+        assert_eq!(e.column(), Some(6));
         let df = Dockerfile::parse("FROM a\nCOPY --from=Bad:Ref /a /b\n").unwrap();
         assert!(df.images(&ResolveOptions::new()).is_err());
     }

@@ -138,6 +138,19 @@ impl Dockerfile {
         &self.instructions
     }
 
+    /// The 1-based column, in characters, of source byte `offset`.
+    pub(crate) fn column_at(&self, offset: usize) -> usize {
+        let before = self.source.get(..offset).unwrap_or_default();
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        before[line_start..].chars().count() + 1
+    }
+
+    /// The column of logical-line byte `at` of instruction `index`.
+    pub(crate) fn column_in(&self, index: usize, at: usize) -> Option<usize> {
+        let ranges = self.instructions.get(index)?.source_ranges(at..at + 1);
+        ranges.first().map(|r| self.column_at(r.start))
+    }
+
     /// Parser warnings (empty continuation lines), as BuildKit words them.
     pub fn warnings(&self) -> &[String] {
         &self.warnings

@@ -142,6 +142,25 @@ impl ImageRef {
     }
 }
 
+impl From<&ImageRef> for oci_spec::distribution::Reference {
+    /// The same reference as `oci-spec`'s type, for crates built on it.
+    ///
+    /// `oci-spec`'s own parser is not used for normalising: it rejects IPv6
+    /// registry hosts (`[::1]:5000/app`), accepts upper-case digest hex that
+    /// `go-digest` rejects, reports upper-case repositories as a bare format
+    /// error and lacks the 64-hex image-ID check. Converting a validated
+    /// [`ImageRef`] keeps tag and digest together.
+    fn from(r: &ImageRef) -> Self {
+        use oci_spec::distribution::Reference;
+        let (domain, path) = (r.domain.clone(), r.path.clone());
+        match (r.tag.clone(), r.digest.clone()) {
+            (Some(t), Some(d)) => Reference::with_tag_and_digest(domain, path, t, d),
+            (None, Some(d)) => Reference::with_digest(domain, path, d),
+            (t, None) => Reference::with_tag(domain, path, t.unwrap_or_else(|| "latest".into())),
+        }
+    }
+}
+
 impl FromStr for ImageRef {
     type Err = ReferenceError;
 
@@ -503,6 +522,31 @@ mod tests {
     )]
     fn rejects(#[case] input: &str, #[case] want: ReferenceError) {
         assert_eq!(input.parse::<ImageRef>().unwrap_err(), want);
+    }
+
+    #[test]
+    fn converts_to_oci_spec_where_its_parser_disagrees() {
+        use oci_spec::distribution::Reference;
+        let ipv6: ImageRef = "[::1]:5000/app:1".parse().unwrap();
+        assert!("[::1]:5000/app:1".parse::<Reference>().is_err());
+        let oci = Reference::from(&ipv6);
+        assert_eq!((oci.registry(), oci.repository()), ("[::1]:5000", "app"));
+        assert_eq!(oci.to_string(), ipv6.to_string());
+
+        let both: ImageRef = format!("alpine:3.19@sha256:{H}").parse().unwrap();
+        let oci = Reference::from(&both);
+        assert_eq!(
+            (oci.tag(), oci.digest()),
+            (Some("3.19"), Some(format!("sha256:{H}").as_str()))
+        );
+        assert_eq!(oci.to_string(), both.to_string());
+
+        let upper_hex = format!("alpine@sha256:{}", H.to_uppercase());
+        assert!(upper_hex.parse::<Reference>().is_ok());
+        assert_eq!(
+            upper_hex.parse::<ImageRef>().unwrap_err(),
+            ReferenceError::DigestFormat
+        );
     }
 
     #[test]

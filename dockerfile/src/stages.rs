@@ -226,6 +226,9 @@ pub(crate) struct FromLine {
     pub(crate) base_range: Option<Range<usize>>,
     pub(crate) name: Option<String>,
     pub(crate) platform: Option<String>,
+    /// Columns of the base token and of the `--platform` flag.
+    pub(crate) base_column: Option<usize>,
+    pub(crate) platform_column: Option<usize>,
 }
 
 /// An `ARG` name with its default as written.
@@ -297,6 +300,13 @@ impl Dockerfile {
                         let first = crate::args::split_ws(text).into_iter().next()?;
                         Some(rest.start + first.start..rest.start + first.end)
                     });
+                    let base_column = base_range.as_ref().and_then(|r| self.column_in(i, r.start));
+                    let platform_column = ins
+                        .node
+                        .flags
+                        .iter()
+                        .find(|f| f.text.starts_with("--platform"))
+                        .and_then(|f| self.column_in(i, f.raw.start));
                     out.froms.push(FromLine {
                         instruction: i,
                         line: ins.start_line(),
@@ -304,6 +314,8 @@ impl Dockerfile {
                         base_range,
                         name,
                         platform,
+                        base_column,
+                        platform_column,
                     });
                     continue;
                 }
@@ -470,7 +482,11 @@ fn resolve_stage(
         base: Base::Scratch,
     };
     let fatal = |stage: &mut Stage, kind: ErrorKind| {
-        let e = Error::at(kind, from.line);
+        let column = match kind {
+            ErrorKind::EmptyPlatform(_) | ErrorKind::InvalidPlatform { .. } => from.platform_column,
+            _ => from.base_column,
+        };
+        let e = Error::at(kind, from.line).with_column(column);
         stage.base = Base::Error(e.clone());
         Some(e)
     };
@@ -537,13 +553,16 @@ fn resolve_stage(
     } else {
         match name.parse::<ImageRef>() {
             Ok(r) => Base::Image(r),
-            Err(reason) => Base::Error(Error::at(
-                ErrorKind::InvalidReference {
-                    name: name.clone(),
-                    reason,
-                },
-                from.line,
-            )),
+            Err(reason) => Base::Error(
+                Error::at(
+                    ErrorKind::InvalidReference {
+                        name: name.clone(),
+                        reason,
+                    },
+                    from.line,
+                )
+                .with_column(from.base_column),
+            ),
         }
     };
     (stage, None)
@@ -609,10 +628,9 @@ mod tests {
         let df = Dockerfile::parse("ARG B\nFROM $B\nFROM alpine\n").unwrap();
         let res = df.resolve(&amd64());
         assert_eq!(res.stages.len(), 1);
-        assert_eq!(
-            res.error.unwrap().to_string(),
-            "line 2: base name ($B) should not be blank"
-        );
+        let e = res.error.unwrap();
+        assert_eq!(e.to_string(), "line 2: base name ($B) should not be blank");
+        assert_eq!(e.column(), Some(6));
         let df = Dockerfile::parse("FROM a\nONBUILD FROM b\n").unwrap();
         assert_eq!(
             df.resolve(&amd64()).error.unwrap().kind(),

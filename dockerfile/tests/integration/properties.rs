@@ -225,3 +225,35 @@ fn buildkit_parses_rewritten_corpus_like_we_do() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Where `oci-spec`'s reference parser agrees with distribution/reference,
+/// our conversion gives the same value; the only references it may fail on
+/// are IPv6 registry hosts (see the unit test in `reference.rs`).
+#[test]
+fn oci_spec_agrees_on_corpus_references_except_ipv6() {
+    use oci_spec::distribution::Reference;
+    let Some(shared) = shared_dir() else { return };
+    let (mut agreed, mut ipv6) = (0, 0);
+    for path in corpus_files(&shared) {
+        let Ok(df) = Dockerfile::parse_bytes(&std::fs::read(&path).unwrap()) else {
+            continue;
+        };
+        let Ok(images) = df.images(&amd64()) else {
+            continue;
+        };
+        for image in images {
+            let text = image.reference.to_string();
+            let ours = Reference::from(&image.reference);
+            match text.parse::<Reference>() {
+                Ok(theirs) => {
+                    assert_eq!(theirs, ours, "{}: {text}", path.display());
+                    agreed += 1;
+                }
+                Err(_) if image.reference.domain().starts_with('[') => ipv6 += 1,
+                Err(e) => panic!("{}: oci-spec rejects {text}: {e}", path.display()),
+            }
+        }
+    }
+    assert!(agreed > 500, "only {agreed} references compared");
+    eprintln!("oci-spec agreed on {agreed} corpus references; {ipv6} IPv6 hosts it cannot parse");
+}
