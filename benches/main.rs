@@ -7,5 +7,6 @@
 
 mod dockerfile;
 mod test_utils;
+mod token;
 
-criterion::criterion_main!(dockerfile::benches);
+criterion::criterion_main!(dockerfile::benches, token::benches);

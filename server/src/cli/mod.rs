@@ -1,6 +1,8 @@
 //! Command-line interface: one module per crate's subcommands.
 
+mod cache;
 mod dockerfile;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -17,11 +19,19 @@ enum Command {
     /// Parse Dockerfiles exactly as BuildKit does.
     #[command(subcommand)]
     Dockerfile(dockerfile::Command),
+    /// Plan two-tier BuildKit build caches.
+    #[command(subcommand)]
+    Cache(cache::Command),
+    /// Mint and verify per-repository registry tokens.
+    #[command(subcommand)]
+    Token(token::Command),
 }
 
 /// Runs the chosen subcommand.
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dockerfile(cmd) => dockerfile::run(cmd),
+        Command::Cache(cmd) => cache::run(cmd),
+        Command::Token(cmd) => token::run(cmd),
     }
 }

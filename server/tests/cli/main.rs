@@ -3,4 +3,6 @@
 // Integration tests are outside `#[cfg(test)]` modules by nature.
 #![allow(clippy::tests_outside_test_module)]
 
+mod cache;
 mod dockerfile;
+mod token;
