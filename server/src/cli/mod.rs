@@ -2,6 +2,7 @@
 
 mod cache;
 mod dockerfile;
+mod mirror;
 mod token;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Command {
     /// Plan two-tier BuildKit build caches.
     #[command(subcommand)]
     Cache(cache::Command),
+    /// Copy an image (or index) between registries.
+    Mirror(mirror::MirrorArgs),
     /// Mint and verify per-repository registry tokens.
     #[command(subcommand)]
     Token(token::Command),
@@ -32,6 +35,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dockerfile(cmd) => dockerfile::run(cmd),
         Command::Cache(cmd) => cache::run(cmd),
+        Command::Mirror(args) => mirror::run(args),
         Command::Token(cmd) => token::run(cmd),
     }
 }

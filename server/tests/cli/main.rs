@@ -5,4 +5,5 @@
 
 mod cache;
 mod dockerfile;
+mod mirror;
 mod token;

@@ -1,0 +1,535 @@
+//! A registry client: the distribution API calls a copy needs, with the
+//! Bearer token flow (tokens cached per repository scope), basic auth,
+//! plain HTTP per registry, and retries with backoff.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kiln_registry_token::Challenge;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use crate::Error;
+
+/// Manifest media types a copy accepts.
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// The largest manifest read (manifests are small; this bounds memory).
+pub(crate) const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+
+/// Username and password.
+#[derive(Clone)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl Credentials {
+    /// Credentials for basic auth and token requests.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How to reach one registry.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Host with port.
+    pub host: String,
+    /// Plain HTTP instead of HTTPS.
+    pub insecure: bool,
+    /// Credentials, if any.
+    pub credentials: Option<Credentials>,
+    /// Attempts per request for connection errors, 5xx and 429.
+    pub attempts: u32,
+    /// Retry 429 (honouring `Retry-After`) instead of failing fast.
+    pub retry_rate_limited: bool,
+}
+
+impl RegistryConfig {
+    /// HTTPS, anonymous, 4 attempts, 429 retried.
+    pub fn new(host: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            insecure: false,
+            credentials: None,
+            attempts: 4,
+            retry_rate_limited: true,
+        }
+    }
+}
+
+/// A client for one registry.
+#[derive(Debug)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    config: RegistryConfig,
+    base: String,
+    /// Bearer tokens by scope string.
+    tokens: Mutex<HashMap<String, String>>,
+    /// Whether the registry asked for basic auth.
+    basic: Mutex<bool>,
+}
+
+/// A fetched manifest: its exact bytes, media type and digest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The bytes as served (copied byte for byte).
+    pub bytes: Vec<u8>,
+    /// `Content-Type` (or the JSON `mediaType`).
+    pub media_type: String,
+    /// `sha256:` of the bytes.
+    pub digest: String,
+}
+
+pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(bytes);
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    for b in hash {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn scope(repository: &str, push: bool) -> String {
+    if push {
+        format!("repository:{repository}:pull,push")
+    } else {
+        format!("repository:{repository}:pull")
+    }
+}
+
+impl RegistryClient {
+    /// A client (sharing nothing with others; use one per registry).
+    ///
+    /// # Errors
+    ///
+    /// When the TLS client cannot be built.
+    pub fn new(config: RegistryConfig) -> Result<Self, Error> {
+        // reqwest is built without a default TLS provider: use ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(16)
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(Error::Client)?;
+        let scheme = if config.insecure { "http" } else { "https" };
+        Ok(Self {
+            base: format!("{scheme}://{}", config.host),
+            http,
+            config,
+            tokens: Mutex::new(HashMap::new()),
+            basic: Mutex::new(false),
+        })
+    }
+
+    /// The registry host.
+    pub fn host(&self) -> &str {
+        &self.config.host
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    fn authorize(&self, req: RequestBuilder, scope: &str) -> RequestBuilder {
+        if let Some(token) = self.tokens.lock().ok().and_then(|t| t.get(scope).cloned()) {
+            return req.bearer_auth(token);
+        }
+        let basic = self.basic.lock().is_ok_and(|b| *b);
+        match (&self.config.credentials, basic) {
+            (Some(c), true) => req.basic_auth(&c.user, Some(&c.password)),
+            _ => req,
+        }
+    }
+
+    /// Reacts to a 401: fetches a token for `scope` (or switches to basic
+    /// auth). Returns whether a retry can succeed.
+    async fn authenticate(&self, headers: &HeaderMap, scope: &str) -> Result<bool, Error> {
+        let auth_err = |reason: String| Error::Auth {
+            registry: self.config.host.clone(),
+            reason,
+        };
+        let Some(value) = headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()) else {
+            return Err(auth_err("401 without WWW-Authenticate".into()));
+        };
+        if value.trim_start().to_ascii_lowercase().starts_with("basic") {
+            if self.config.credentials.is_none() {
+                return Err(auth_err(
+                    "basic auth required and no credentials given".into(),
+                ));
+            }
+            let mut basic = self.basic.lock().map_err(|_| auth_err("lock".into()))?;
+            if *basic {
+                return Err(auth_err("credentials refused".into()));
+            }
+            *basic = true;
+            return Ok(true);
+        }
+        let challenge: Challenge = value
+            .parse()
+            .map_err(|e| auth_err(format!("challenge {value:?}: {e}")))?;
+        let mut req = self.http.get(&challenge.realm);
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = &challenge.service {
+            query.push(("service", s.clone()));
+        }
+        query.push(("scope", scope.to_owned()));
+        req = req.query(&query);
+        if let Some(c) = &self.config.credentials {
+            req = req.basic_auth(&c.user, Some(&c.password));
+        }
+        let resp = req.send().await.map_err(|source| Error::Request {
+            operation: "token request",
+            url: challenge.realm.clone(),
+            source,
+        })?;
+        if !resp.status().is_success() {
+            return Err(auth_err(format!(
+                "token endpoint answered {}",
+                resp.status()
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body: TokenResponse = resp
+            .json()
+            .await
+            .map_err(|e| auth_err(format!("token response: {e}")))?;
+        let token = body
+            .token
+            .or(body.access_token)
+            .ok_or_else(|| auth_err("token response without token".into()))?;
+        let had = self
+            .tokens
+            .lock()
+            .map_err(|_| auth_err("lock".into()))?
+            .insert(scope.to_owned(), token);
+        // A token we already had was refused: do not loop.
+        Ok(had.is_none())
+    }
+
+    /// Sends a bodiless request with auth and retries; returns the response
+    /// whatever its status (after auth).
+    pub(crate) async fn send(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        repository: &str,
+        push: bool,
+        headers: &[(&'static str, String)],
+    ) -> Result<Response, Error> {
+        let scope = scope(repository, push);
+        let url = self.url(path);
+        let mut attempt = 0;
+        let mut authenticated = false;
+        loop {
+            attempt += 1;
+            let mut req = self.http.request(method.clone(), &url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
+            }
+            req = self.authorize(req, &scope);
+            let result = req.send().await;
+            let retry_after = match &result {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated => {
+                    authenticated = true;
+                    if self.authenticate(resp.headers(), &scope).await? {
+                        continue;
+                    }
+                    return result.map_err(|source| Error::Request {
+                        operation,
+                        url,
+                        source,
+                    });
+                }
+                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    if !self.config.retry_rate_limited {
+                        return result.map_err(|source| Error::Request {
+                            operation,
+                            url,
+                            source,
+                        });
+                    }
+                    retry_after(resp.headers())
+                }
+                Ok(resp) if resp.status().is_server_error() => retry_after(resp.headers()),
+                Ok(_) => {
+                    return result.map_err(|source| Error::Request {
+                        operation,
+                        url,
+                        source,
+                    });
+                }
+                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => None,
+                Err(_) => {
+                    return result.map_err(|source| Error::Request {
+                        operation,
+                        url,
+                        source,
+                    });
+                }
+            };
+            if attempt >= self.config.attempts {
+                return result.map_err(|source| Error::Request {
+                    operation,
+                    url,
+                    source,
+                });
+            }
+            tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(attempt))).await;
+        }
+    }
+
+    /// Ensures a token for pushing to `repository` is cached (streaming
+    /// uploads cannot be replayed after a 401).
+    pub(crate) async fn prepare_push(&self, repository: &str) -> Result<(), Error> {
+        let resp = self
+            .send("ping", Method::GET, "/v2/", repository, true, &[])
+            .await?;
+        // /v2/ may not tell the scope; probing the upload endpoint does.
+        drop(resp);
+        let path = format!("/v2/{repository}/blobs/uploads/");
+        let resp = self
+            .send("start upload", Method::POST, &path, repository, true, &[])
+            .await?;
+        if resp.status() == StatusCode::ACCEPTED
+            && let Some(loc) = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok())
+        {
+            // Cancel the probe upload; the registry cleans up otherwise.
+            let _ = self
+                .send("cancel upload", Method::DELETE, loc, repository, true, &[])
+                .await;
+        }
+        Ok(())
+    }
+
+    /// GET a manifest by tag or digest.
+    ///
+    /// # Errors
+    ///
+    /// Transport, status, size, and (by digest) digest mismatch.
+    pub async fn get_manifest(&self, repository: &str, reference: &str) -> Result<Manifest, Error> {
+        let path = format!("/v2/{repository}/manifests/{reference}");
+        let resp = self
+            .send(
+                "get manifest",
+                Method::GET,
+                &path,
+                repository,
+                false,
+                &[("Accept", MANIFEST_ACCEPT.to_owned())],
+            )
+            .await?;
+        let resp = check(resp, "get manifest", &self.url(&path)).await?;
+        let media_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+        let bytes = read_limited(resp, MAX_MANIFEST, &self.url(&path)).await?;
+        let digest = sha256_digest(&bytes);
+        if reference.starts_with("sha256:") && digest != reference {
+            return Err(Error::DigestMismatch {
+                what: "manifest",
+                expected: reference.to_owned(),
+                actual: digest,
+                size: bytes.len() as u64,
+            });
+        }
+        let media_type = match media_type {
+            Some(m) if m != "application/json" && m != "text/plain" => m,
+            _ => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_owned()),
+        };
+        Ok(Manifest {
+            bytes,
+            media_type,
+            digest,
+        })
+    }
+
+    /// Whether a manifest exists (by digest or tag) and its digest.
+    pub(crate) async fn manifest_digest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<String>, Error> {
+        let path = format!("/v2/{repository}/manifests/{reference}");
+        let resp = self
+            .send(
+                "head manifest",
+                Method::HEAD,
+                &path,
+                repository,
+                false,
+                &[("Accept", MANIFEST_ACCEPT.to_owned())],
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = check(resp, "head manifest", &self.url(&path)).await?;
+        Ok(resp
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned))
+    }
+
+    /// PUT a manifest (exact bytes) under a tag or digest.
+    ///
+    /// # Errors
+    ///
+    /// Transport or status errors.
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        manifest: &Manifest,
+    ) -> Result<(), Error> {
+        let path = format!("/v2/{repository}/manifests/{reference}");
+        let url = self.url(&path);
+        let scope = scope(repository, true);
+        for _ in 0..2 {
+            let req = self
+                .http
+                .put(&url)
+                .header(CONTENT_TYPE, &manifest.media_type)
+                .body(manifest.bytes.clone());
+            let resp =
+                self.authorize(req, &scope)
+                    .send()
+                    .await
+                    .map_err(|source| Error::Request {
+                        operation: "put manifest",
+                        url: url.clone(),
+                        source,
+                    })?;
+            if resp.status() == StatusCode::UNAUTHORIZED
+                && self.authenticate(resp.headers(), &scope).await?
+            {
+                continue;
+            }
+            check(resp, "put manifest", &url).await?;
+            return Ok(());
+        }
+        Err(Error::Auth {
+            registry: self.config.host.clone(),
+            reason: "push refused".into(),
+        })
+    }
+
+    /// Whether the blob exists (HEAD).
+    pub(crate) async fn has_blob(&self, repository: &str, digest: &str) -> Result<bool, Error> {
+        let path = format!("/v2/{repository}/blobs/{digest}");
+        let resp = self
+            .send("head blob", Method::HEAD, &path, repository, true, &[])
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => check(resp, "head blob", &self.url(&path))
+                .await
+                .map(|_| false),
+        }
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn authorized(
+        &self,
+        req: RequestBuilder,
+        repository: &str,
+        push: bool,
+    ) -> RequestBuilder {
+        self.authorize(req, &scope(repository, push))
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 200u64 << attempt.min(6);
+    // Jitter from the clock's nanoseconds: good enough to spread retries.
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    ) % (base / 2 + 1);
+    Duration::from_millis(base + jitter)
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get("Retry-After")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(60)))
+}
+
+/// Turns a non-success response into [`Error::Status`].
+pub(crate) async fn check(
+    resp: Response,
+    operation: &'static str,
+    url: &str,
+) -> Result<Response, Error> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    Err(Error::Status {
+        operation,
+        url: url.to_owned(),
+        status,
+        body: body.chars().take(300).collect(),
+    })
+}
+
+async fn read_limited(mut resp: Response, max: usize, url: &str) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Request {
+        operation: "read manifest",
+        url: url.to_owned(),
+        source,
+    })? {
+        if out.len() + chunk.len() > max {
+            return Err(Error::Manifest {
+                reference: url.to_owned(),
+                reason: format!("larger than {max} bytes"),
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}

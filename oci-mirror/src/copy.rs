@@ -1,0 +1,437 @@
+//! Copying an image (manifest or index) between registries: blobs first,
+//! then manifests, then the index, then the tag — so no tag ever points at
+//! incomplete content, and a re-run skips whatever is already there.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+use crate::client::{Manifest, RegistryClient, check, sha256_digest};
+use crate::location::ImageLocation;
+
+/// Which platforms of an index to copy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Platforms {
+    /// Every manifest of the index (the index is copied byte for byte and
+    /// keeps its digest).
+    #[default]
+    All,
+    /// Only these `os/arch[/variant]` platforms. The written index lists
+    /// only them, so **its digest differs from the source index's**.
+    Only(Vec<String>),
+}
+
+/// How to copy.
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Platforms of an index.
+    pub platforms: Platforms,
+    /// Blobs in flight at once.
+    pub jobs: usize,
+    /// Give up after this long.
+    pub deadline: Option<Duration>,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        Self {
+            platforms: Platforms::All,
+            jobs: std::thread::available_parallelism()
+                .map_or(4, |n| n.get() * 2)
+                .max(4),
+            deadline: None,
+        }
+    }
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyReport {
+    /// Digest of the top-level manifest or index written.
+    pub digest: String,
+    /// Whether that digest differs from the source's (filtered index).
+    pub digest_changed: bool,
+    /// Manifests written (incl. the index).
+    pub manifests: usize,
+    /// Blobs uploaded.
+    pub blobs_copied: usize,
+    /// Blobs the destination already had (or mounted).
+    pub blobs_skipped: usize,
+    /// Bytes uploaded.
+    pub bytes_copied: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Descriptor {
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    platform: Option<PlatformSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PlatformSpec {
+    os: String,
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+impl PlatformSpec {
+    fn matches(&self, want: &str) -> bool {
+        let mut parts = want.split('/');
+        let (os, arch, variant) = (parts.next(), parts.next(), parts.next());
+        os == Some(self.os.as_str())
+            && arch == Some(self.architecture.as_str())
+            && variant.is_none_or(|v| self.variant.as_deref() == Some(v))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestDoc {
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+}
+
+fn is_index(m: &Manifest, doc: &ManifestDoc) -> bool {
+    m.media_type.contains("index")
+        || m.media_type.contains("manifest.list")
+        || doc.manifests.is_some()
+}
+
+fn parse(m: &Manifest) -> Result<ManifestDoc, Error> {
+    serde_json::from_slice(&m.bytes).map_err(|e| Error::Manifest {
+        reference: m.digest.clone(),
+        reason: e.to_string(),
+    })
+}
+
+struct Copier<'a> {
+    src: &'a RegistryClient,
+    dst: &'a RegistryClient,
+    src_repo: &'a str,
+    dst_repo: &'a str,
+    jobs: usize,
+    copied: AtomicU64,
+    skipped: AtomicU64,
+    bytes: AtomicU64,
+    manifests: AtomicU64,
+}
+
+/// Copies `src` to `dst` (tag of `dst`, else of `src`, else by digest).
+///
+/// # Errors
+///
+/// Transport/status/auth errors, digest or size mismatches (the copy
+/// aborts; nothing already uploaded is tagged), [`Error::Deadline`].
+pub async fn copy(
+    src: &RegistryClient,
+    src_loc: &ImageLocation,
+    dst: &RegistryClient,
+    dst_loc: &ImageLocation,
+    options: &CopyOptions,
+) -> Result<CopyReport, Error> {
+    let work = copy_inner(src, src_loc, dst, dst_loc, options);
+    match options.deadline {
+        Some(d) => tokio::time::timeout(d, work)
+            .await
+            .map_err(|_| Error::Deadline(d))?,
+        None => work.await,
+    }
+}
+
+async fn copy_inner(
+    src: &RegistryClient,
+    src_loc: &ImageLocation,
+    dst: &RegistryClient,
+    dst_loc: &ImageLocation,
+    options: &CopyOptions,
+) -> Result<CopyReport, Error> {
+    let copier = Copier {
+        src,
+        dst,
+        src_repo: src_loc.repository(),
+        dst_repo: dst_loc.repository(),
+        jobs: options.jobs.max(1),
+        copied: AtomicU64::new(0),
+        skipped: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        manifests: AtomicU64::new(0),
+    };
+    dst.prepare_push(dst_loc.repository()).await?;
+    let target = dst_loc
+        .tag()
+        .or(src_loc.tag().filter(|_| src_loc.digest().is_none()))
+        .map(str::to_owned);
+    // Warm path: the destination tag already names the source's content
+    // (tags are written last, so that content is complete).
+    if matches!(options.platforms, Platforms::All)
+        && let Some(tag) = &target
+    {
+        let want = match src_loc.digest() {
+            Some(d) => Some(d.to_owned()),
+            None => {
+                src.manifest_digest(src_loc.repository(), src_loc.reference())
+                    .await?
+            }
+        };
+        if want.is_some() && dst.manifest_digest(dst_loc.repository(), tag).await? == want {
+            return Ok(CopyReport {
+                digest: want.unwrap_or_default(),
+                ..CopyReport::default()
+            });
+        }
+    }
+    let top = src
+        .get_manifest(src_loc.repository(), src_loc.reference())
+        .await?;
+    let doc = parse(&top)?;
+    let (written, changed) = if is_index(&top, &doc) {
+        copier
+            .copy_index(&top, &doc, &options.platforms, target.as_deref())
+            .await?
+    } else {
+        copier.copy_image(&top, &doc).await?;
+        copier.put(&top, target.as_deref()).await?;
+        (top.digest.clone(), false)
+    };
+    Ok(CopyReport {
+        digest: written,
+        digest_changed: changed,
+        manifests: copier.manifests.load(Ordering::Relaxed) as usize,
+        blobs_copied: copier.copied.load(Ordering::Relaxed) as usize,
+        blobs_skipped: copier.skipped.load(Ordering::Relaxed) as usize,
+        bytes_copied: copier.bytes.load(Ordering::Relaxed),
+    })
+}
+
+impl Copier<'_> {
+    /// Writes a manifest under its digest (unless present) and, if given,
+    /// the tag (last).
+    async fn put(&self, m: &Manifest, tag: Option<&str>) -> Result<(), Error> {
+        if self
+            .dst
+            .manifest_digest(self.dst_repo, &m.digest)
+            .await?
+            .as_deref()
+            != Some(&m.digest)
+        {
+            self.dst.put_manifest(self.dst_repo, &m.digest, m).await?;
+        }
+        if let Some(t) = tag {
+            self.dst.put_manifest(self.dst_repo, t, m).await?;
+        }
+        self.manifests.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn copy_index(
+        &self,
+        index: &Manifest,
+        doc: &ManifestDoc,
+        platforms: &Platforms,
+        tag: Option<&str>,
+    ) -> Result<(String, bool), Error> {
+        let children = doc.manifests.as_deref().unwrap_or_default();
+        let chosen: Vec<&Descriptor> = match platforms {
+            Platforms::All => children.iter().collect(),
+            Platforms::Only(want) => children
+                .iter()
+                .filter(|d| {
+                    d.platform
+                        .as_ref()
+                        .is_some_and(|p| want.iter().any(|w| p.matches(w)))
+                })
+                .collect(),
+        };
+        if chosen.is_empty() {
+            return Err(Error::NoPlatformMatch);
+        }
+        for child in &chosen {
+            let m = self.src.get_manifest(self.src_repo, &child.digest).await?;
+            if m.bytes.len() as u64 != child.size {
+                return Err(Error::SizeMismatch {
+                    digest: child.digest.clone(),
+                    expected: child.size,
+                    actual: m.bytes.len() as u64,
+                });
+            }
+            let child_doc = parse(&m)?;
+            self.copy_image(&m, &child_doc).await?;
+            self.put(&m, None).await?;
+        }
+        let written = if chosen.len() == children.len() {
+            index.clone()
+        } else {
+            filtered_index(index, &chosen)?
+        };
+        self.put(&written, tag).await?;
+        Ok((written.digest.clone(), written.digest != index.digest))
+    }
+
+    async fn copy_image(&self, m: &Manifest, doc: &ManifestDoc) -> Result<(), Error> {
+        let mut blobs: Vec<&Descriptor> = doc.layers.iter().collect();
+        if let Some(c) = &doc.config {
+            blobs.push(c);
+        }
+        if blobs.is_empty() {
+            return Err(Error::Manifest {
+                reference: m.digest.clone(),
+                reason: "neither an image manifest nor an index".into(),
+            });
+        }
+        stream::iter(blobs)
+            .map(|d| self.copy_blob(d))
+            .buffer_unordered(self.jobs)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn copy_blob(&self, d: &Descriptor) -> Result<(), Error> {
+        if self.dst.has_blob(self.dst_repo, &d.digest).await? {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if self.src.host() == self.dst.host() && self.try_mount(&d.digest).await? {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        // Source stream.
+        let path = format!("/v2/{}/blobs/{}", self.src_repo, d.digest);
+        let resp = self
+            .src
+            .send("get blob", Method::GET, &path, self.src_repo, false, &[])
+            .await?;
+        let resp = check(resp, "get blob", &self.src.url(&path)).await?;
+        // Start the upload.
+        let up_path = format!("/v2/{}/blobs/uploads/", self.dst_repo);
+        let start = self
+            .dst
+            .send(
+                "start upload",
+                Method::POST,
+                &up_path,
+                self.dst_repo,
+                true,
+                &[],
+            )
+            .await?;
+        let start = check(start, "start upload", &self.dst.url(&up_path)).await?;
+        let location = start
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::Manifest {
+                reference: d.digest.clone(),
+                reason: "upload without Location".into(),
+            })?
+            .to_owned();
+        let mut url = self.dst.url(&location);
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str("digest=");
+        url.push_str(&d.digest);
+
+        // Stream through a hasher that also enforces the size.
+        let hasher = Arc::new(std::sync::Mutex::new((Sha256::new(), 0u64)));
+        let h = hasher.clone();
+        let expected = d.size;
+        let body = resp.bytes_stream().map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            let mut g = h.lock().map_err(|_| std::io::Error::other("hasher lock"))?;
+            g.1 += chunk.len() as u64;
+            if g.1 > expected {
+                return Err(std::io::Error::other("blob longer than its descriptor"));
+            }
+            g.0.update(&chunk);
+            Ok::<_, std::io::Error>(chunk)
+        });
+        let req = self
+            .dst
+            .http()
+            .put(&url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, d.size)
+            .body(reqwest::Body::wrap_stream(body));
+        let put = self.dst.authorized(req, self.dst_repo, true).send().await;
+        let (hash, seen) = {
+            let g = hasher.lock().map_err(|_| Error::Manifest {
+                reference: d.digest.clone(),
+                reason: "hasher lock".into(),
+            })?;
+            (format!("sha256:{:x}", g.0.clone().finalize()), g.1)
+        };
+        if seen != d.size {
+            return Err(Error::SizeMismatch {
+                digest: d.digest.clone(),
+                expected: d.size,
+                actual: seen,
+            });
+        }
+        if hash != d.digest {
+            return Err(Error::DigestMismatch {
+                what: "blob",
+                expected: d.digest.clone(),
+                actual: hash,
+                size: seen,
+            });
+        }
+        let put = put.map_err(|source| Error::Request {
+            operation: "upload blob",
+            url: url.clone(),
+            source,
+        })?;
+        if put.status() != StatusCode::CREATED {
+            check(put, "upload blob", &url).await?;
+        }
+        self.copied.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(seen, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Cross-repository mount within one registry.
+    async fn try_mount(&self, digest: &str) -> Result<bool, Error> {
+        let path = format!(
+            "/v2/{}/blobs/uploads/?mount={digest}&from={}",
+            self.dst_repo, self.src_repo
+        );
+        let resp = self
+            .dst
+            .send("mount blob", Method::POST, &path, self.dst_repo, true, &[])
+            .await?;
+        Ok(resp.status() == StatusCode::CREATED)
+    }
+}
+
+/// The index with only `chosen` manifests (other fields kept).
+fn filtered_index(index: &Manifest, chosen: &[&Descriptor]) -> Result<Manifest, Error> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&index.bytes).map_err(|e| Error::Manifest {
+            reference: index.digest.clone(),
+            reason: e.to_string(),
+        })?;
+    let keep: Vec<&str> = chosen.iter().map(|d| d.digest.as_str()).collect();
+    if let Some(list) = value["manifests"].as_array_mut() {
+        list.retain(|m| m["digest"].as_str().is_some_and(|d| keep.contains(&d)));
+    }
+    let bytes = serde_json::to_vec(&value).map_err(|e| Error::Manifest {
+        reference: index.digest.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Manifest {
+        digest: sha256_digest(&bytes),
+        media_type: index.media_type.clone(),
+        bytes,
+    })
+}

@@ -1,0 +1,193 @@
+//! Where an image is: registry host, repository, tag and/or digest.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::Error;
+
+/// An image in a registry: `[docker://]HOST[:PORT]/REPO[:TAG][@DIGEST]`
+/// (a name without a host means Docker Hub, `library/` for one component).
+///
+/// ```
+/// use kiln_oci_mirror::ImageLocation;
+/// let l: ImageLocation = "docker://127.0.0.1:5000/mirror/alpine:3.20".parse().unwrap();
+/// assert_eq!((l.registry(), l.repository(), l.tag()), ("127.0.0.1:5000", "mirror/alpine", Some("3.20")));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageLocation {
+    registry: String,
+    repository: String,
+    tag: Option<String>,
+    digest: Option<String>,
+}
+
+impl ImageLocation {
+    /// Registry host with port.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// Repository path.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// Tag, if given.
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// Digest, if given.
+    pub fn digest(&self) -> Option<&str> {
+        self.digest.as_deref()
+    }
+
+    /// What to fetch the manifest by: the digest when given, else the tag,
+    /// else `latest`.
+    pub fn reference(&self) -> &str {
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
+    }
+}
+
+fn is_component(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && alnum(b[0])
+        && alnum(b[b.len() - 1])
+        && b.iter()
+            .all(|&c| alnum(c) || matches!(c, b'.' | b'_' | b'-'))
+        && !s.contains("..")
+}
+
+fn is_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+fn is_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+impl FromStr for ImageLocation {
+    type Err = Error;
+
+    fn from_str(input: &str) -> Result<Self, Error> {
+        let bad = |reason: &str| Error::InvalidLocation {
+            input: input.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let s = input.strip_prefix("docker://").unwrap_or(input);
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) if is_digest(d) => (r, Some(d.to_owned())),
+            Some(_) => return Err(bad("digest must be sha256: and 64 lower-case hex digits")),
+            None => (s, None),
+        };
+        let (registry, path) = match rest.split_once('/') {
+            Some((first, p)) if first.contains(['.', ':']) || first == "localhost" => {
+                (first.to_owned(), p)
+            }
+            _ => ("docker.io".to_owned(), rest),
+        };
+        let (path, tag) = match path.rsplit_once(':') {
+            Some((p, t)) if !t.contains('/') => (p, Some(t.to_owned())),
+            _ => (path, None),
+        };
+        if tag.as_deref().is_some_and(|t| !is_tag(t)) {
+            return Err(bad("invalid tag"));
+        }
+        if !path.split('/').all(is_component) || path.len() > 255 {
+            return Err(bad("invalid repository path"));
+        }
+        let repository = if registry == "docker.io" && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path.to_owned()
+        };
+        Ok(Self {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
+    }
+}
+
+impl fmt::Display for ImageLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The mirrored name of an image: `{mirror}/{registry}/{repository}`, as the
+/// Dockerfile rewrite produces (`docker.io/library/alpine:3.20` under
+/// `127.0.0.1:5000` becomes `127.0.0.1:5000/docker.io/library/alpine:3.20`).
+///
+/// `mirror` is `HOST[:PORT][/PREFIX]`.
+///
+/// # Errors
+///
+/// When the result is not a valid location.
+pub fn mirrored(source: &ImageLocation, mirror: &str) -> Result<ImageLocation, Error> {
+    let mirror = mirror.trim_end_matches('/');
+    let mut s = format!("{mirror}/{}/{}", source.registry, source.repository);
+    if let Some(t) = &source.tag {
+        s.push(':');
+        s.push_str(t);
+    }
+    if let Some(d) = &source.digest {
+        s.push('@');
+        s.push_str(d);
+    }
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("docker://127.0.0.1:5000/a/b:1", "127.0.0.1:5000", "a/b", Some("1"))]
+    #[case("alpine:3.20", "docker.io", "library/alpine", Some("3.20"))]
+    #[case("localhost/x", "localhost", "x", None)]
+    #[case("ghcr.io/o/r/s", "ghcr.io", "o/r/s", None)]
+    fn parses(#[case] s: &str, #[case] reg: &str, #[case] repo: &str, #[case] tag: Option<&str>) {
+        let l: ImageLocation = s.parse().unwrap();
+        assert_eq!((l.registry(), l.repository(), l.tag()), (reg, repo, tag));
+    }
+
+    #[rstest]
+    #[case("docker://h.io/A/b")]
+    #[case("h.io/a@sha256:abc")]
+    #[case("h.io/a:")]
+    #[case("h.io//a")]
+    fn rejects(#[case] s: &str) {
+        assert!(s.parse::<ImageLocation>().is_err());
+    }
+
+    #[test]
+    fn mirror_naming() {
+        let src: ImageLocation = "alpine:3.20".parse().unwrap();
+        let m = mirrored(&src, "127.0.0.1:5000").unwrap();
+        assert_eq!(
+            m.to_string(),
+            "127.0.0.1:5000/docker.io/library/alpine:3.20"
+        );
+    }
+}
