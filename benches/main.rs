@@ -6,7 +6,8 @@
 #![allow(missing_docs)]
 
 mod dockerfile;
+mod mirror;
 mod test_utils;
 mod token;
 
-criterion::criterion_main!(dockerfile::benches, token::benches);
+criterion::criterion_main!(dockerfile::benches, token::benches, mirror::benches);

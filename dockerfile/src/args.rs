@@ -64,6 +64,15 @@ pub(crate) fn split_ws(s: &str) -> Vec<std::ops::Range<usize>> {
 /// to the keyword's parser (`newNodeFromLine`). `base` is the offset of
 /// `line` within the instruction's logical line.
 pub(crate) fn node_from_line(line: &str, base: usize, escape: char) -> Result<Node, ErrorKind> {
+    node_from_line_at(line, base, escape, 0)
+}
+
+fn node_from_line_at(
+    line: &str,
+    base: usize,
+    escape: char,
+    depth: usize,
+) -> Result<Node, ErrorKind> {
     let trimmed = trim_space(line);
     let toff = base + offset(line, trimmed);
     let (keyword, after) = match trimmed.find(is_ws) {
@@ -121,10 +130,13 @@ pub(crate) fn node_from_line(line: &str, base: usize, escape: char) -> Result<No
                 node.values.push(rest);
             }
         }
-        "onbuild" => {
+        // One level only: BuildKit rejects `ONBUILD ONBUILD` later, and
+        // recursing over `ONBUILD ONBUILD ...` would exhaust the stack. The
+        // inner ONBUILD keeps BuildKit's shape (one empty value).
+        "onbuild" if depth == 0 => {
             if !rest.is_empty() {
                 let base = rest_span.as_ref().map_or(0, |r| r.start);
-                let trigger = node_from_line(&rest, base, escape)?;
+                let trigger = node_from_line_at(&rest, base, escape, 1)?;
                 node.trigger = Some(Box::new(trigger));
             }
         }
@@ -366,6 +378,16 @@ mod tests {
             name_val("a=1 b", "ENV", '\\').unwrap_err(),
             ErrorKind::MissingEquals("b".into())
         );
+    }
+
+    #[test]
+    fn chained_onbuild_does_not_recurse() {
+        let line = "ONBUILD ".repeat(5000) + "RUN x";
+        let node = node_from_line(&line, 0, '\\').unwrap();
+        let trigger = node.trigger.unwrap();
+        assert!(trigger.keyword.eq_ignore_ascii_case("onbuild"));
+        assert_eq!(trigger.values, [""]);
+        assert!(trigger.trigger.is_none());
     }
 
     #[test]

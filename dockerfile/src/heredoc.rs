@@ -10,9 +10,10 @@ use crate::shell::{Lexer, NoEnv};
 pub struct Heredoc {
     /// The terminator word (quotes removed).
     pub name: String,
-    /// The file descriptor written before `<<` (0 when none).
+    /// The file descriptor written before `<<` (0 when none; Go's
+    /// saturating `ParseUint` on overflow).
     #[serde(rename = "fd")]
-    pub file_descriptor: u32,
+    pub file_descriptor: u64,
     /// Whether variables in the body are expanded (the name was not quoted).
     pub expand: bool,
     /// `<<-`: leading tabs are stripped from the body and the terminator.
@@ -44,9 +45,12 @@ fn parse(word: &str) -> Option<Heredoc> {
     if rest.is_empty() || rest.contains('<') {
         return None;
     }
-    // Go's ParseUint fails on overflow and BuildKit ignores that (fd 0).
-    let fd = word[..digits].parse::<u64>().ok();
-    let fd = fd.and_then(|f| u32::try_from(f).ok()).unwrap_or(0);
+    // Go's ParseUint gives the maximum on overflow (BuildKit ignores the
+    // error) and 0 for no digits.
+    let fd = match &word[..digits] {
+        "" => 0,
+        d => d.parse::<u64>().unwrap_or(u64::MAX),
+    };
 
     let mut lex = Lexer::new('\\');
     lex.skip_unset_env = true;

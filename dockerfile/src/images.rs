@@ -3,6 +3,7 @@
 //! `RUN --mount=...,from=` values that name neither a stage nor an index.
 //! ONBUILD triggers belong to later builds and are not included.
 
+use std::collections::HashSet;
 use std::ops::Range;
 
 use serde::Serialize;
@@ -57,8 +58,20 @@ pub struct ImageUse {
     pub repository: String,
     /// The stage the reference appears in (for FROM: the stage it starts).
     pub stage: Option<String>,
+    /// For FROM: the base depends on a platform the caller did not fix.
+    #[serde(skip)]
+    pub(crate) platform_dependent: bool,
     #[serde(skip)]
     pub(crate) location: Location,
+}
+
+impl ImageUse {
+    /// Whether this FROM resolves differently per platform (it used
+    /// `TARGETARCH` & co. while no platform was chosen): rewriting it to one
+    /// literal would pin the build to this machine's platform.
+    pub fn platform_dependent(&self) -> bool {
+        self.platform_dependent
+    }
 }
 
 /// `strconv.Atoi`: an optional sign and decimal digits that fit an i64.
@@ -102,6 +115,7 @@ impl Dockerfile {
                 repository: reference.repository(),
                 reference,
                 stage: None,
+                platform_dependent: false,
                 location,
             });
         }
@@ -109,8 +123,10 @@ impl Dockerfile {
         let (meta_env, _, _) = self.meta_env(&outline, opts);
         let mut current: Option<&Stage> = None;
         let mut stage_env = EnvList::default();
+        let names: HashSet<String> = stages.iter().filter_map(|s| s.name.clone()).collect();
+        let mut next_stage = stages.iter().peekable();
         for (i, ins) in self.instructions.iter().enumerate() {
-            if let Some(s) = stages.iter().find(|s| s.instruction == i) {
+            if let Some(s) = next_stage.next_if(|s| s.instruction == i) {
                 current = Some(s);
                 stage_env = EnvList::default();
                 if let Base::Image(r) = &s.base {
@@ -120,6 +136,7 @@ impl Dockerfile {
                         reference: r.clone(),
                         repository: r.repository(),
                         stage: s.name.clone(),
+                        platform_dependent: s.platform_dependent,
                         location: match &s.base_range {
                             Some(range) => Location::Logical {
                                 instruction: i,
@@ -140,6 +157,10 @@ impl Dockerfile {
                     let Some(value) = flag.text.strip_prefix("--from=") else {
                         continue;
                     };
+                    if value.is_empty() {
+                        // BuildKit: an empty --from is no --from.
+                        break;
+                    }
                     let raw = ins.original.get(flag.raw.clone()).unwrap_or_default();
                     let location = match raw.strip_prefix("--from=") {
                         Some(v) if v == value => Location::Logical {
@@ -149,8 +170,8 @@ impl Dockerfile {
                         _ => Location::Unrewritable,
                     };
                     let column = self.column_in(i, flag.raw.start);
-                    if let Some(r) =
-                        external(value, &stages, line).map_err(|e| e.with_column(column))?
+                    if let Some(r) = external(value, stages.len(), &names, line)
+                        .map_err(|e| e.with_column(column))?
                     {
                         out.push(use_of(ImageKind::CopyFrom, line, r, stage, location));
                     }
@@ -166,6 +187,9 @@ impl Dockerfile {
                     else {
                         continue;
                     };
+                    if from.value.is_empty() {
+                        continue;
+                    }
                     let lex = Lexer::new(self.escape);
                     let expanded = lex
                         .process_word(&from.value, &stage_env)
@@ -176,18 +200,18 @@ impl Dockerfile {
                             };
                             Error::at(kind, line)
                         })?;
-                    let location = match raw.strip_prefix("--mount=") {
-                        Some(v) if v == value => {
+                    let location = match (raw.strip_prefix("--mount="), &from.range) {
+                        (Some(v), Some(r)) if v == value => {
                             let start = flag.raw.start + "--mount=".len();
                             Location::Logical {
                                 instruction: i,
-                                range: start + from.range.start..start + from.range.end,
+                                range: start + r.start..start + r.end,
                             }
                         }
                         _ => Location::Unrewritable,
                     };
                     let column = self.column_in(i, flag.raw.start);
-                    if let Some(r) = external(&expanded.result, &stages, line)
+                    if let Some(r) = external(&expanded.result, stages.len(), &names, line)
                         .map_err(|e| e.with_column(column))?
                     {
                         out.push(use_of(ImageKind::MountFrom, line, r, stage, location));
@@ -250,14 +274,20 @@ fn use_of(
         repository: r.repository(),
         reference: r,
         stage: stage.name.clone(),
+        platform_dependent: false,
         location,
     }
 }
 
 /// A `--from` value: `None` for a stage name (case-insensitive) or index.
-fn external(value: &str, stages: &[Stage], line: usize) -> Result<Option<ImageRef>, Error> {
+fn external(
+    value: &str,
+    stage_count: usize,
+    names: &HashSet<String>,
+    line: usize,
+) -> Result<Option<ImageRef>, Error> {
     if let Some(index) = atoi(value) {
-        if usize::try_from(index).is_ok_and(|i| i < stages.len()) {
+        if usize::try_from(index).is_ok_and(|i| i < stage_count) {
             return Ok(None);
         }
         return Err(Error::at(
@@ -265,11 +295,7 @@ fn external(value: &str, stages: &[Stage], line: usize) -> Result<Option<ImageRe
             line,
         ));
     }
-    let lower = value.to_lowercase();
-    if stages
-        .iter()
-        .any(|s| s.name.as_deref() == Some(lower.as_str()))
-    {
+    if names.contains(&value.to_lowercase()) {
         return Ok(None);
     }
     value.parse::<ImageRef>().map(Some).map_err(|reason| {

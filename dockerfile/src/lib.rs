@@ -62,5 +62,5 @@ pub use instruction::Instruction;
 pub use parser::Dockerfile;
 pub use platform::{Platform, PlatformError};
 pub use reference::{ImageRef, Mirror, ReferenceError};
-pub use rewrite::{Edit, Rewrite};
+pub use rewrite::{Edit, Rewrite, SkipReason, Skipped};
 pub use stages::{Base, MetaArg, Resolution, ResolveOptions, Stage};

@@ -10,9 +10,8 @@ use crate::error::ErrorKind;
 pub(crate) struct MountFrom {
     /// The value (CSV quoting removed, variables not yet expanded).
     pub(crate) value: String,
-    /// Its byte range in the mount text when it is a plain (unquoted) token;
-    /// empty otherwise.
-    pub(crate) range: Range<usize>,
+    /// Its byte range in the mount text when it is a plain (unquoted) token.
+    pub(crate) range: Option<Range<usize>>,
 }
 
 /// One CSV field: its text and, when unquoted, its byte range.
@@ -75,7 +74,7 @@ pub(crate) fn from_field(text: &str) -> Result<Option<MountFrom>, ErrorKind> {
             continue;
         };
         if key.eq_ignore_ascii_case("from") {
-            let range = range.map_or(0..0, |r| r.end - value.len()..r.end);
+            let range = range.map(|r| r.end - value.len()..r.end);
             found = Some(MountFrom {
                 value: value.to_owned(),
                 range,
@@ -94,10 +93,10 @@ mod tests {
         let text = "type=bind,from=builder,target=/x";
         let f = from_field(text).unwrap().unwrap();
         assert_eq!(f.value, "builder");
-        assert_eq!(&text[f.range], "builder");
+        assert_eq!(&text[f.range.unwrap()], "builder");
         assert_eq!(from_field("type=cache,target=/x").unwrap(), None);
         let q = from_field("\"from=a,b\",target=/x").unwrap().unwrap();
-        assert_eq!((q.value.as_str(), q.range), ("a,b", 0..0));
+        assert_eq!((q.value.as_str(), q.range), ("a,b", None));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Shell patterns in `${V#p}`, `${V%p}` and `${V/p/r}`, matched exactly as
 //! BuildKit's `convertShellPatternToRegex` + Go `regexp` do, without a regex
-//! engine and in `O(len(pattern) * len(value))`.
+//! engine: an NFA over the pattern's tokens, simulated position by position
+//! (stopping as soon as no state is alive), and one backward pass that marks
+//! every position where some match starts, so a search is
+//! `O(len(pattern) * len(value))`.
 //!
 //! The pattern language is: `*` (any run of characters but `\n`), `?` (one
 //! character but `\n`), `\*`, `\?`, `\\` (literals), `\}` and `\/` (the
@@ -47,51 +50,104 @@ impl Pattern {
         Ok(Self { tokens, greedy })
     }
 
-    /// The end (in chars) of the match that starts at `start`, if any.
-    fn match_from(&self, value: &[char], start: usize) -> Option<usize> {
-        // reach[i] = the pattern can have consumed value[start..i] so far.
-        let n = value.len();
-        let mut reach = vec![false; n + 1];
-        reach[start] = true;
-        for token in &self.tokens {
-            let mut next = vec![false; n + 1];
-            match *token {
-                Token::Literal(c) => {
-                    for i in start..n {
-                        if reach[i] && value[i] == c {
-                            next[i + 1] = true;
-                        }
-                    }
-                }
-                Token::AnyOne => {
-                    for i in start..n {
-                        if reach[i] && value[i] != '\n' {
-                            next[i + 1] = true;
-                        }
-                    }
-                }
-                Token::AnyRun => {
-                    let mut run = false;
-                    for i in start..=n {
-                        run = reach[i] || (run && value[i - 1] != '\n');
-                        next[i] = run;
-                    }
-                }
+    /// Adds state `j` and, through `*` (which may match nothing), the
+    /// states after it.
+    fn add_state(&self, j: usize, set: &mut Vec<usize>, seen: &mut [bool]) {
+        let mut j = j;
+        loop {
+            if seen[j] {
+                return;
             }
-            reach = next;
-        }
-        let mut ends = (start..=n).filter(|&i| reach[i]);
-        if self.greedy {
-            ends.next_back()
-        } else {
-            ends.next()
+            seen[j] = true;
+            set.push(j);
+            if j < self.tokens.len() && self.tokens[j] == Token::AnyRun {
+                j += 1;
+            } else {
+                return;
+            }
         }
     }
 
-    /// Leftmost match `(start, end)` at or after `from`, in chars.
-    fn find(&self, value: &[char], from: usize) -> Option<(usize, usize)> {
-        (from..=value.len()).find_map(|s| self.match_from(value, s).map(|e| (s, e)))
+    /// The end (in chars) of the match that starts at `start`, if any: the
+    /// first accepting position (lazy) or the last (greedy).
+    fn match_from(&self, value: &[char], start: usize) -> Option<usize> {
+        let m = self.tokens.len();
+        let mut seen = vec![false; m + 1];
+        let mut current = Vec::with_capacity(m + 1);
+        self.add_state(0, &mut current, &mut seen);
+        let mut best = None;
+        let mut pos = start;
+        loop {
+            if seen[m] {
+                best = Some(pos);
+                if !self.greedy {
+                    return best;
+                }
+            }
+            let Some(&c) = value.get(pos) else {
+                return best;
+            };
+            seen.iter_mut().for_each(|s| *s = false);
+            let mut next = Vec::with_capacity(current.len());
+            for &j in &current {
+                let Some(token) = self.tokens.get(j) else {
+                    continue;
+                };
+                match *token {
+                    Token::Literal(l) if l == c => self.add_state(j + 1, &mut next, &mut seen),
+                    Token::AnyOne if c != '\n' => self.add_state(j + 1, &mut next, &mut seen),
+                    Token::AnyRun if c != '\n' => self.add_state(j, &mut next, &mut seen),
+                    _ => {}
+                }
+            }
+            if next.is_empty() {
+                return best;
+            }
+            current = next;
+            pos += 1;
+        }
     }
+
+    /// `starts[i]`: some match begins at `i` (backward pass over tokens).
+    fn match_starts(&self, value: &[char]) -> Vec<bool> {
+        let n = value.len();
+        // can[i] for tokens t..: can they match some value[i..e]?
+        let mut can = vec![true; n + 1];
+        for token in self.tokens.iter().rev() {
+            let mut prev = vec![false; n + 1];
+            match *token {
+                Token::Literal(l) => {
+                    for i in 0..n {
+                        prev[i] = value[i] == l && can[i + 1];
+                    }
+                }
+                Token::AnyOne => {
+                    for i in 0..n {
+                        prev[i] = value[i] != '\n' && can[i + 1];
+                    }
+                }
+                Token::AnyRun => {
+                    prev[n] = can[n];
+                    for i in (0..n).rev() {
+                        prev[i] = can[i] || (value[i] != '\n' && prev[i + 1]);
+                    }
+                }
+            }
+            can = prev;
+        }
+        can
+    }
+}
+
+/// Largest `len(pattern) * len(value)` searched; beyond it the expansion is
+/// an error instead of minutes of CPU (BuildKit has no limit).
+const MAX_SEARCH_COST: usize = 1 << 28;
+
+fn check_cost(tokens: usize, value: usize) -> Result<(), String> {
+    if (tokens + 1).saturating_mul(value + 1) > MAX_SEARCH_COST {
+        return Err("pattern substitution too large".to_owned());
+    }
+    Ok(())
 }
 
 fn skip_bom(s: &str) -> &str {
@@ -103,6 +159,7 @@ fn skip_bom(s: &str) -> &str {
 pub(crate) fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, String> {
     let compiled = Pattern::new(pattern, greedy).map_err(|e| invalid(pattern, &e))?;
     let chars: Vec<char> = value.chars().collect();
+    check_cost(compiled.tokens.len(), chars.len())?;
     Ok(match compiled.match_from(&chars, 0) {
         Some(end) => chars[end..].iter().collect(),
         None => value.to_owned(),
@@ -150,8 +207,14 @@ pub(crate) fn replace(
 ) -> Result<String, String> {
     let compiled = Pattern::new(pattern, true).map_err(|e| invalid(pattern, &e))?;
     let chars: Vec<char> = value.chars().collect();
+    check_cost(compiled.tokens.len(), chars.len())?;
+    let starts = compiled.match_starts(&chars);
+    let find = |from: usize| -> Option<(usize, usize)> {
+        let s = (from..=chars.len()).find(|&i| starts[i])?;
+        compiled.match_from(&chars, s).map(|e| (s, e))
+    };
     if !all {
-        return Ok(match compiled.find(&chars, 0) {
+        return Ok(match find(0) {
             Some((s, e)) => {
                 let mut out: String = chars[..s].iter().collect();
                 out.push_str(replacement);
@@ -162,16 +225,16 @@ pub(crate) fn replace(
         });
     }
     // Go's Regexp.ReplaceAllString, including its `$` template expansion.
-    let template = expand_template(replacement);
     let mut out = String::new();
     let (mut search, mut last_end) = (0, 0);
     while search <= chars.len() {
-        let Some((s, e)) = compiled.find(&chars, search) else {
+        let Some((s, e)) = find(search) else {
             break;
         };
         out.extend(&chars[last_end..s]);
         if e > last_end || s == 0 {
-            out.push_str(&template);
+            let whole: String = chars[s..e].iter().collect();
+            out.push_str(&expand_template(replacement, &whole));
         }
         last_end = e;
         search = if search + 1 > e { search + 1 } else { e };
@@ -181,8 +244,11 @@ pub(crate) fn replace(
 }
 
 /// Go's `Regexp.Expand` for a pattern without capture groups: `$$` is `$`,
-/// `$name`/`${name}` expand to nothing, a `$` that starts neither stays.
-fn expand_template(template: &str) -> String {
+/// `$0`/`${0}` the whole match, other `$name`/`${name}` nothing (names are
+/// Unicode letters, digits and `_`), a `$` that starts neither stays.
+fn expand_template(template: &str, whole: &str) -> String {
+    use crate::gostr::{is_digit, is_letter};
+    let is_name = |c: char| is_letter(c) || is_digit(c) || c == '_';
     let mut out = String::new();
     let mut rest = template;
     while let Some(i) = rest.find('$') {
@@ -193,21 +259,25 @@ fn expand_template(template: &str) -> String {
             rest = r;
             continue;
         }
-        let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
-        if let Some(r) = rest.strip_prefix('{') {
+        let (name, after) = if let Some(r) = rest.strip_prefix('{') {
             let len = r.find(|c| !is_name(c)).unwrap_or(r.len());
             if len > 0 && r[len..].starts_with('}') {
-                rest = &r[len + 1..];
-                continue;
+                (&r[..len], &r[len + 1..])
+            } else {
+                ("", rest)
             }
         } else {
             let len = rest.find(|c| !is_name(c)).unwrap_or(rest.len());
-            if len > 0 {
-                rest = &rest[len..];
-                continue;
-            }
+            (&rest[..len], &rest[len..])
+        };
+        if name.is_empty() {
+            out.push('$');
+            continue;
         }
-        out.push('$');
+        if name.parse::<u64>() == Ok(0) && name.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(whole);
+        }
+        rest = after;
     }
     out.push_str(rest);
     out
@@ -245,6 +315,9 @@ mod tests {
     #[case("*", "x", "ab", true, "x")]
     #[case("a", "$1z", "aa", true, "")]
     #[case("a", "$$", "a", true, "$")]
+    #[case("a", "$0$0", "xa", true, "xaa")]
+    #[case("a", "${0}.", "a", true, "a.")]
+    #[case("zz", "y", "aaaa", true, "aaaa")]
     fn replaces(
         #[case] p: &str,
         #[case] r: &str,
@@ -253,6 +326,15 @@ mod tests {
         #[case] want: &str,
     ) {
         assert_eq!(replace(p, r, v, all).unwrap(), want);
+    }
+
+    #[test]
+    fn long_values_stay_linear() {
+        // The old search was quadratic here (minutes); this must not be.
+        let value = "a".repeat(200_000);
+        assert_eq!(replace("zz", "y", &value, true).unwrap(), value);
+        assert_eq!(replace("a", "", &value, true).unwrap(), "");
+        assert_eq!(trim_suffix("*a", &value, true).unwrap(), "");
     }
 
     #[test]

@@ -98,8 +98,13 @@ impl ImageRef {
         &self.path
     }
 
-    /// `domain/path`: the repository, without tag or digest.
+    /// `domain/path`: the repository, without tag or digest (just the path
+    /// in the rare names distribution reads without a domain, like
+    /// `a_b.c/foo`).
     pub fn repository(&self) -> String {
+        if self.domain.is_empty() {
+            return self.path.clone();
+        }
         format!("{}/{}", self.domain, self.path)
     }
 
@@ -186,7 +191,7 @@ impl TryFrom<String> for ImageRef {
 
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.domain, self.path)?;
+        f.write_str(&self.repository())?;
         if let Some(t) = &self.tag {
             write!(f, ":{t}")?;
         }
@@ -547,6 +552,13 @@ mod tests {
             upper_hex.parse::<ImageRef>().unwrap_err(),
             ReferenceError::DigestFormat
         );
+    }
+
+    #[test]
+    fn names_without_a_domain_print_without_a_slash() {
+        let r: ImageRef = "a_b.c/foo".parse().unwrap();
+        assert_eq!(r.to_string(), "a_b.c/foo:latest");
+        assert_eq!(r.repository(), "a_b.c/foo");
     }
 
     #[test]

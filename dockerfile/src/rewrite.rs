@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use serde::Serialize;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::images::{ImageKind, ImageUse, Location};
 use crate::parser::Dockerfile;
 use crate::reference::Mirror;
@@ -29,6 +29,29 @@ pub struct Edit {
     pub replacement: String,
 }
 
+/// Why a chosen reference was left as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// A quoted or escaped flag value, not a plain token in the file.
+    NotPlainToken,
+    /// The mirrored name is not a valid reference (e.g. too long).
+    NotMirrorable,
+    /// The FROM depends on `TARGETARCH` & co. and no platform was chosen:
+    /// one literal would pin every platform's build to this machine's.
+    PlatformDependent,
+}
+
+/// A chosen reference that was not rewritten, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The reference.
+    pub image: ImageUse,
+    /// Why.
+    pub reason: SkipReason,
+}
+
 /// The rewritten file and what changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rewrite {
@@ -36,9 +59,9 @@ pub struct Rewrite {
     pub text: String,
     /// The edits, in file order.
     pub edits: Vec<Edit>,
-    /// Chosen references whose text is not a plain token (a quoted or
-    /// escaped flag value) and were left alone.
-    pub skipped: Vec<ImageUse>,
+    /// Chosen references left as written (the build then pulls them from
+    /// their origin, as it would without a mirror).
+    pub skipped: Vec<Skipped>,
 }
 
 impl Dockerfile {
@@ -48,10 +71,12 @@ impl Dockerfile {
     /// An ARG-based FROM that resolves is replaced by its resolved literal;
     /// stage references, `scratch` and failed expansions are never touched.
     ///
+    /// References that cannot be rewritten are listed in
+    /// [`Rewrite::skipped`] with the reason; the rest still are.
+    ///
     /// # Errors
     ///
-    /// As [`Dockerfile::images`], and when a mirrored name is not a valid
-    /// reference (e.g. too long).
+    /// As [`Dockerfile::images`].
     pub fn rewrite(
         &self,
         opts: &ResolveOptions,
@@ -64,6 +89,13 @@ impl Dockerfile {
             if !choose(&image) {
                 continue;
             }
+            if image.platform_dependent() {
+                skipped.push(Skipped {
+                    image,
+                    reason: SkipReason::PlatformDependent,
+                });
+                continue;
+            }
             let spans = match &image.location {
                 Location::Logical { instruction, range } => {
                     self.instructions[*instruction].source_ranges(range.clone())
@@ -72,17 +104,20 @@ impl Dockerfile {
                 Location::Unrewritable => Vec::new(),
             };
             if spans.is_empty() {
-                skipped.push(image);
+                skipped.push(Skipped {
+                    image,
+                    reason: SkipReason::NotPlainToken,
+                });
                 continue;
             }
-            let replacement = image
-                .reference
-                .mirrored(mirror)
-                .map_err(|reason| {
-                    let name = format!("{mirror}/{}", image.reference);
-                    Error::at(ErrorKind::InvalidReference { name, reason }, image.line)
-                })?
-                .to_string();
+            let Ok(mirrored) = image.reference.mirrored(mirror) else {
+                skipped.push(Skipped {
+                    image,
+                    reason: SkipReason::NotMirrorable,
+                });
+                continue;
+            };
+            let replacement = mirrored.to_string();
             let original = spans.iter().map(|r| &self.source[r.clone()]).collect();
             edits.push(Edit {
                 kind: image.kind,
@@ -117,6 +152,33 @@ impl Dockerfile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platform_dependent_and_unmirrorable_references_are_skipped_not_fatal() {
+        let src = "FROM alpine-$TARGETARCH\nFROM localhost:5000/app:1\nFROM debian:12\n";
+        let df = Dockerfile::parse(src).unwrap();
+        let mirror: Mirror = "127.0.0.1:5000".parse().unwrap();
+        let out = df
+            .rewrite(&ResolveOptions::new(), &mirror, |_| true)
+            .unwrap();
+        let reasons: Vec<SkipReason> = out.skipped.iter().map(|s| s.reason.clone()).collect();
+        assert_eq!(
+            reasons,
+            [SkipReason::PlatformDependent, SkipReason::NotMirrorable]
+        );
+        assert_eq!(out.edits.len(), 1);
+        assert!(
+            out.text
+                .ends_with("FROM 127.0.0.1:5000/docker.io/library/debian:12\n")
+        );
+        // With the platform chosen, the FROM is rewritten for it.
+        let opts = ResolveOptions::new().target_platform("linux/arm64".parse().unwrap());
+        let out = df.rewrite(&opts, &mirror, |_| true).unwrap();
+        assert!(
+            out.text
+                .starts_with("FROM 127.0.0.1:5000/docker.io/library/alpine-arm64:latest\n")
+        );
+    }
 
     fn rewrite(src: &str) -> String {
         let df = Dockerfile::parse(src).unwrap();

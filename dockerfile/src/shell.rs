@@ -9,6 +9,14 @@ use std::collections::BTreeSet;
 use crate::gostr::{is_digit, is_letter, is_space};
 use crate::pattern;
 
+/// Deepest `${...}` nesting expanded (BuildKit has no limit; a fixed-size
+/// thread stack needs one).
+pub(crate) const MAX_NESTING: usize = 64;
+
+/// Longest expansion result, so `ARG B=$A$A$A...` chains cannot exhaust
+/// memory (BuildKit has no limit).
+pub(crate) const MAX_EXPANSION: usize = 1 << 20;
+
 /// Variables visible to an expansion.
 pub(crate) trait Env {
     /// The value of `name`, if set.
@@ -129,6 +137,7 @@ struct Word<'a> {
     pos: usize,
     env: &'a dyn Env,
     raw_escapes: bool,
+    depth: usize,
     buf: String,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
@@ -148,6 +157,7 @@ impl<'a> Word<'a> {
             pos: 0,
             env,
             raw_escapes: lex.raw_escapes,
+            depth: 0,
             buf: String::new(),
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
@@ -182,10 +192,21 @@ impl<'a> Word<'a> {
         stop: Option<char>,
         raw_escapes: bool,
     ) -> Result<(String, Vec<String>), String> {
+        // Go's growable stacks let BuildKit nest `${A:-${B:-...}}` without
+        // bound; a fixed stack cannot, so hostile nesting is an error here.
+        if self.depth >= MAX_NESTING {
+            return Err(format!("substitutions nested deeper than {MAX_NESTING}"));
+        }
+        self.depth += 1;
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
         let r = self.stop_on_inner(stop);
         self.raw_escapes = saved;
-        r
+        self.depth -= 1;
+        let r = r?;
+        if r.0.len() > MAX_EXPANSION {
+            return Err(format!("expansion longer than {MAX_EXPANSION} bytes"));
+        }
+        Ok(r)
     }
 
     fn stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), String> {
@@ -203,6 +224,9 @@ impl<'a> Word<'a> {
             match c {
                 '$' => {
                     let tmp = self.dollar()?;
+                    if result.len() + tmp.len() > MAX_EXPANSION {
+                        return Err(format!("expansion longer than {MAX_EXPANSION} bytes"));
+                    }
                     result.push_str(&tmp);
                     words.add_string(&mut self.buf, &tmp);
                 }
@@ -558,6 +582,28 @@ mod tests {
         lex.skip_unset_env = true;
         let words = lex.process_words("RUN <<\"EOF\" $X 'a b'", &NoEnv).unwrap();
         assert_eq!(words, ["RUN", "<<\"EOF\"", "$X", "'a b'"]);
+    }
+
+    #[test]
+    fn hostile_nesting_and_growth_are_errors_not_crashes() {
+        let deep = format!("{}x{}", "${A:-".repeat(5000), "}".repeat(5000));
+        let err = Lexer::new('\\').process_word(&deep, &NoEnv).unwrap_err();
+        assert!(err.contains("nested deeper"), "{err}");
+        let ok = format!("{}x{}", "${A:-".repeat(50), "}".repeat(50));
+        assert_eq!(
+            Lexer::new('\\').process_word(&ok, &NoEnv).unwrap().result,
+            "x"
+        );
+
+        struct Big(String);
+        impl Env for Big {
+            fn get(&self, _: &str) -> Option<&str> {
+                Some(&self.0)
+            }
+        }
+        let big = Big("a".repeat(600_000));
+        let err = Lexer::new('\\').process_word("$A$A", &big).unwrap_err();
+        assert!(err.contains("expansion longer"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! platform args, expansion of each base name and `--platform`, and the
 //! lookup that decides stage / `scratch` / image.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use serde::ser::SerializeMap;
@@ -65,25 +65,42 @@ impl ResolveOptions {
     }
 }
 
-/// An ordered variable list with BuildKit's `AddOrReplace`.
+/// Variables with BuildKit's `AddOrReplace`, plus which of them depend on
+/// a platform the caller did not fix (so a FROM using them resolves
+/// differently per platform).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct EnvList(Vec<(String, String)>);
+pub(crate) struct EnvList {
+    vars: HashMap<String, String>,
+    platform_dependent: HashSet<String>,
+}
 
 impl EnvList {
     pub(crate) fn set(&mut self, key: &str, value: String) {
-        match self.0.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((key.to_owned(), value)),
+        self.vars.insert(key.to_owned(), value);
+    }
+
+    fn set_dependent(&mut self, key: &str, dependent: bool) {
+        if dependent {
+            self.platform_dependent.insert(key.to_owned());
+        } else {
+            self.platform_dependent.remove(key);
         }
+    }
+
+    /// Whether any of `names` depends on an unfixed platform.
+    pub(crate) fn depends_on_platform<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a String>,
+    ) -> bool {
+        names
+            .into_iter()
+            .any(|n| self.platform_dependent.contains(n))
     }
 }
 
 impl Env for EnvList {
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.vars.get(name).map(String::as_str)
     }
 }
 
@@ -136,6 +153,10 @@ pub struct Stage {
     pub platform_raw: Option<String>,
     /// `--platform` after expansion.
     pub platform_expanded: Option<String>,
+    /// Whether the base name used a platform argument (`TARGETARCH`, ...,
+    /// directly or through a global ARG) that the caller did not fix: it
+    /// resolves differently per platform.
+    pub platform_dependent: bool,
     /// What the base resolved to.
     pub base: Base,
 }
@@ -294,7 +315,9 @@ impl Dockerfile {
                     let platform = flags::parse(&flag_words, &[("platform", FlagType::String)])
                         .map_err(at)?
                         .remove(0)
-                        .pop();
+                        .pop()
+                        // BuildKit only evaluates a non-empty `--platform`.
+                        .filter(|p| !p.is_empty());
                     let base_range = ins.node.rest.clone().and_then(|rest| {
                         let text = ins.original.get(rest.clone())?;
                         let first = crate::args::split_ws(text).into_iter().next()?;
@@ -359,8 +382,13 @@ impl Dockerfile {
             return res;
         }
         let lex = Lexer::new(self.escape);
+        // Earlier stages by name; a later duplicate wins, as in BuildKit.
+        let mut by_name = HashMap::new();
         for (index, from) in outline.froms.iter().enumerate() {
-            let (stage, fatal) = resolve_stage(&lex, &env, index, from, &res.stages);
+            let (stage, fatal) = resolve_stage(&lex, &env, index, from, &by_name);
+            if let Some(n) = &stage.name {
+                by_name.insert(n.clone(), index);
+            }
             res.stages.push(stage);
             if fatal.is_some() {
                 res.error = fatal;
@@ -404,6 +432,11 @@ impl Dockerfile {
             .unwrap_or_else(|| "default".to_owned());
         let mut env = EnvList::default();
         for (k, v) in platform::automatic_args(&build, &target, &target_stage) {
+            let fixed = opts.build_args.contains_key(&k)
+                || (k.starts_with("TARGET") && opts.target_platform.is_some())
+                || (k.starts_with("BUILD") && opts.build_platform.is_some())
+                || k == "TARGETSTAGE";
+            env.set_dependent(&k, !fixed);
             let v = opts.build_args.get(&k).cloned().unwrap_or(v);
             env.set(&k, v);
         }
@@ -417,10 +450,14 @@ impl Dockerfile {
             .collect();
         let mut meta = Vec::new();
         for (n, (key, value)) in outline.meta_args.iter().enumerate() {
+            let mut dependent = false;
             let expanded = match (opts.build_args.get(key), value) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(def)) => match lex.process_word(def, &env) {
-                    Ok(e) => Some(e.result),
+                    Ok(e) => {
+                        dependent = env.depends_on_platform(&e.matched);
+                        Some(e.result)
+                    }
                     Err(reason) => {
                         let line = arg_lines.get(n).copied().unwrap_or(0);
                         let kind = ErrorKind::Expansion {
@@ -434,6 +471,7 @@ impl Dockerfile {
             };
             if let Some(v) = &expanded {
                 env.set(key, v.clone());
+                env.set_dependent(key, dependent);
             }
             meta.push(MetaArg {
                 key: key.clone(),
@@ -466,7 +504,7 @@ fn resolve_stage(
     env: &EnvList,
     index: usize,
     from: &FromLine,
-    earlier: &[Stage],
+    by_name: &HashMap<String, usize>,
 ) -> (Stage, Option<Error>) {
     let mut stage = Stage {
         index,
@@ -479,6 +517,7 @@ fn resolve_stage(
         unmatched_vars: Vec::new(),
         platform_raw: from.platform.clone(),
         platform_expanded: None,
+        platform_dependent: false,
         base: Base::Scratch,
     };
     let fatal = |stage: &mut Stage, kind: ErrorKind| {
@@ -492,6 +531,7 @@ fn resolve_stage(
     };
     match lex.process_word(&from.base, env) {
         Ok(e) => {
+            stage.platform_dependent = env.depends_on_platform(&e.matched);
             stage.base_expanded = e.result;
             stage.unmatched_vars = e.unmatched.into_iter().collect();
         }
@@ -542,12 +582,8 @@ fn resolve_stage(
         }
     }
     let name = &stage.base_expanded;
-    stage.base = if let Some(s) = earlier
-        .iter()
-        .rev()
-        .find(|s| s.name.as_deref() == Some(name.as_str()))
-    {
-        Base::Stage(s.index)
+    stage.base = if let Some(&index) = by_name.get(name) {
+        Base::Stage(index)
     } else if name == "scratch" {
         Base::Scratch
     } else {
@@ -621,6 +657,18 @@ mod tests {
                 "docker.io/library/golang:1.22-arm64"
             ]
         );
+    }
+
+    #[test]
+    fn platform_dependence_is_tracked_through_meta_args() {
+        let src = "ARG IMG=golang:1.22-${TARGETARCH}\nARG FIXED=alpine\nFROM $IMG\nFROM alpine-$TARGETOS\nFROM $FIXED\nFROM --platform= busybox\n";
+        let df = Dockerfile::parse(src).unwrap();
+        let host_default = df.stages(&ResolveOptions::new()).unwrap();
+        let dependent: Vec<bool> = host_default.iter().map(|s| s.platform_dependent).collect();
+        assert_eq!(dependent, [true, true, false, false]);
+        assert_eq!(host_default[3].platform_raw, None);
+        let fixed = df.stages(&amd64()).unwrap();
+        assert!(fixed.iter().all(|s| !s.platform_dependent));
     }
 
     #[test]

@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::Error;
 
-/// Minimum shared-secret length for minting HS256 tokens.
+/// Minimum shared-secret length for HS256 keys.
 pub const MIN_SIGNING_SECRET: usize = 32;
-/// Minimum shared-secret length accepted when verifying (older deployments).
+/// Minimum length of a legacy-format secret (older deployments).
 pub const MIN_VERIFYING_SECRET: usize = 16;
 
 /// The algorithms Kiln signs and verifies with.
@@ -87,29 +87,85 @@ const OID_RSA: &[u8] = &[
     0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
 ];
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+/// One DER TLV at `pos`: (tag, content range).
+fn der_tlv(der: &[u8], pos: usize) -> Option<(u8, std::ops::Range<usize>)> {
+    let tag = *der.get(pos)?;
+    let first = *der.get(pos + 1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let bytes = der.get(pos + 2..pos + 2 + n)?;
+        (
+            bytes.iter().fold(0usize, |a, b| (a << 8) | usize::from(*b)),
+            2 + n,
+        )
+    };
+    let start = pos + header;
+    let end = start.checked_add(len)?;
+    (end <= der.len()).then_some((tag, start..end))
 }
 
-/// The algorithm a DER key structure (PKCS#8, SEC1 or SPKI) is for.
+/// The algorithm OID and first parameter (the curve for EC) of a PKCS#8
+/// `PrivateKeyInfo` or a `SubjectPublicKeyInfo`.
+fn algorithm_identifier(der: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let (0x30, outer) = der_tlv(der, 0)? else {
+        return None;
+    };
+    let mut pos = outer.start;
+    if let Some((0x02, version)) = der_tlv(der, pos) {
+        pos = version.end; // PKCS#8 version
+    }
+    let (0x30, alg) = der_tlv(der, pos)? else {
+        return None;
+    };
+    let (0x06, oid) = der_tlv(der, alg.start)? else {
+        return None;
+    };
+    let param = match der_tlv(der, oid.end) {
+        Some((0x06, p)) if p.end <= alg.end => Some(&der[p]),
+        _ => None,
+    };
+    Some((&der[oid], param))
+}
+
+/// The algorithm a DER key structure (PKCS#8, SEC1, PKCS#1 or SPKI) is for.
 fn algorithm_of_der(label: &str, der: &[u8]) -> Result<Algorithm, Error> {
     match label {
-        "EC PRIVATE KEY" if contains(der, OID_P256) => return Ok(Algorithm::Es256),
         "RSA PRIVATE KEY" | "RSA PUBLIC KEY" => return Ok(Algorithm::Rs256),
+        "EC PRIVATE KEY" => {
+            // SEC1: the curve is an explicit [0] parameter.
+            let p256 = der.windows(OID_P256.len()).any(|w| w == OID_P256);
+            return if p256 {
+                Ok(Algorithm::Es256)
+            } else {
+                Err(Error::InvalidKey(
+                    "only the P-256 curve is supported".into(),
+                ))
+            };
+        }
         _ => {}
     }
-    if contains(der, OID_EC) {
-        if contains(der, OID_P256) {
-            return Ok(Algorithm::Es256);
-        }
-        return Err(Error::InvalidKey(
-            "only the P-256 curve is supported".into(),
-        ));
+    // The OID constants include their tag and length bytes.
+    let Some((oid, param)) = algorithm_identifier(der) else {
+        return Err(Error::InvalidKey(format!("unsupported key type ({label})")));
+    };
+    if oid == &OID_EC[2..] {
+        return if param == Some(&OID_P256[2..]) {
+            Ok(Algorithm::Es256)
+        } else {
+            Err(Error::InvalidKey(
+                "only the P-256 curve is supported".into(),
+            ))
+        };
     }
-    if contains(der, OID_ED25519) {
+    if oid == &OID_ED25519[2..] {
         return Ok(Algorithm::EdDsa);
     }
-    if contains(der, OID_RSA) {
+    if oid == &OID_RSA[2..] {
         return Ok(Algorithm::Rs256);
     }
     Err(Error::InvalidKey(format!("unsupported key type ({label})")))
@@ -153,12 +209,31 @@ fn base32(data: &[u8]) -> String {
     out
 }
 
-/// The DER SubjectPublicKeyInfo of an EC P-256 or Ed25519 public JWK.
+/// A DER INTEGER from unsigned big-endian bytes.
+fn der_uint(out: &mut Vec<u8>, bytes: &[u8]) {
+    let trimmed: &[u8] = {
+        let first = bytes
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(bytes.len().saturating_sub(1));
+        &bytes[first..]
+    };
+    let pad = trimmed.first().is_some_and(|b| b & 0x80 != 0);
+    out.push(0x02);
+    der_len(out, trimmed.len() + usize::from(pad));
+    if pad {
+        out.push(0);
+    }
+    out.extend(trimmed);
+}
+
+/// The DER SubjectPublicKeyInfo of a P-256 or RSA public JWK (the key types
+/// distribution's libtrust accepts).
 fn spki_of_jwk(jwk: &Jwk) -> Result<Vec<u8>, Error> {
     let b64 = |s: &str| {
         URL_SAFE_NO_PAD
             .decode(s)
-            .map_err(|e| Error::InvalidKey(format!("JWK coordinate: {e}")))
+            .map_err(|e| Error::InvalidKey(format!("JWK parameter: {e}")))
     };
     match &jwk.algorithm {
         AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
@@ -170,15 +245,28 @@ fn spki_of_jwk(jwk: &Jwk) -> Result<Vec<u8>, Error> {
             der.extend(b64(&ec.y)?);
             Ok(der)
         }
-        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
-            let mut der = vec![
-                0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-            ];
-            der.extend(b64(&okp.x)?);
+        AlgorithmParameters::RSA(rsa) => {
+            let mut key = Vec::new();
+            der_uint(&mut key, &b64(&rsa.n)?);
+            der_uint(&mut key, &b64(&rsa.e)?);
+            let mut rsa_key = vec![0x30];
+            der_len(&mut rsa_key, key.len());
+            rsa_key.extend(key);
+            let mut bits = vec![0x00];
+            bits.extend(rsa_key);
+            let mut body = vec![0x30, 0x0d];
+            body.extend(OID_RSA);
+            body.extend([0x05, 0x00]);
+            body.push(0x03);
+            der_len(&mut body, bits.len());
+            body.extend(bits);
+            let mut der = vec![0x30];
+            der_len(&mut der, body.len());
+            der.extend(body);
             Ok(der)
         }
         _ => Err(Error::InvalidKey(
-            "libtrust key ids are derived for P-256 and Ed25519 keys; pass --kid for RSA".into(),
+            "libtrust key ids exist for P-256 and RSA keys (distribution cannot verify Ed25519); pass --kid".into(),
         )),
     }
 }
@@ -298,7 +386,7 @@ impl SigningKey {
     ///
     /// # Errors
     ///
-    /// For HS256 and RSA keys (no derivable ID).
+    /// For HS256 and Ed25519 keys (distribution's libtrust has no Ed25519).
     pub fn with_libtrust_kid(self) -> Result<Self, Error> {
         let jwk = self
             .public
@@ -330,6 +418,7 @@ impl SigningKey {
     /// When the public key cannot be rebuilt.
     pub fn verifying_key(&self) -> Result<VerifyingKey, Error> {
         let vk = match (&self.secret, &self.public) {
+            // A minting key never makes legacy tokens.
             (Some(secret), _) => VerifyingKey::hs256(secret)?,
             (None, Some(jwk)) => VerifyingKey::from_jwk(jwk)?,
             (None, None) => return Err(Error::InvalidKey("no public key".into())),
@@ -349,6 +438,8 @@ pub struct VerifyingKey {
     kid: Option<String>,
     key: DecodingKey,
     jwk: Option<Jwk>,
+    /// Accepts legacy-format tokens only (and nothing else).
+    legacy: bool,
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -361,16 +452,33 @@ impl fmt::Debug for VerifyingKey {
 }
 
 impl VerifyingKey {
-    /// The HS256 shared secret (at least 16 bytes).
+    /// An HS256 shared secret (at least 32 bytes) for Docker-format tokens.
     ///
     /// # Errors
     ///
     /// [`Error::SecretTooShort`].
     pub fn hs256(secret: &[u8]) -> Result<Self, Error> {
-        if secret.len() < MIN_VERIFYING_SECRET {
+        Self::secret(secret, MIN_SIGNING_SECRET, false)
+    }
+
+    /// The secret of Kiln's legacy format (`{build_id, repos, scope}`,
+    /// HS256; at least 16 bytes). It verifies legacy tokens **only**: a
+    /// legacy secret can never vouch for a Docker-format token (whose
+    /// `access` could grant far more), and legacy tokens (which carry no
+    /// audience) are accepted only from it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SecretTooShort`].
+    pub fn legacy_hs256(secret: &[u8]) -> Result<Self, Error> {
+        Self::secret(secret, MIN_VERIFYING_SECRET, true)
+    }
+
+    fn secret(secret: &[u8], min: usize, legacy: bool) -> Result<Self, Error> {
+        if secret.len() < min {
             return Err(Error::SecretTooShort {
                 len: secret.len(),
-                min: MIN_VERIFYING_SECRET,
+                min,
             });
         }
         Ok(Self {
@@ -378,7 +486,13 @@ impl VerifyingKey {
             kid: None,
             key: DecodingKey::from_secret(secret),
             jwk: None,
+            legacy,
         })
+    }
+
+    /// Whether this key verifies legacy-format tokens (and only those).
+    pub fn is_legacy(&self) -> bool {
+        self.legacy
     }
 
     /// A public key in PEM (`PUBLIC KEY`, SubjectPublicKeyInfo): P-256,
@@ -407,6 +521,7 @@ impl VerifyingKey {
             kid: None,
             key,
             jwk,
+            legacy: false,
         })
     }
 
@@ -438,6 +553,7 @@ impl VerifyingKey {
             kid: jwk.common.key_id.clone(),
             key: DecodingKey::from_jwk(&jwk)?,
             jwk: Some(jwk),
+            legacy: false,
         })
     }
 
@@ -554,7 +670,8 @@ mod tests {
             SigningKey::hs256(b"short"),
             Err(Error::SecretTooShort { len: 5, min: 32 })
         ));
-        assert!(VerifyingKey::hs256(&[7; 16]).is_ok());
+        assert!(VerifyingKey::hs256(&[7; 16]).is_err());
+        assert!(VerifyingKey::legacy_hs256(&[7; 16]).unwrap().is_legacy());
     }
 
     #[test]

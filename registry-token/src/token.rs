@@ -82,7 +82,7 @@ impl Minter {
             iss: Some(self.issuer.clone()),
             sub: Some(req.subject.clone()),
             aud: Some(vec![self.audience.clone()]),
-            exp: Some(now + req.ttl.as_secs()),
+            exp: Some(now.saturating_add(req.ttl.as_secs())),
             nbf: Some(now),
             iat: Some(now),
             jti: Some(jti.iter().map(|b| format!("{b:02x}")).collect()),
@@ -108,7 +108,6 @@ pub struct Verifier {
     audience: String,
     leeway: u64,
     max_token_size: usize,
-    accept_legacy: bool,
 }
 
 #[derive(Deserialize)]
@@ -125,8 +124,9 @@ impl Verifier {
     pub const DEFAULT_MAX_TOKEN_SIZE: usize = 16 * 1024;
 
     /// A verifier for tokens from `issuer` for `audience`, signed by one of
-    /// `keys`. Legacy-format tokens (HS256, no `aud`) are accepted by
-    /// default.
+    /// `keys`. Legacy-format tokens (HS256, no `aud`) verify only with a
+    /// [`VerifyingKey::legacy_hs256`] key in the set, and such a key verifies
+    /// nothing else.
     pub fn new(keys: &KeySet, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         let issuer = issuer.into();
         let audience = audience.into();
@@ -136,7 +136,6 @@ impl Verifier {
             audience,
             leeway: Self::DEFAULT_LEEWAY.as_secs(),
             max_token_size: Self::DEFAULT_MAX_TOKEN_SIZE,
-            accept_legacy: true,
         };
         v.keys = keys
             .keys()
@@ -157,10 +156,10 @@ impl Verifier {
         val
     }
 
-    /// Sets the clock leeway for `exp`, `nbf` and `iat`.
+    /// Sets the clock leeway for `exp`, `nbf` and `iat` (at most a day).
     #[must_use]
     pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway.as_secs();
+        self.leeway = leeway.as_secs().min(86_400);
         self.rebuild();
         self
     }
@@ -169,13 +168,6 @@ impl Verifier {
     #[must_use]
     pub fn max_token_size(mut self, bytes: usize) -> Self {
         self.max_token_size = bytes;
-        self
-    }
-
-    /// Whether legacy-format tokens are accepted.
-    #[must_use]
-    pub fn accept_legacy(mut self, accept: bool) -> Self {
-        self.accept_legacy = accept;
         self
     }
 
@@ -199,7 +191,7 @@ impl Verifier {
     /// [`Error::UnknownKeyId`], [`Error::BadSignature`], [`Error::Expired`],
     /// [`Error::NotYetValid`], [`Error::IssuedInFuture`],
     /// [`Error::WrongIssuer`], [`Error::WrongAudience`],
-    /// [`Error::LegacyNotAccepted`].
+    /// [`Error::LegacyNotAccepted`] (no legacy key in the set).
     pub fn verify(&self, token: &str) -> Result<Claims, Error> {
         if token.len() > self.max_token_size {
             return Err(Error::TooLarge {
@@ -222,17 +214,21 @@ impl Verifier {
         }
         let data = jsonwebtoken::decode::<WireClaims>(token, key.decoding(), validation)?;
         let claims = data.claims.into_claims()?;
-        match claims.format {
-            TokenFormat::Docker if claims.audience.is_empty() => return Err(Error::WrongAudience),
-            TokenFormat::Legacy if !self.accept_legacy => return Err(Error::LegacyNotAccepted),
-            TokenFormat::Legacy if key.algorithm() != Algorithm::Hs256 => {
-                return Err(Error::Malformed("legacy tokens are HS256".into()));
+        match (claims.format, key.is_legacy()) {
+            (TokenFormat::Docker, true) => {
+                return Err(Error::Malformed(
+                    "a legacy key cannot vouch for an access-list token".into(),
+                ));
+            }
+            (TokenFormat::Legacy, false) => return Err(Error::LegacyNotAccepted),
+            (TokenFormat::Docker, false) if claims.audience.is_empty() => {
+                return Err(Error::WrongAudience);
             }
             _ => {}
         }
         if claims
             .issued_at
-            .is_some_and(|iat| iat > now() + self.leeway)
+            .is_some_and(|iat| iat > now().saturating_add(self.leeway))
         {
             return Err(Error::IssuedInFuture);
         }

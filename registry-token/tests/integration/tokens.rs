@@ -163,8 +163,31 @@ fn libtrust_kid_matches_the_public_key() {
         key.kid().unwrap(),
         kiln_registry_token::libtrust_key_id(&der)
     );
+    let rsa = SigningKey::from_pem(RS256)
+        .unwrap()
+        .with_libtrust_kid()
+        .unwrap();
+    let rsa_der: String = std::str::from_utf8(RS256_PUB)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let rsa_der = base64::engine::general_purpose::STANDARD
+        .decode(rsa_der)
+        .unwrap();
+    assert_eq!(
+        rsa.kid().unwrap(),
+        kiln_registry_token::libtrust_key_id(&rsa_der)
+    );
+    // distribution's libtrust knows RSA keys but not Ed25519.
     assert!(
         SigningKey::from_pem(RS256)
+            .unwrap()
+            .with_libtrust_kid()
+            .is_ok()
+    );
+    assert!(
+        SigningKey::from_pem(ED25519)
             .unwrap()
             .with_libtrust_kid()
             .is_err()
@@ -345,8 +368,16 @@ fn alg_none_confusion_and_unknown_kids_are_refused() {
     assert_eq!(rs.verify(&no_kid).unwrap_err(), Error::NoKey);
 }
 
+fn legacy_verifier() -> Verifier {
+    Verifier::new(
+        &set([VerifyingKey::legacy_hs256(SECRET).unwrap()]),
+        "kiln",
+        "registry",
+    )
+}
+
 #[test]
-fn legacy_tokens_keep_working() {
+fn legacy_tokens_keep_working_with_the_legacy_key_only() {
     let legacy = json!({"iss": "kiln", "sub": "builder-7", "iat": now(), "exp": now() + 600,
                         "build_id": "7", "repos": ["builds/7", "cache/tenant-a"], "scope": "push"});
     let token = forge(
@@ -354,7 +385,7 @@ fn legacy_tokens_keep_working() {
         legacy.clone(),
         SECRET,
     );
-    let claims = hs_verifier().verify(&token).unwrap();
+    let claims = legacy_verifier().verify(&token).unwrap();
     assert_eq!(claims.format, TokenFormat::Legacy);
     assert_eq!(claims.build_id.as_deref(), Some("7"));
     let repo = |s: &str| s.parse().unwrap();
@@ -369,16 +400,23 @@ fn legacy_tokens_keep_working() {
             .authorize(&repo("cache/tenant-b"), Action::Pull)
             .is_err()
     );
+    // A Docker-format key does not take legacy tokens (no audience) ...
     assert_eq!(
-        hs_verifier()
-            .accept_legacy(false)
-            .verify(&token)
-            .unwrap_err(),
+        hs_verifier().verify(&token).unwrap_err(),
         Error::LegacyNotAccepted
     );
+    // ... and the legacy key cannot vouch for an access list (which could
+    // grant `*`), whatever it says.
+    let mut wide = docker_claims();
+    wide["access"] = json!([{"type": "repository", "name": "*", "actions": ["*"]}]);
+    let escalated = forge(json!({"alg": "HS256"}), wide, SECRET);
+    assert!(matches!(
+        legacy_verifier().verify(&escalated),
+        Err(Error::Malformed(_))
+    ));
     let mut pull = legacy;
     pull["scope"] = json!("pull");
-    let claims = hs_verifier()
+    let claims = legacy_verifier()
         .verify(&forge(json!({"alg": "HS256"}), pull, SECRET))
         .unwrap();
     assert!(claims.authorize(&repo("builds/7"), Action::Push).is_err());

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use kiln_dockerfile::{Dockerfile, ImageRef, Instruction, Mirror, Platform, ResolveOptions};
+use kiln_dockerfile::{
+    Dockerfile, ImageRef, Instruction, Mirror, Platform, ResolveOptions, SkipReason,
+};
 use serde::Serialize;
 
 #[derive(Debug, Subcommand)]
@@ -98,7 +100,7 @@ struct InstructionJson<'a> {
 #[derive(Debug, Serialize)]
 struct HeredocJson<'a> {
     name: &'a str,
-    fd: u32,
+    fd: u64,
     content: &'a str,
 }
 
@@ -186,9 +188,17 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<()> {
                 })
                 .with_context(|| file.display().to_string())?;
             for s in &out.skipped {
+                let why = match s.reason {
+                    SkipReason::NotPlainToken => "is not a plain token in the file",
+                    SkipReason::NotMirrorable => "has no valid mirrored name",
+                    SkipReason::PlatformDependent => {
+                        "depends on the target platform (pass --platform to pin it)"
+                    }
+                    _ => "cannot be rewritten",
+                };
                 eprintln!(
-                    "warning: line {}: {} is not a plain token and was left as written",
-                    s.line, s.reference
+                    "warning: line {}: {} {why}; left as written",
+                    s.image.line, s.image.reference
                 );
             }
             for w in wanted.difference(&seen) {

@@ -25,15 +25,19 @@ pub(crate) enum Command {
 
 /// Where the key comes from.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(required = true, multiple = true)]
 pub(crate) struct KeySource {
     /// File holding the HS256 shared secret (trailing whitespace ignored).
     #[arg(long)]
     secret_file: Option<PathBuf>,
     /// Key file: a private key PEM to mint; a public or private key PEM, or
     /// a JWKS document, to verify.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "secret_file")]
     key: Option<PathBuf>,
+    /// Verify: file holding the secret of legacy-format tokens
+    /// (`{build_id, repos, scope}`); such a key verifies nothing else.
+    #[arg(long)]
+    legacy_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -87,9 +91,6 @@ pub(crate) struct VerifyArgs {
     /// Clock leeway for exp/nbf/iat.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     leeway: Duration,
-    /// Refuse legacy-format tokens.
-    #[arg(long)]
-    no_legacy: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -97,12 +98,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .map_or((s, ""), |i| s.split_at(i));
     let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
         _ => return Err(format!("invalid duration {s:?}: use s, m or h")),
     };
+    let secs = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("duration {s:?} too long"))?;
     Ok(Duration::from_secs(secs))
 }
 
@@ -119,6 +123,9 @@ fn secret(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn signing_key(args: &MintArgs) -> anyhow::Result<SigningKey> {
+    if args.source.legacy_secret_file.is_some() {
+        bail!("legacy-format tokens are verified, never minted");
+    }
     let key = match (&args.source.secret_file, &args.source.key) {
         (Some(f), _) => SigningKey::hs256(&secret(f)?)?,
         (None, Some(k)) => {
@@ -135,30 +142,38 @@ fn signing_key(args: &MintArgs) -> anyhow::Result<SigningKey> {
 
 fn key_set(args: &VerifyArgs) -> anyhow::Result<KeySet> {
     let key = match (&args.source.secret_file, &args.source.key) {
-        (Some(f), _) => VerifyingKey::hs256(&secret(f)?)?,
+        (Some(f), _) => Some(VerifyingKey::hs256(&secret(f)?)?),
         (None, Some(k)) => {
             let bytes = read(k)?;
             if bytes.trim_ascii_start().starts_with(b"{") {
                 let text = String::from_utf8(bytes).context("JWKS is not UTF-8")?;
-                return KeySet::from_jwks(&text)
-                    .with_context(|| format!("loading {}", k.display()));
+                let mut set =
+                    KeySet::from_jwks(&text).with_context(|| format!("loading {}", k.display()))?;
+                if let Some(f) = &args.source.legacy_secret_file {
+                    set.insert(VerifyingKey::legacy_hs256(&secret(f)?)?)?;
+                }
+                return Ok(set);
             }
             let text = String::from_utf8_lossy(&bytes);
-            if text.contains("PRIVATE KEY-----") {
+            Some(if text.contains("PRIVATE KEY-----") {
                 SigningKey::from_pem(&bytes)?.verifying_key()?
             } else {
                 VerifyingKey::from_public_pem(&bytes)
                     .with_context(|| format!("loading {}", k.display()))?
-            }
+            })
         }
-        (None, None) => bail!("give --secret-file or --key"),
-    };
-    let key = match &args.kid {
-        Some(k) => key.with_kid(k.clone()),
-        None => key,
+        (None, None) => None,
     };
     let mut set = KeySet::new();
-    set.insert(key)?;
+    if let Some(key) = key {
+        set.insert(match &args.kid {
+            Some(k) => key.with_kid(k.clone()),
+            None => key,
+        })?;
+    }
+    if let Some(f) = &args.source.legacy_secret_file {
+        set.insert(VerifyingKey::legacy_hs256(&secret(f)?)?)?;
+    }
     Ok(set)
 }
 
@@ -188,9 +203,7 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<()> {
                 token.clear();
                 std::io::stdin().read_to_string(&mut token)?;
             }
-            let verifier = Verifier::new(&keys, &args.issuer, &args.audience)
-                .leeway(args.leeway)
-                .accept_legacy(!args.no_legacy);
+            let verifier = Verifier::new(&keys, &args.issuer, &args.audience).leeway(args.leeway);
             let claims = verifier.verify(token.trim()).context("token refused")?;
             println!("{}", serde_json::to_string_pretty(&claims)?);
             Ok(())

@@ -1,0 +1,168 @@
+//! `kiln-oci-mirror` vs `skopeo copy` between two local Debian
+//! `docker-registry` instances, same images, same run: a 9-layer image of
+//! ~450 MB, a 2-platform index and a 5 MB image, cold (a fresh destination
+//! registry per run) and warm (everything present). Needs `docker-registry` and `skopeo`
+//! (`scripts/test` installs them); says so and skips otherwise.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use kiln_oci_mirror::{CopyOptions, ImageLocation, RegistryClient, RegistryConfig, copy};
+
+#[path = "../oci-mirror/tests/integration/peers.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod peers;
+
+use peers::{Layout, Registry, scratch, tools};
+
+fn client(host: &str) -> RegistryClient {
+    let mut cfg = RegistryConfig::new(host);
+    cfg.insecure = true;
+    RegistryClient::new(cfg).expect("client")
+}
+
+fn kiln_copy(rt: &tokio::runtime::Runtime, src: &str, dst: &str) -> Duration {
+    let (s, d): (ImageLocation, ImageLocation) =
+        (src.parse().expect("src"), dst.parse().expect("dst"));
+    let (sc, dc) = (client(s.registry()), client(d.registry()));
+    let t = Instant::now();
+    rt.block_on(copy(&sc, &s, &dc, &d, &CopyOptions::default()))
+        .expect("kiln copy");
+    t.elapsed()
+}
+
+fn skopeo_copy(home: &Path, src: &str, dst: &str, all: bool) -> Duration {
+    let mut cmd = Command::new("skopeo");
+    // A fresh HOME keeps skopeo's per-user state out; cold runs also use a
+    // fresh registry, so its blob-info cache has nothing to mount from.
+    cmd.env("HOME", home).args([
+        "--insecure-policy",
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+    ]);
+    if all {
+        cmd.arg("--all");
+    }
+    cmd.arg(format!("docker://{src}"))
+        .arg(format!("docker://{dst}"));
+    let t = Instant::now();
+    let out = cmd.output().expect("skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.elapsed()
+}
+
+fn best(n: usize, mut f: impl FnMut(usize) -> Duration) -> Duration {
+    (0..n).map(&mut f).min().unwrap_or_default()
+}
+
+fn criterion_groups(_c: &mut Criterion) {
+    if !tools() {
+        println!("mirror benchmark skipped: docker-registry/skopeo missing");
+        return;
+    }
+    let dir = scratch("bench");
+    let (a, b) = (
+        Registry::start(&dir.join("a")),
+        Registry::start(&dir.join("b")),
+    );
+    let layout = Layout::new(&dir.join("layout"));
+    let mib = 1 << 20;
+    let sizes = [
+        120 * mib,
+        90 * mib,
+        80 * mib,
+        60 * mib,
+        50 * mib,
+        30 * mib,
+        15 * mib,
+        5 * mib,
+        mib,
+    ];
+    let big = layout.image(1, &sizes, "amd64");
+    layout.tag("big", &[(big.0.clone(), big.1, "amd64")]);
+    let amd = layout.image(2, &[40 * mib, 12 * mib], "amd64");
+    let arm = layout.image(3, &[40 * mib, 11 * mib], "arm64");
+    let small = layout.image(4, &[5 * mib], "amd64");
+    let total: usize = sizes.iter().sum();
+    println!(
+        "\n== mirror: preparing source images ({} MB) ==",
+        total / mib + 108
+    );
+    // Uncompressed layers: skopeo would gzip them on push, which costs
+    // minutes for noise; push with compression-format none... skopeo 1.9
+    // has no such switch for oci→docker, so the source gets what skopeo
+    // produces and both tools copy exactly that.
+    layout.push("big", &format!("{}/src/big:1", a.host), false);
+    layout.tag(
+        "multi",
+        &[
+            (amd.0.clone(), amd.1, "amd64"),
+            (arm.0.clone(), arm.1, "arm64"),
+        ],
+    );
+    layout.push("multi", &format!("{}/src/multi:1", a.host), true);
+    layout.tag("small", &[(small.0.clone(), small.1, "amd64")]);
+    layout.push("small", &format!("{}/src/small:1", a.host), false);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    println!("== mirror: kiln vs skopeo 1.9 between two local docker-registry, best of 3 ==");
+    // Cold: a fresh destination registry for every run, so neither tool can
+    // reuse blobs (skopeo's blob-info cache would mount from its earlier
+    // copies into the same registry).
+    let mut fresh = 0;
+    let mut fresh_registry = || {
+        fresh += 1;
+        Registry::start(&dir.join(format!("fresh-{fresh}")))
+    };
+    for (name, src, all) in [
+        ("9-layer image", format!("{}/src/big:1", a.host), false),
+        ("2-platform index", format!("{}/src/multi:1", a.host), true),
+        ("5 MB image", format!("{}/src/small:1", a.host), false),
+    ] {
+        let kiln_cold = best(3, |_| {
+            let r = fresh_registry();
+            kiln_copy(&rt, &src, &format!("{}/mirror/x:1", r.host))
+        });
+        let skopeo_cold = best(3, |i| {
+            let r = fresh_registry();
+            let h = home.join(format!("s{i}{}", name.len()));
+            std::fs::create_dir_all(&h).expect("home");
+            skopeo_copy(&h, &src, &format!("{}/mirror/x:1", r.host), all)
+        });
+        let warm = fresh_registry();
+        let warm_dst = format!("{}/mirror/x:1", warm.host);
+        kiln_copy(&rt, &src, &warm_dst);
+        let kiln_warm = best(3, |_| kiln_copy(&rt, &src, &warm_dst));
+        let skopeo_warm = best(3, |_| skopeo_copy(&home, &src, &warm_dst, all));
+        println!(
+            "{name:>16}: cold kiln {:>7.3}s skopeo {:>7.3}s ratio {:.2}x (target >= 1.5x) | warm kiln {:>7.3}s skopeo {:>7.3}s ratio {:.2}x (target >= 3x)",
+            kiln_cold.as_secs_f64(),
+            skopeo_cold.as_secs_f64(),
+            skopeo_cold.as_secs_f64() / kiln_cold.as_secs_f64(),
+            kiln_warm.as_secs_f64(),
+            skopeo_warm.as_secs_f64(),
+            skopeo_warm.as_secs_f64() / kiln_warm.as_secs_f64(),
+        );
+    }
+    println!();
+    drop((a, b));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+criterion::criterion_group! {
+    name = benches;
+    config = Criterion::default();
+    targets = criterion_groups
+}
