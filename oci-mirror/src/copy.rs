@@ -258,19 +258,13 @@ impl Copier<'_> {
         if chosen.is_empty() {
             return Err(Error::NoPlatformMatch);
         }
-        for child in &chosen {
-            let m = self.src.get_manifest(self.src_repo, &child.digest).await?;
-            if m.bytes.len() as u64 != child.size {
-                return Err(Error::SizeMismatch {
-                    digest: child.digest.clone(),
-                    expected: child.size,
-                    actual: m.bytes.len() as u64,
-                });
-            }
-            let child_doc = parse(&m)?;
-            self.copy_image(&m, &child_doc).await?;
-            self.put(&m, None).await?;
-        }
+        // Platforms are independent: copy them concurrently (each child's
+        // manifest is written only after its own blobs).
+        stream::iter(chosen.iter().copied())
+            .map(|child| self.copy_child(child))
+            .buffer_unordered(chosen.len().min(4))
+            .try_collect::<Vec<()>>()
+            .await?;
         let written = if chosen.len() == children.len() {
             index.clone()
         } else {
@@ -278,6 +272,20 @@ impl Copier<'_> {
         };
         self.put(&written, tag).await?;
         Ok((written.digest.clone(), written.digest != index.digest))
+    }
+
+    async fn copy_child(&self, child: &Descriptor) -> Result<(), Error> {
+        let m = self.src.get_manifest(self.src_repo, &child.digest).await?;
+        if m.bytes.len() as u64 != child.size {
+            return Err(Error::SizeMismatch {
+                digest: child.digest.clone(),
+                expected: child.size,
+                actual: m.bytes.len() as u64,
+            });
+        }
+        let child_doc = parse(&m)?;
+        self.copy_image(&m, &child_doc).await?;
+        self.put(&m, None).await
     }
 
     async fn copy_image(&self, m: &Manifest, doc: &ManifestDoc) -> Result<(), Error> {

@@ -125,7 +125,7 @@ impl Verifier {
 
     /// A verifier for tokens from `issuer` for `audience`, signed by one of
     /// `keys`. Legacy-format tokens (HS256, no `aud`) verify only with a
-    /// [`VerifyingKey::legacy_hs256`] key in the set, and such a key verifies
+    /// [`VerifyingKey::legacy_hs256`](crate::VerifyingKey::legacy_hs256) key in the set, and such a key verifies
     /// nothing else.
     pub fn new(keys: &KeySet, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         let issuer = issuer.into();
