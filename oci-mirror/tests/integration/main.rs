@@ -6,4 +6,5 @@
 #![allow(clippy::tests_outside_test_module)]
 
 mod copies;
+mod faults;
 mod peers;
