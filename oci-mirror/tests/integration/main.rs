@@ -5,6 +5,7 @@
 // Integration tests are outside `#[cfg(test)]` modules by nature.
 #![allow(clippy::tests_outside_test_module)]
 
+mod auth;
 mod copies;
 mod faults;
 mod peers;

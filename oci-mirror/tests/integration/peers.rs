@@ -47,6 +47,11 @@ impl Drop for Registry {
 
 impl Registry {
     pub(crate) fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "")
+    }
+
+    /// A registry with extra configuration (e.g. an `auth:` section).
+    pub(crate) fn start_with(dir: &Path, extra: &str) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -54,7 +59,7 @@ impl Registry {
             .port();
         std::fs::create_dir_all(dir).unwrap();
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
             dir.join("storage").display()
         );
         let config_path = dir.join("config.yml");
