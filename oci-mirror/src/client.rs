@@ -223,13 +223,15 @@ impl RegistryClient {
             .token
             .or(body.access_token)
             .ok_or_else(|| auth_err("token response without token".into()))?;
+        let fresh = token.clone();
         let had = self
             .tokens
             .lock()
             .map_err(|_| auth_err("lock".into()))?
             .insert(scope.to_owned(), token);
-        // A token we already had was refused: do not loop.
-        Ok(had.is_none())
+        // Retry with a new token (the first, or one replacing an expired
+        // one); the same token refused again would only loop.
+        Ok(had.as_deref() != Some(fresh.as_str()))
     }
 
     /// Sends a bodiless request with auth and retries; returns the response
