@@ -36,6 +36,65 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// The credentials `config.json` (Docker's client configuration) holds
+    /// for `registry`: `auths.{registry}.auth` (base64 `user:password`) or
+    /// `username`/`password`. Docker Hub is also looked up under its legacy
+    /// `https://index.docker.io/v1/` key. Credential helpers are not run.
+    ///
+    /// # Errors
+    ///
+    /// When the file is not valid JSON; `Ok(None)` when it has no entry.
+    pub fn from_docker_config(json: &str, registry: &str) -> Result<Option<Self>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            auth: Option<String>,
+            username: Option<String>,
+            password: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Config {
+            #[serde(default)]
+            auths: std::collections::HashMap<String, Entry>,
+        }
+        let bad = |reason: String| Error::Auth {
+            registry: registry.to_owned(),
+            reason,
+        };
+        let config: Config =
+            serde_json::from_str(json).map_err(|e| bad(format!("docker config: {e}")))?;
+        let keys = [
+            registry.to_owned(),
+            format!("https://{registry}"),
+            format!("http://{registry}"),
+        ];
+        let legacy = (registry == "docker.io").then_some("https://index.docker.io/v1/");
+        let entry = keys
+            .iter()
+            .map(String::as_str)
+            .chain(legacy)
+            .find_map(|k| config.auths.get(k));
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        if let Some(auth) = &entry.auth {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .map_err(|e| bad(format!("docker config auth: {e}")))?;
+            let text = String::from_utf8(decoded).map_err(|e| bad(e.to_string()))?;
+            let (user, password) = text
+                .split_once(':')
+                .ok_or_else(|| bad("docker config auth is not user:password".into()))?;
+            return Ok(Some(Self::new(user, password)));
+        }
+        Ok(match (&entry.username, &entry.password) {
+            (Some(u), Some(p)) => Some(Self::new(u, p)),
+            _ => None,
+        })
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
@@ -58,6 +117,8 @@ pub struct RegistryConfig {
     pub attempts: u32,
     /// Retry 429 (honouring `Retry-After`) instead of failing fast.
     pub retry_rate_limited: bool,
+    /// Extra trusted CA certificates (PEM), for registries with a private CA.
+    pub ca_certificates: Vec<Vec<u8>>,
 }
 
 impl RegistryConfig {
@@ -69,6 +130,7 @@ impl RegistryConfig {
             credentials: None,
             attempts: 4,
             retry_rate_limited: true,
+            ca_certificates: Vec::new(),
         }
     }
 }
@@ -124,11 +186,15 @@ impl RegistryClient {
     pub fn new(config: RegistryConfig) -> Result<Self, Error> {
         // reqwest is built without a default TLS provider: use ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .pool_max_idle_per_host(16)
-            .connect_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(Error::Client)?;
+            .connect_timeout(Duration::from_secs(30));
+        for pem in &config.ca_certificates {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Client)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(Error::Client)?;
         let scheme = if config.insecure { "http" } else { "https" };
         Ok(Self {
             base: format!("{scheme}://{}", config.host),
@@ -534,4 +600,29 @@ async fn read_limited(mut resp: Response, max: usize, url: &str) -> Result<Vec<u
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_config_credentials() {
+        let json = r#"{"auths": {"127.0.0.1:5000": {"auth": "a2lsbjpzM2NyZXQ="}, "https://index.docker.io/v1/": {"username": "u", "password": "p"}}}"#;
+        let c = Credentials::from_docker_config(json, "127.0.0.1:5000")
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("kiln", "s3cret"));
+        let hub = Credentials::from_docker_config(json, "docker.io")
+            .unwrap()
+            .unwrap();
+        assert_eq!(hub.user, "u");
+        assert!(
+            Credentials::from_docker_config(json, "other:1")
+                .unwrap()
+                .is_none()
+        );
+        assert!(Credentials::from_docker_config("{", "x").is_err());
+        assert!(format!("{c:?}").contains("redacted"));
+    }
 }

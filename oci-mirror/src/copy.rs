@@ -28,8 +28,50 @@ pub enum Platforms {
     Only(Vec<String>),
 }
 
+/// What a copy is doing, for progress bars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// An image's blobs are known: how many and how many bytes in all.
+    Planned {
+        /// Blobs of the image.
+        blobs: usize,
+        /// Their total size.
+        bytes: u64,
+    },
+    /// A blob the destination already had (or got by mount).
+    BlobSkipped {
+        /// The blob.
+        digest: String,
+        /// Its size.
+        size: u64,
+    },
+    /// Bytes of a blob went through.
+    BlobBytes {
+        /// The blob.
+        digest: String,
+        /// Bytes in this step.
+        bytes: u64,
+    },
+    /// A blob is stored at the destination.
+    BlobDone {
+        /// The blob.
+        digest: String,
+        /// Its size.
+        size: u64,
+    },
+    /// A manifest (or index) was written.
+    ManifestWritten {
+        /// Digest or tag it was written under.
+        reference: String,
+    },
+}
+
+/// Receives [`Progress`] events (from several tasks at once).
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
 /// How to copy.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CopyOptions {
     /// Platforms of an index.
     pub platforms: Platforms,
@@ -37,6 +79,19 @@ pub struct CopyOptions {
     pub jobs: usize,
     /// Give up after this long.
     pub deadline: Option<Duration>,
+    /// Progress events, if wanted.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for CopyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CopyOptions")
+            .field("platforms", &self.platforms)
+            .field("jobs", &self.jobs)
+            .field("deadline", &self.deadline)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 impl Default for CopyOptions {
@@ -47,6 +102,7 @@ impl Default for CopyOptions {
                 .map_or(4, |n| n.get() * 2)
                 .max(4),
             deadline: None,
+            progress: None,
         }
     }
 }
@@ -123,6 +179,7 @@ struct Copier<'a> {
     src_repo: &'a str,
     dst_repo: &'a str,
     jobs: usize,
+    progress: Option<ProgressFn>,
     copied: AtomicU64,
     skipped: AtomicU64,
     bytes: AtomicU64,
@@ -164,6 +221,7 @@ async fn copy_inner(
         src_repo: src_loc.repository(),
         dst_repo: dst_loc.repository(),
         jobs: options.jobs.max(1),
+        progress: options.progress.clone(),
         copied: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
@@ -217,6 +275,12 @@ async fn copy_inner(
 }
 
 impl Copier<'_> {
+    fn report(&self, event: Progress) {
+        if let Some(p) = &self.progress {
+            p(&event);
+        }
+    }
+
     /// Writes a manifest under its digest (unless present) and, if given,
     /// the tag (last).
     async fn put(&self, m: &Manifest, tag: Option<&str>) -> Result<(), Error> {
@@ -233,6 +297,9 @@ impl Copier<'_> {
             self.dst.put_manifest(self.dst_repo, t, m).await?;
         }
         self.manifests.fetch_add(1, Ordering::Relaxed);
+        self.report(Progress::ManifestWritten {
+            reference: tag.unwrap_or(&m.digest).to_owned(),
+        });
         Ok(())
     }
 
@@ -299,6 +366,10 @@ impl Copier<'_> {
                 reason: "neither an image manifest nor an index".into(),
             });
         }
+        self.report(Progress::Planned {
+            blobs: blobs.len(),
+            bytes: blobs.iter().map(|d| d.size).sum(),
+        });
         stream::iter(blobs)
             .map(|d| self.copy_blob(d))
             .buffer_unordered(self.jobs)
@@ -308,12 +379,14 @@ impl Copier<'_> {
     }
 
     async fn copy_blob(&self, d: &Descriptor) -> Result<(), Error> {
-        if self.dst.has_blob(self.dst_repo, &d.digest).await? {
+        let present = self.dst.has_blob(self.dst_repo, &d.digest).await?
+            || (self.src.host() == self.dst.host() && self.try_mount(&d.digest).await?);
+        if present {
             self.skipped.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        if self.src.host() == self.dst.host() && self.try_mount(&d.digest).await? {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
+            self.report(Progress::BlobSkipped {
+                digest: d.digest.clone(),
+                size: d.size,
+            });
             return Ok(());
         }
         // Source stream.
@@ -355,6 +428,8 @@ impl Copier<'_> {
         let hasher = Arc::new(std::sync::Mutex::new((Sha256::new(), 0u64)));
         let h = hasher.clone();
         let expected = d.size;
+        let progress = self.progress.clone();
+        let digest = d.digest.clone();
         let body = resp.bytes_stream().map(move |chunk| {
             let chunk = chunk.map_err(std::io::Error::other)?;
             let mut g = h.lock().map_err(|_| std::io::Error::other("hasher lock"))?;
@@ -363,6 +438,12 @@ impl Copier<'_> {
                 return Err(std::io::Error::other("blob longer than its descriptor"));
             }
             g.0.update(&chunk);
+            if let Some(p) = &progress {
+                p(&Progress::BlobBytes {
+                    digest: digest.clone(),
+                    bytes: chunk.len() as u64,
+                });
+            }
             Ok::<_, std::io::Error>(chunk)
         });
         let req = self
@@ -405,6 +486,10 @@ impl Copier<'_> {
         }
         self.copied.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(seen, Ordering::Relaxed);
+        self.report(Progress::BlobDone {
+            digest: d.digest.clone(),
+            size: seen,
+        });
         Ok(())
     }
 

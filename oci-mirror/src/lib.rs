@@ -38,6 +38,6 @@ mod error;
 mod location;
 
 pub use client::{Credentials, Manifest, RegistryClient, RegistryConfig};
-pub use copy::{CopyOptions, CopyReport, Platforms, copy};
+pub use copy::{CopyOptions, CopyReport, Platforms, Progress, ProgressFn, copy};
 pub use error::Error;
 pub use location::{ImageLocation, mirrored};

@@ -302,3 +302,132 @@ fn bearer_token_flow_with_kiln_minted_tokens() {
     drop((a, b));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn private_ca_is_trusted_only_when_given() {
+    if !tools() || !have("openssl") {
+        return;
+    }
+    let dir = scratch("tls");
+    let (a, src) = source(&dir);
+    // A private CA and a server certificate it signed (rustls refuses a
+    // self-signed CA certificate as the server's own).
+    let (ca_key, ca) = (dir.join("ca.key"), dir.join("ca.pem"));
+    let (key, csr, cert, ext) = (
+        dir.join("tls.key"),
+        dir.join("tls.csr"),
+        dir.join("tls.pem"),
+        dir.join("tls.ext"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let p = |p: &std::path::Path| p.display().to_string();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=kiln-test-ca",
+                "-keyout",
+                &p(&ca_key),
+                "-out",
+                &p(&ca),
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                &p(&key),
+                "-out",
+                &p(&csr),
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&ca),
+        "-CAkey",
+        &p(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &p(&ext),
+        "-out",
+        &p(&cert),
+    ]);
+    let b = Registry::start_with(
+        &dir.join("b"),
+        &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let rt = runtime();
+    let dst: ImageLocation = format!("{}/mirror/app:v1", b.host).parse().unwrap();
+    let https = |ca: Vec<Vec<u8>>| {
+        let mut cfg = RegistryConfig::new(&b.host);
+        cfg.ca_certificates = ca;
+        cfg.attempts = 1;
+        RegistryClient::new(cfg).unwrap()
+    };
+    let err = rt
+        .block_on(copy(
+            &client(&a.host, None),
+            &src,
+            &https(Vec::new()),
+            &dst,
+            &CopyOptions::default(),
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Request { .. }),
+        "an unknown CA is refused: {err}"
+    );
+    let report = rt
+        .block_on(copy(
+            &client(&a.host, None),
+            &src,
+            &https(vec![std::fs::read(&ca).unwrap()]),
+            &dst,
+            &CopyOptions::default(),
+        ))
+        .unwrap();
+    assert_eq!(report.blobs_copied, 3);
+    drop((a, b));
+    std::fs::remove_dir_all(&dir).ok();
+}

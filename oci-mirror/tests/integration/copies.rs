@@ -1,7 +1,9 @@
 //! Copies between two real registries, checked with skopeo.
 
+use std::sync::{Arc, Mutex};
+
 use kiln_oci_mirror::{
-    CopyOptions, ImageLocation, Platforms, RegistryClient, RegistryConfig, copy,
+    CopyOptions, ImageLocation, Platforms, Progress, RegistryClient, RegistryConfig, copy,
 };
 
 use crate::peers::{Layout, Registry, ok, raw_manifest, scratch, sha256, skopeo, tools};
@@ -56,16 +58,37 @@ fn multi_layer_image_is_copied_byte_for_byte_then_skipped_when_warm() {
     let rt = runtime();
     let (sc, dc) = (client(&a.host), client(&b.host));
     let dst = format!("{}/mirror/app:v1", b.host);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let options = CopyOptions {
+        progress: Some(Arc::new(move |e: &Progress| {
+            sink.lock().unwrap().push(e.clone())
+        })),
+        ..CopyOptions::default()
+    };
     let report = rt
-        .block_on(copy(
-            &sc,
-            &loc(&src),
-            &dc,
-            &loc(&dst),
-            &CopyOptions::default(),
-        ))
+        .block_on(copy(&sc, &loc(&src), &dc, &loc(&dst), &options))
         .unwrap();
     assert_eq!(report.blobs_copied, 9);
+    // Progress events add up to what was copied.
+    let (mut planned, mut streamed, mut done) = (0, 0, 0);
+    let events = events.lock().unwrap().clone();
+    for e in &events {
+        match e {
+            Progress::Planned { bytes, .. } => planned += bytes,
+            Progress::BlobBytes { bytes, .. } => streamed += bytes,
+            Progress::BlobDone { .. } => done += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        (planned, streamed, done),
+        (report.bytes_copied, report.bytes_copied, 9)
+    );
+    assert!(matches!(
+        events.last(),
+        Some(Progress::ManifestWritten { .. })
+    ));
     assert!(!report.digest_changed);
 
     let (src_raw, dst_raw) = (raw_manifest(&src), raw_manifest(&dst));
