@@ -104,7 +104,7 @@ impl FromStr for ImageLocation {
         if tag.as_deref().is_some_and(|t| !is_tag(t)) {
             return Err(bad("invalid tag"));
         }
-        if !path.split('/').all(is_component) || path.len() > 255 {
+        if !path.split('/').all(is_component) {
             return Err(bad("invalid repository path"));
         }
         let repository = if registry == "docker.io" && !path.contains('/') {
@@ -112,6 +112,10 @@ impl FromStr for ImageLocation {
         } else {
             path.to_owned()
         };
+        // distribution's limit is on the whole normalised name.
+        if registry.len() + 1 + repository.len() > 255 {
+            return Err(bad("name longer than 255 characters"));
+        }
         Ok(Self {
             registry,
             repository,
@@ -177,6 +181,7 @@ mod tests {
     #[case("h.io/a@sha256:abc")]
     #[case("h.io/a:")]
     #[case("h.io//a")]
+    #[case(&format!("{}:1", "a".repeat(250)))]
     fn rejects(#[case] s: &str) {
         assert!(s.parse::<ImageLocation>().is_err());
     }

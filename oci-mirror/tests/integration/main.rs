@@ -8,4 +8,5 @@
 mod auth;
 mod copies;
 mod faults;
+mod fuzz_corpus;
 mod peers;
