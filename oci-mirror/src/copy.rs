@@ -81,6 +81,10 @@ pub struct CopyOptions {
     pub deadline: Option<Duration>,
     /// Progress events, if wanted.
     pub progress: Option<ProgressFn>,
+    /// Blobs larger than this are uploaded in chunks.
+    pub chunk_threshold: u64,
+    /// Chunk size for chunked uploads.
+    pub chunk_size: u64,
 }
 
 impl std::fmt::Debug for CopyOptions {
@@ -90,6 +94,8 @@ impl std::fmt::Debug for CopyOptions {
             .field("jobs", &self.jobs)
             .field("deadline", &self.deadline)
             .field("progress", &self.progress.is_some())
+            .field("chunk_threshold", &self.chunk_threshold)
+            .field("chunk_size", &self.chunk_size)
             .finish()
     }
 }
@@ -103,6 +109,8 @@ impl Default for CopyOptions {
                 .max(4),
             deadline: None,
             progress: None,
+            chunk_threshold: 256 << 20,
+            chunk_size: 64 << 20,
         }
     }
 }
@@ -180,6 +188,8 @@ struct Copier<'a> {
     dst_repo: &'a str,
     jobs: usize,
     progress: Option<ProgressFn>,
+    chunk_threshold: u64,
+    chunk_size: u64,
     copied: AtomicU64,
     skipped: AtomicU64,
     bytes: AtomicU64,
@@ -222,6 +232,8 @@ async fn copy_inner(
         dst_repo: dst_loc.repository(),
         jobs: options.jobs.max(1),
         progress: options.progress.clone(),
+        chunk_threshold: options.chunk_threshold,
+        chunk_size: options.chunk_size,
         copied: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
@@ -389,13 +401,6 @@ impl Copier<'_> {
             });
             return Ok(());
         }
-        // Source stream.
-        let path = format!("/v2/{}/blobs/{}", self.src_repo, d.digest);
-        let resp = self
-            .src
-            .send("get blob", Method::GET, &path, self.src_repo, false, &[])
-            .await?;
-        let resp = check(resp, "get blob", &self.src.url(&path)).await?;
         // Start the upload.
         let up_path = format!("/v2/{}/blobs/uploads/", self.dst_repo);
         let start = self
@@ -410,50 +415,97 @@ impl Copier<'_> {
             )
             .await?;
         let start = check(start, "start upload", &self.dst.url(&up_path)).await?;
-        let location = start
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::Manifest {
-                reference: d.digest.clone(),
-                reason: "upload without Location".into(),
-            })?
-            .to_owned();
-        let mut url = self.dst.url(&location);
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str("digest=");
-        url.push_str(&d.digest);
-
-        // Stream through a hasher that also enforces the size.
+        let mut location = upload_location(&start, &d.digest)?;
         let hasher = Arc::new(std::sync::Mutex::new((Sha256::new(), 0u64)));
-        let h = hasher.clone();
-        let expected = d.size;
-        let progress = self.progress.clone();
-        let digest = d.digest.clone();
-        let body = resp.bytes_stream().map(move |chunk| {
-            let chunk = chunk.map_err(std::io::Error::other)?;
-            let mut g = h.lock().map_err(|_| std::io::Error::other("hasher lock"))?;
-            g.1 += chunk.len() as u64;
-            if g.1 > expected {
-                return Err(std::io::Error::other("blob longer than its descriptor"));
+        let src_path = format!("/v2/{}/blobs/{}", self.src_repo, d.digest);
+        let chunked = d.size > self.chunk_threshold && self.chunk_size > 0;
+        let (put, url) = if chunked {
+            // Chunked: each chunk is a ranged GET streamed into a PATCH, so
+            // memory stays bounded and no single request carries the blob.
+            let mut offset = 0;
+            while offset < d.size {
+                let end = (offset + self.chunk_size).min(d.size);
+                let range = format!("bytes={offset}-{}", end - 1);
+                let resp = self
+                    .src
+                    .send(
+                        "get blob",
+                        Method::GET,
+                        &src_path,
+                        self.src_repo,
+                        false,
+                        &[("Range", range)],
+                    )
+                    .await?;
+                let resp = check(resp, "get blob", &self.src.url(&src_path)).await?;
+                if resp.status() != StatusCode::PARTIAL_CONTENT {
+                    return Err(Error::Manifest {
+                        reference: d.digest.clone(),
+                        reason: "source ignored the Range request needed for a chunked copy".into(),
+                    });
+                }
+                let body = self.verifying(resp, &hasher, end, &d.digest);
+                let url = self.dst.url(&location);
+                let req = self
+                    .dst
+                    .http()
+                    .patch(&url)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, end - offset)
+                    .header("Content-Range", format!("{offset}-{}", end - 1))
+                    .body(reqwest::Body::wrap_stream(body));
+                let resp = self
+                    .dst
+                    .authorized(req, self.dst_repo, true)
+                    .send()
+                    .await
+                    .map_err(|source| Error::Request {
+                        operation: "upload chunk",
+                        url: url.clone(),
+                        source,
+                    })?;
+                let resp = check(resp, "upload chunk", &url).await?;
+                location = upload_location(&resp, &d.digest)?;
+                offset = end;
             }
-            g.0.update(&chunk);
-            if let Some(p) = &progress {
-                p(&Progress::BlobBytes {
-                    digest: digest.clone(),
-                    bytes: chunk.len() as u64,
-                });
-            }
-            Ok::<_, std::io::Error>(chunk)
-        });
-        let req = self
-            .dst
-            .http()
-            .put(&url)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, d.size)
-            .body(reqwest::Body::wrap_stream(body));
-        let put = self.dst.authorized(req, self.dst_repo, true).send().await;
+            let url = with_digest(&self.dst.url(&location), &d.digest);
+            let req = self
+                .dst
+                .http()
+                .put(&url)
+                .header(CONTENT_LENGTH, 0)
+                .body(Vec::new());
+            (
+                self.dst.authorized(req, self.dst_repo, true).send().await,
+                url,
+            )
+        } else {
+            let resp = self
+                .src
+                .send(
+                    "get blob",
+                    Method::GET,
+                    &src_path,
+                    self.src_repo,
+                    false,
+                    &[],
+                )
+                .await?;
+            let resp = check(resp, "get blob", &self.src.url(&src_path)).await?;
+            let body = self.verifying(resp, &hasher, d.size, &d.digest);
+            let url = with_digest(&self.dst.url(&location), &d.digest);
+            let req = self
+                .dst
+                .http()
+                .put(&url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, d.size)
+                .body(reqwest::Body::wrap_stream(body));
+            (
+                self.dst.authorized(req, self.dst_repo, true).send().await,
+                url,
+            )
+        };
         let (hash, seen) = {
             let g = hasher.lock().map_err(|_| Error::Manifest {
                 reference: d.digest.clone(),
@@ -493,6 +545,37 @@ impl Copier<'_> {
         Ok(())
     }
 
+    /// The source body, hashed and counted on the way; more than `limit`
+    /// bytes in all aborts the stream.
+    fn verifying(
+        &self,
+        resp: reqwest::Response,
+        hasher: &Arc<std::sync::Mutex<(Sha256, u64)>>,
+        limit: u64,
+        digest: &str,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static
+    {
+        let h = hasher.clone();
+        let progress = self.progress.clone();
+        let digest = digest.to_owned();
+        resp.bytes_stream().map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            let mut g = h.lock().map_err(|_| std::io::Error::other("hasher lock"))?;
+            g.1 += chunk.len() as u64;
+            if g.1 > limit {
+                return Err(std::io::Error::other("blob longer than its descriptor"));
+            }
+            g.0.update(&chunk);
+            if let Some(p) = &progress {
+                p(&Progress::BlobBytes {
+                    digest: digest.clone(),
+                    bytes: chunk.len() as u64,
+                });
+            }
+            Ok(chunk)
+        })
+    }
+
     /// Cross-repository mount within one registry.
     async fn try_mount(&self, digest: &str) -> Result<bool, Error> {
         let path = format!(
@@ -505,6 +588,23 @@ impl Copier<'_> {
             .await?;
         Ok(resp.status() == StatusCode::CREATED)
     }
+}
+
+/// The upload URL a registry answered with.
+fn upload_location(resp: &reqwest::Response, digest: &str) -> Result<String, Error> {
+    resp.headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Manifest {
+            reference: digest.to_owned(),
+            reason: "upload without Location".into(),
+        })
+}
+
+fn with_digest(url: &str, digest: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}digest={digest}")
 }
 
 /// The index with only `chosen` manifests (other fields kept).

@@ -247,3 +247,47 @@ fn index_all_platforms_keeps_its_digest_filtered_index_changes_it() {
     drop((a, b));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn large_blobs_go_up_in_chunks_from_ranged_reads() {
+    if !tools() {
+        return;
+    }
+    let dir = scratch("chunked");
+    let (a, b) = (
+        Registry::start(&dir.join("a")),
+        Registry::start(&dir.join("b")),
+    );
+    let layout = Layout::new(&dir.join("layout"));
+    let m = layout.image(30, &[5 << 20, 3 << 20, 4096], "amd64");
+    layout.tag("v1", &[(m.0.clone(), m.1, "amd64")]);
+    let src = format!("{}/src/big:v1", a.host);
+    layout.push("v1", &src, false);
+
+    let options = CopyOptions {
+        chunk_threshold: 1 << 20,
+        // An odd size, so chunks never line up with anything.
+        chunk_size: (1 << 20) + 12_345,
+        ..CopyOptions::default()
+    };
+    let dst = format!("{}/mirror/big:v1", b.host);
+    let report = runtime()
+        .block_on(copy(
+            &client(&a.host),
+            &loc(&src),
+            &client(&b.host),
+            &loc(&dst),
+            &options,
+        ))
+        .unwrap();
+    assert_eq!(report.blobs_copied, 4);
+    assert_eq!(raw_manifest(&dst), raw_manifest(&src));
+    ok(skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{dst}"),
+        &format!("oci:{}:v1", dir.join("back").display()),
+    ]));
+    drop((a, b));
+    std::fs::remove_dir_all(&dir).ok();
+}
