@@ -426,18 +426,7 @@ impl Copier<'_> {
             while offset < d.size {
                 let end = (offset + self.chunk_size).min(d.size);
                 let range = format!("bytes={offset}-{}", end - 1);
-                let resp = self
-                    .src
-                    .send(
-                        "get blob",
-                        Method::GET,
-                        &src_path,
-                        self.src_repo,
-                        false,
-                        &[("Range", range)],
-                    )
-                    .await?;
-                let resp = check(resp, "get blob", &self.src.url(&src_path)).await?;
+                let resp = self.get_source(&src_path, Some(range)).await?;
                 if resp.status() != StatusCode::PARTIAL_CONTENT {
                     return Err(Error::Manifest {
                         reference: d.digest.clone(),
@@ -480,18 +469,7 @@ impl Copier<'_> {
                 url,
             )
         } else {
-            let resp = self
-                .src
-                .send(
-                    "get blob",
-                    Method::GET,
-                    &src_path,
-                    self.src_repo,
-                    false,
-                    &[],
-                )
-                .await?;
-            let resp = check(resp, "get blob", &self.src.url(&src_path)).await?;
+            let resp = self.get_source(&src_path, None).await?;
             let body = self.verifying(resp, &hasher, d.size, &d.digest);
             let url = with_digest(&self.dst.url(&location), &d.digest);
             let req = self
@@ -543,6 +521,28 @@ impl Copier<'_> {
             size: seen,
         });
         Ok(())
+    }
+
+    /// GET a source blob (or a byte range of it).
+    async fn get_source(
+        &self,
+        path: &str,
+        range: Option<String>,
+    ) -> Result<reqwest::Response, Error> {
+        let headers: Vec<(&'static str, String)> =
+            range.map(|r| ("Range", r)).into_iter().collect();
+        let resp = self
+            .src
+            .send(
+                "get blob",
+                Method::GET,
+                path,
+                self.src_repo,
+                false,
+                &headers,
+            )
+            .await?;
+        check(resp, "get blob", &self.src.url(path)).await
     }
 
     /// The source body, hashed and counted on the way; more than `limit`

@@ -15,20 +15,7 @@ use kiln_oci_mirror::{
 };
 use kiln_registry_token::{MintRequest, Minter, Permission, SigningKey, grant, parse_scopes};
 
-use crate::peers::{Layout, Registry, raw_manifest, scratch, tools};
-
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        let msg = format!("{tool} not installed (scripts/test installs it)");
-        assert!(std::env::var("CI").is_err(), "{msg}: required in CI");
-        eprintln!("\n\n!!!!! SKIPPING: {msg} !!!!!\n\n");
-    }
-    found
-}
+use crate::peers::{Layout, Registry, have, raw_manifest, runtime, scratch, tools};
 
 fn client(host: &str, creds: Option<Credentials>) -> RegistryClient {
     let mut cfg = RegistryConfig::new(host);
@@ -45,14 +32,6 @@ fn source(dir: &std::path::Path) -> (Registry, ImageLocation) {
     let src = format!("{}/src/app:v1", a.host);
     layout.push("v1", &src, false);
     (a, src.parse().unwrap())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -6,7 +6,7 @@ use kiln_oci_mirror::{
     CopyOptions, ImageLocation, Platforms, Progress, RegistryClient, RegistryConfig, copy,
 };
 
-use crate::peers::{Layout, Registry, ok, raw_manifest, scratch, sha256, skopeo, tools};
+use crate::peers::{Layout, Registry, ok, raw_manifest, runtime, scratch, sha256, skopeo, tools};
 
 fn client(host: &str) -> RegistryClient {
     let mut cfg = RegistryConfig::new(host);
@@ -16,14 +16,6 @@ fn client(host: &str) -> RegistryClient {
 
 fn loc(s: &str) -> ImageLocation {
     s.parse().unwrap()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -8,21 +8,33 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// Whether the tools exist; in CI their absence fails the test.
-pub(crate) fn tools() -> bool {
-    for tool in ["docker-registry", "skopeo"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            let msg = format!("{tool} not installed (scripts/test installs it)");
-            assert!(std::env::var("CI").is_err(), "{msg}: required in CI");
-            eprintln!("\n\n!!!!! SKIPPING: {msg} !!!!!\n\n");
-            return false;
-        }
+/// Whether `tool` is installed; in CI its absence fails the test,
+/// elsewhere the test says so loudly and skips.
+pub(crate) fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        let msg = format!("{tool} not installed (scripts/test installs it)");
+        assert!(std::env::var("CI").is_err(), "{msg}: required in CI");
+        eprintln!("\n\n!!!!! SKIPPING: {msg} !!!!!\n\n");
     }
-    true
+    found
+}
+
+/// The registry and its client, which every test needs.
+pub(crate) fn tools() -> bool {
+    have("docker-registry") && have("skopeo")
+}
+
+/// A small multi-threaded runtime for the async copies.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 pub(crate) fn scratch(name: &str) -> PathBuf {
