@@ -1,0 +1,71 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What can go wrong configuring, starting or driving a VM.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A unix socket path too long for `sun_path` or otherwise unusable.
+    #[error("invalid socket path {path:?}: {reason}")]
+    InvalidSocketPath {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A memory size that is not `N[K|M|G]` of at least 16 MiB.
+    #[error("invalid memory size {0:?}: expected e.g. 256M or 1G, at least 16M")]
+    InvalidMemory(String),
+    /// The VMM process could not be started.
+    #[error("starting {program}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The control socket could not be reached.
+    #[error("connecting to {path:?}")]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing the control socket failed.
+    #[error("talking to the VMM")]
+    Io(#[source] std::io::Error),
+    /// The VMM said something that is not its protocol.
+    #[error("unexpected QMP message: {0}")]
+    Protocol(String),
+    /// The VMM refused a command.
+    #[error("{command} failed: {class}: {description}")]
+    Command {
+        /// The command.
+        command: String,
+        /// QMP error class.
+        class: String,
+        /// QMP error text.
+        description: String,
+    },
+    /// Something did not happen in time.
+    #[error("{what} did not happen within {after:?}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long.
+        after: Duration,
+    },
+    /// The VMM exited before it was ready.
+    #[error("the VMM exited early ({status}): {stderr}")]
+    Exited {
+        /// Its exit status.
+        status: String,
+        /// The end of what it printed.
+        stderr: String,
+    },
+}

@@ -1,0 +1,291 @@
+//! The QEMU backend: command line, process, and lifecycle over QMP.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::qmp::Qmp;
+use crate::{Error, MemorySize, SocketPath};
+
+/// The QEMU machine type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Machine {
+    /// `microvm` with virtio-mmio devices (the default: fastest to boot).
+    #[default]
+    Microvm,
+    /// `q35` with virtio-pci devices.
+    Q35,
+}
+
+/// The accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Accel {
+    /// Software emulation (works everywhere).
+    #[default]
+    Tcg,
+    /// Hardware virtualization (only where a canary boot proved it works).
+    Kvm,
+}
+
+/// How to start QEMU.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// The QEMU binary.
+    pub binary: PathBuf,
+    /// Machine type.
+    pub machine: Machine,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Guest memory.
+    pub memory: MemorySize,
+    /// vCPUs.
+    pub cpus: u8,
+    /// Kernel image, if any.
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk, if any.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    pub cmdline: Option<String>,
+    /// The QMP control socket.
+    pub qmp: SocketPath,
+    /// Where the serial console goes (a file), if anywhere.
+    pub serial: Option<PathBuf>,
+    /// Where QEMU's own stderr goes (read back when it fails to start).
+    pub log: Option<PathBuf>,
+    /// Start with vCPUs stopped (`-S`): resume to run.
+    pub start_paused: bool,
+    /// More arguments, appended as given.
+    pub extra_args: Vec<String>,
+}
+
+impl QemuConfig {
+    /// `qemu-system-x86_64`, microvm, TCG, 256 MiB, 1 vCPU, no kernel.
+    pub fn new(qmp: SocketPath) -> Self {
+        Self {
+            binary: PathBuf::from("qemu-system-x86_64"),
+            machine: Machine::Microvm,
+            accel: Accel::Tcg,
+            memory: MemorySize::from_mib(256).unwrap_or_else(|_| unreachable!()),
+            cpus: 1,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            qmp,
+            serial: None,
+            log: None,
+            start_paused: false,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The command-line arguments (without the binary).
+    pub fn args(&self) -> Vec<String> {
+        let machine = match self.machine {
+            Machine::Microvm => "microvm",
+            Machine::Q35 => "q35",
+        };
+        let accel = match self.accel {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        };
+        let mut a: Vec<String> = vec![
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-display".into(),
+            "none".into(),
+            "-machine".into(),
+            machine.into(),
+            "-accel".into(),
+            accel.into(),
+            "-m".into(),
+            self.memory.to_string(),
+            "-smp".into(),
+            self.cpus.max(1).to_string(),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", self.qmp),
+        ];
+        match &self.serial {
+            Some(p) => a.extend(["-serial".into(), format!("file:{}", p.display())]),
+            None => a.extend(["-serial".into(), "none".into()]),
+        }
+        if let Some(k) = &self.kernel {
+            a.extend(["-kernel".into(), k.display().to_string()]);
+        }
+        if let Some(i) = &self.initrd {
+            a.extend(["-initrd".into(), i.display().to_string()]);
+        }
+        if let Some(c) = &self.cmdline {
+            a.extend(["-append".into(), c.clone()]);
+        }
+        if self.start_paused {
+            a.push("-S".into());
+        }
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+}
+
+/// A running QEMU, killed when dropped (no orphaned processes).
+#[derive(Debug)]
+pub struct QemuVm {
+    child: Child,
+    qmp: Qmp,
+}
+
+impl QemuVm {
+    /// Starts QEMU and connects to its QMP socket.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Spawn`]; [`Error::Exited`] (with QEMU's message) when it
+    /// stops before QMP answers; [`Error::Timeout`].
+    pub async fn start(config: &QemuConfig) -> Result<Self, Error> {
+        let _ = std::fs::remove_file(config.qmp.as_path());
+        let stderr = match &config.log {
+            Some(p) => std::fs::File::create(p)
+                .map(Stdio::from)
+                .map_err(|source| Error::Spawn {
+                    program: config.binary.display().to_string(),
+                    source,
+                })?,
+            None => Stdio::null(),
+        };
+        let mut child = Command::new(&config.binary)
+            .args(config.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                program: config.binary.display().to_string(),
+                source,
+            })?;
+        let connect = Qmp::connect(&config.qmp, Duration::from_secs(30));
+        let qmp = tokio::select! {
+            r = connect => match r {
+                Ok(q) => q,
+                Err(e) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Err(exited(status, config));
+                    }
+                    return Err(e);
+                }
+            },
+            status = child.wait() => {
+                let status = status.map_err(Error::Io)?;
+                return Err(exited(status, config));
+            }
+        };
+        Ok(Self { child, qmp })
+    }
+
+    /// QEMU's process ID (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The QMP connection, for commands this type does not wrap.
+    pub fn qmp(&mut self) -> &mut Qmp {
+        &mut self.qmp
+    }
+
+    /// QEMU's run state (`prelaunch`, `running`, `paused`, ...).
+    ///
+    /// # Errors
+    ///
+    /// QMP errors.
+    pub async fn status(&mut self) -> Result<String, Error> {
+        let v = self.qmp.execute("query-status", None).await?;
+        Ok(v.get("status")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// Stops the vCPUs.
+    ///
+    /// # Errors
+    ///
+    /// QMP errors.
+    pub async fn pause(&mut self) -> Result<(), Error> {
+        self.qmp.execute("stop", None).await.map(drop)
+    }
+
+    /// Runs the vCPUs.
+    ///
+    /// # Errors
+    ///
+    /// QMP errors.
+    pub async fn resume(&mut self) -> Result<(), Error> {
+        self.qmp.execute("cont", None).await.map(drop)
+    }
+
+    /// Ends QEMU at once (`quit`) and returns its exit status.
+    ///
+    /// # Errors
+    ///
+    /// When QEMU does not exit within `deadline` (it is then killed).
+    pub async fn quit(mut self, deadline: Duration) -> Result<ExitStatus, Error> {
+        // QEMU may close the socket before it answers; either is fine.
+        let _ = self.qmp.execute("quit", None).await;
+        match tokio::time::timeout(deadline, self.child.wait()).await {
+            Ok(status) => status.map_err(Error::Io),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err(Error::Timeout {
+                    what: "QEMU exit after quit".into(),
+                    after: deadline,
+                })
+            }
+        }
+    }
+}
+
+fn exited(status: ExitStatus, config: &QemuConfig) -> Error {
+    let stderr = config
+        .log
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|s| {
+            s.trim()
+                .chars()
+                .rev()
+                .take(500)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect()
+        })
+        .unwrap_or_default();
+    Error::Exited {
+        status: status.to_string(),
+        stderr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line() {
+        let mut cfg = QemuConfig::new(SocketPath::new("/tmp/q.sock").unwrap());
+        cfg.kernel = Some("/k/vmlinux".into());
+        cfg.cmdline = Some("console=ttyS0 quiet".into());
+        cfg.start_paused = true;
+        let args = cfg.args();
+        let joined = args.join(" ");
+        assert!(joined.contains("-machine microvm -accel tcg -m 256M -smp 1"));
+        assert!(joined.contains("-qmp unix:/tmp/q.sock,server=on,wait=off"));
+        assert!(joined.contains("-kernel /k/vmlinux"));
+        let append = args.iter().position(|a| a == "-append").unwrap();
+        assert_eq!(args[append + 1], "console=ttyS0 quiet");
+        assert_eq!(args.last().unwrap(), "-S");
+    }
+}

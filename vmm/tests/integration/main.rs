@@ -1,0 +1,7 @@
+//! Integration tests for `kiln-vmm` against real QEMU (TCG).
+
+// Integration tests are outside `#[cfg(test)]` modules by nature.
+#![allow(clippy::tests_outside_test_module)]
+
+mod fuzz_corpus;
+mod qemu;

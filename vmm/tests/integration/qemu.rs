@@ -1,0 +1,115 @@
+//! QEMU's lifecycle over QMP, with a real `qemu-system-x86_64` (no guest
+//! kernel needed: vCPUs start paused and only QMP is exercised).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use kiln_vmm::{Error, Machine, QemuConfig, QemuVm, SocketPath};
+
+fn qemu_available() -> bool {
+    let found = Command::new("sh")
+        .args(["-c", "command -v qemu-system-x86_64"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        let msg = "qemu-system-x86_64 not installed (scripts/test installs qemu-system-x86)";
+        assert!(std::env::var("CI").is_err(), "{msg}: required in CI");
+        eprintln!("\n\n!!!!! SKIPPING: {msg} !!!!!\n\n");
+    }
+    found
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kvmm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn pause_resume_and_quit_over_qmp() {
+    if !qemu_available() {
+        return;
+    }
+    let d = dir("life");
+    let mut cfg = QemuConfig::new(SocketPath::new(d.join("qmp.sock")).unwrap());
+    cfg.machine = Machine::Q35;
+    cfg.memory = "64M".parse().unwrap();
+    cfg.start_paused = true;
+    cfg.log = Some(d.join("qemu.log"));
+    runtime().block_on(async {
+        let mut vm = QemuVm::start(&cfg).await.unwrap();
+        assert_eq!(vm.status().await.unwrap(), "prelaunch");
+        vm.resume().await.unwrap();
+        vm.qmp()
+            .wait_event("RESUME", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(vm.status().await.unwrap(), "running");
+        vm.pause().await.unwrap();
+        vm.qmp()
+            .wait_event("STOP", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(vm.status().await.unwrap(), "paused");
+        vm.resume().await.unwrap();
+        assert_eq!(vm.status().await.unwrap(), "running");
+        // QEMU's own errors come back typed.
+        let err = vm.qmp().execute("no-such-command", None).await.unwrap_err();
+        assert!(matches!(err, Error::Command { .. }), "{err}");
+        let status = vm.quit(Duration::from_secs(10)).await.unwrap();
+        assert!(status.success(), "{status}");
+    });
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn a_vm_that_cannot_start_is_a_clear_error_and_no_orphan() {
+    if !qemu_available() {
+        return;
+    }
+    let d = dir("bad");
+    let mut cfg = QemuConfig::new(SocketPath::new(d.join("qmp.sock")).unwrap());
+    cfg.kernel = Some(d.join("missing-kernel"));
+    cfg.log = Some(d.join("qemu.log"));
+    let err = runtime().block_on(QemuVm::start(&cfg)).unwrap_err();
+    match err {
+        Error::Exited { stderr, .. } => assert!(stderr.contains("missing-kernel"), "{stderr}"),
+        other => panic!("expected an early exit, got {other}"),
+    }
+    // Dropping a running VM kills its QEMU.
+    let mut cfg = QemuConfig::new(SocketPath::new(d.join("qmp2.sock")).unwrap());
+    cfg.machine = Machine::Q35;
+    cfg.memory = "64M".parse().unwrap();
+    cfg.start_paused = true;
+    let rt = runtime();
+    let pid_file = d.join("pid");
+    cfg.extra_args = vec!["-pidfile".into(), pid_file.display().to_string()];
+    let vm = rt.block_on(QemuVm::start(&cfg)).unwrap();
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    drop(vm);
+    let mut gone = false;
+    for _ in 0..200 {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for its (dropped) parent handle.
+        if state.is_empty() || state.split_whitespace().nth(2) == Some("Z") {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(gone, "QEMU {pid} still running after drop");
+    std::fs::remove_dir_all(&d).ok();
+}
