@@ -171,7 +171,11 @@ impl QemuVm {
             r = connect => match r {
                 Ok(q) => q,
                 Err(e) => {
-                    if let Ok(Some(status)) = child.try_wait() {
+                    // QEMU may close the socket an instant before it exits:
+                    // give it a moment, so a failed start reports why.
+                    if let Ok(Ok(status)) =
+                        tokio::time::timeout(Duration::from_secs(2), child.wait()).await
+                    {
                         return Err(exited(status, config));
                     }
                     return Err(e);
