@@ -15,6 +15,9 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// A snapshot path with characters QEMU's shell would interpret.
+    #[error("invalid snapshot path {0:?}: only [A-Za-z0-9/._+-] may be used")]
+    InvalidSnapshotPath(PathBuf),
     /// A memory size that is not `N[K|M|G]` of at least 16 MiB.
     #[error("invalid memory size {0:?}: expected e.g. 256M or 1G, at least 16M")]
     InvalidMemory(String),

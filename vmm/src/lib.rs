@@ -1,7 +1,8 @@
 //! One API over KVM VMMs. This first slice drives QEMU: a command-line
 //! builder (microvm or q35, TCG or KVM), an async QMP client (greeting,
 //! capabilities, commands, events), and the process lifecycle (start,
-//! status, pause, resume, quit; killed on drop, so no orphans).
+//! status, pause, resume, snapshot to a file and restore from it, quit;
+//! killed on drop, so no orphans).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), kiln_vmm::Error> {

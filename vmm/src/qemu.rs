@@ -59,6 +59,10 @@ pub struct QemuConfig {
     pub log: Option<PathBuf>,
     /// Start with vCPUs stopped (`-S`): resume to run.
     pub start_paused: bool,
+    /// Restore from a snapshot file written by [`QemuVm::snapshot`]: QEMU
+    /// loads it and waits paused; [`QemuVm::resume`] continues the guest.
+    /// The rest of the configuration must be the snapshotted VM's.
+    pub incoming: Option<PathBuf>,
     /// More arguments, appended as given.
     pub extra_args: Vec<String>,
 }
@@ -79,6 +83,7 @@ impl QemuConfig {
             serial: None,
             log: None,
             start_paused: false,
+            incoming: None,
             extra_args: Vec::new(),
         }
     }
@@ -124,6 +129,9 @@ impl QemuConfig {
         }
         if self.start_paused {
             a.push("-S".into());
+        }
+        if let Some(f) = &self.incoming {
+            a.extend(["-incoming".into(), format!("exec:cat {}", f.display())]);
         }
         a.extend(self.extra_args.iter().cloned());
         a
@@ -230,6 +238,72 @@ impl QemuVm {
         self.qmp.execute("cont", None).await.map(drop)
     }
 
+    /// Writes the VM's state (devices and memory) to `file` (the guest is
+    /// paused first and stays paused). Restore with
+    /// [`QemuConfig::incoming`].
+    ///
+    /// # Errors
+    ///
+    /// A path with characters a shell would interpret (QEMU runs
+    /// `exec:cat > FILE` through `/bin/sh`), QMP errors, a failed or slow
+    /// migration.
+    pub async fn snapshot(
+        &mut self,
+        file: &std::path::Path,
+        deadline: Duration,
+    ) -> Result<(), Error> {
+        let path = shell_safe(file)?;
+        self.pause().await?;
+        self.qmp
+            .execute(
+                "migrate",
+                Some(serde_json::json!({"uri": format!("exec:cat > {path}")})),
+            )
+            .await?;
+        let started = std::time::Instant::now();
+        loop {
+            let info = self.qmp.execute("query-migrate", None).await?;
+            match info.get("status").and_then(Value::as_str) {
+                Some("completed") => return Ok(()),
+                Some("failed" | "cancelled") => {
+                    return Err(Error::Command {
+                        command: "migrate".into(),
+                        class: "MigrationFailed".into(),
+                        description: info.to_string(),
+                    });
+                }
+                _ if started.elapsed() > deadline => {
+                    return Err(Error::Timeout {
+                        what: "snapshot".into(),
+                        after: deadline,
+                    });
+                }
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Waits until an incoming snapshot is loaded (QEMU then sits paused).
+    ///
+    /// # Errors
+    ///
+    /// QMP errors, [`Error::Timeout`].
+    pub async fn wait_restored(&mut self, deadline: Duration) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        loop {
+            if self.status().await? == "paused" {
+                return Ok(());
+            }
+            if started.elapsed() > deadline {
+                return Err(Error::Timeout {
+                    what: "snapshot restore".into(),
+                    after: deadline,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Ends QEMU at once (`quit`) and returns its exit status.
     ///
     /// # Errors
@@ -248,6 +322,19 @@ impl QemuVm {
                 })
             }
         }
+    }
+}
+
+/// `file` as text no shell would reinterpret.
+fn shell_safe(file: &std::path::Path) -> Result<String, Error> {
+    let s = file.to_str().unwrap_or_default();
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(Error::InvalidSnapshotPath(file.to_owned()))
     }
 }
 

@@ -113,3 +113,50 @@ fn a_vm_that_cannot_start_is_a_clear_error_and_no_orphan() {
     assert!(gone, "QEMU {pid} still running after drop");
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn snapshot_then_restore_continues() {
+    if !qemu_available() {
+        return;
+    }
+    let d = dir("snap");
+    let base = |sock: &str| {
+        let mut cfg = QemuConfig::new(SocketPath::new(d.join(sock)).unwrap());
+        cfg.machine = Machine::Q35;
+        cfg.memory = "64M".parse().unwrap();
+        cfg.log = Some(d.join(format!("{sock}.log")));
+        cfg
+    };
+    let state = d.join("state.bin");
+    runtime().block_on(async {
+        let mut vm = QemuVm::start(&base("one.sock")).await.unwrap();
+        assert_eq!(vm.status().await.unwrap(), "running");
+        vm.snapshot(&state, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(vm.status().await.unwrap(), "postmigrate");
+        assert!(vm.quit(Duration::from_secs(10)).await.unwrap().success());
+        assert!(std::fs::metadata(&state).unwrap().len() > 0);
+
+        let mut cfg = base("two.sock");
+        cfg.incoming = Some(state.clone());
+        let mut restored = QemuVm::start(&cfg).await.unwrap();
+        restored
+            .wait_restored(Duration::from_secs(30))
+            .await
+            .unwrap();
+        restored.resume().await.unwrap();
+        assert_eq!(restored.status().await.unwrap(), "running");
+        assert!(
+            restored
+                .quit(Duration::from_secs(10))
+                .await
+                .unwrap()
+                .success()
+        );
+
+        let mut vm = QemuVm::start(&base("three.sock")).await.unwrap();
+        let bad = vm.snapshot(&d.join("a b"), Duration::from_secs(5)).await;
+        assert!(matches!(bad, Err(Error::InvalidSnapshotPath(_))), "{bad:?}");
+        vm.quit(Duration::from_secs(10)).await.unwrap();
+    });
+    std::fs::remove_dir_all(&d).ok();
+}
