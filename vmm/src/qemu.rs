@@ -304,6 +304,25 @@ impl QemuVm {
         }
     }
 
+    /// Waits for QEMU to exit by itself (the guest powered off, or rebooted
+    /// under `-no-reboot`) and returns its exit status.
+    ///
+    /// # Errors
+    ///
+    /// When it does not exit within `deadline` (it is then killed).
+    pub async fn wait(mut self, deadline: Duration) -> Result<ExitStatus, Error> {
+        match tokio::time::timeout(deadline, self.child.wait()).await {
+            Ok(status) => status.map_err(Error::Io),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err(Error::Timeout {
+                    what: "QEMU exit".into(),
+                    after: deadline,
+                })
+            }
+        }
+    }
+
     /// Ends QEMU at once (`quit`) and returns its exit status.
     ///
     /// # Errors

@@ -160,3 +160,49 @@ fn snapshot_then_restore_continues() {
     });
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// The Debian cloud kernel `scripts/test` unpacks (`$KILN_TEST_KERNEL`).
+fn test_kernel() -> Option<PathBuf> {
+    match std::env::var_os("KILN_TEST_KERNEL").map(PathBuf::from) {
+        Some(k) if k.is_file() => Some(k),
+        _ => {
+            let msg = "KILN_TEST_KERNEL not set to a kernel (scripts/test unpacks one)";
+            assert!(std::env::var("CI").is_err(), "{msg}: required in CI");
+            eprintln!("\n\n!!!!! SKIPPING: {msg} !!!!!\n\n");
+            None
+        }
+    }
+}
+
+#[test]
+fn a_real_kernel_boots_and_its_console_is_captured() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(kernel) = test_kernel() else { return };
+    let d = dir("kernel");
+    let serial = d.join("serial.log");
+    let mut cfg = QemuConfig::new(SocketPath::new(d.join("qmp.sock")).unwrap());
+    cfg.machine = Machine::Q35;
+    cfg.kernel = Some(kernel);
+    // No root file system yet: the kernel boots, panics, and with
+    // `panic=-1` + `-no-reboot` QEMU exits.
+    cfg.cmdline = Some("console=ttyS0 panic=-1 no_timer_check cryptomgr.notests".into());
+    cfg.serial = Some(serial.clone());
+    cfg.log = Some(d.join("qemu.log"));
+    cfg.extra_args = vec!["-no-reboot".into()];
+    let status = runtime()
+        .block_on(async {
+            let vm = QemuVm::start(&cfg).await?;
+            vm.wait(Duration::from_secs(120)).await
+        })
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let console = String::from_utf8_lossy(&std::fs::read(&serial).unwrap()).into_owned();
+    assert!(console.contains("Linux version"), "{console}");
+    assert!(
+        console.contains("Kernel panic - not syncing: VFS: Unable to mount root fs"),
+        "{console}"
+    );
+    std::fs::remove_dir_all(&d).ok();
+}
