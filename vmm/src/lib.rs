@@ -2,7 +2,8 @@
 //! builder (microvm or q35, TCG or KVM), an async QMP client (greeting,
 //! capabilities, commands, events), and the process lifecycle (start,
 //! status, pause, resume, snapshot to a file and restore from it, quit;
-//! killed on drop, so no orphans).
+//! killed on drop, so no orphans), and a cpio "newc" writer for
+//! initramfs images.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), kiln_vmm::Error> {
@@ -26,11 +27,13 @@
 #![warn(missing_docs)]
 
 mod config;
+mod cpio;
 mod error;
 mod qemu;
 mod qmp;
 
 pub use config::{MAX_SOCKET_PATH, MemorySize, SocketPath};
+pub use cpio::CpioWriter;
 pub use error::Error;
 pub use qemu::{Accel, Machine, QemuConfig, QemuVm};
 pub use qmp::{Event, Message, Qmp, decode};

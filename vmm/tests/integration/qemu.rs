@@ -206,3 +206,70 @@ fn a_real_kernel_boots_and_its_console_is_captured() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn an_initramfs_from_our_cpio_writer_boots_and_powers_off() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(kernel) = test_kernel() else { return };
+    let busybox = match std::env::var_os("KILN_TEST_BUSYBOX").map(PathBuf::from) {
+        Some(b) if b.is_file() => b,
+        _ => {
+            let msg = "KILN_TEST_BUSYBOX not set (scripts/test unpacks busybox-static)";
+            assert!(std::env::var("CI").is_err(), "{msg}: required in CI");
+            eprintln!("\n\n!!!!! SKIPPING: {msg} !!!!!\n\n");
+            return;
+        }
+    };
+    let d = dir("initramfs");
+    let initrd = d.join("initrd.cpio");
+    let mut cpio = kiln_vmm::CpioWriter::new(std::fs::File::create(&initrd).unwrap());
+    cpio.dir("bin", 0o755).unwrap();
+    cpio.dir("dev", 0o755).unwrap();
+    cpio.char_device("dev/console", 0o600, 5, 1).unwrap();
+    cpio.file("bin/busybox", 0o755, &std::fs::read(&busybox).unwrap())
+        .unwrap();
+    cpio.symlink("bin/sh", "busybox").unwrap();
+    cpio.file(
+        "init",
+        0o755,
+        b"#!/bin/sh\n/bin/busybox echo KILN-INITRAMFS-OK \"$(/bin/busybox uname -r)\"\n/bin/busybox poweroff -f\n",
+    )
+    .unwrap();
+    cpio.finish().unwrap();
+    // The Debian cpio tool reads our archive back.
+    let listing = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cpio -it < {}", initrd.display()))
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout).into_owned();
+    for name in ["bin/busybox", "bin/sh", "dev/console", "init"] {
+        assert!(
+            names.lines().any(|l| l == name),
+            "{name} missing from {names}"
+        );
+    }
+
+    let serial = d.join("serial.log");
+    let mut cfg = QemuConfig::new(SocketPath::new(d.join("qmp.sock")).unwrap());
+    cfg.machine = Machine::Q35;
+    cfg.kernel = Some(kernel);
+    cfg.initrd = Some(initrd);
+    cfg.cmdline = Some("console=ttyS0 quiet panic=-1 no_timer_check cryptomgr.notests".into());
+    cfg.serial = Some(serial.clone());
+    cfg.log = Some(d.join("qemu.log"));
+    cfg.extra_args = vec!["-no-reboot".into()];
+    let status = runtime()
+        .block_on(async {
+            let vm = QemuVm::start(&cfg).await?;
+            vm.wait(Duration::from_secs(120)).await
+        })
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let console = String::from_utf8_lossy(&std::fs::read(&serial).unwrap()).into_owned();
+    assert!(console.contains("KILN-INITRAMFS-OK 6."), "{console}");
+    assert!(!console.contains("Kernel panic"), "{console}");
+    std::fs::remove_dir_all(&d).ok();
+}
