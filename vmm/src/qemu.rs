@@ -331,16 +331,7 @@ impl QemuVm {
     pub async fn quit(mut self, deadline: Duration) -> Result<ExitStatus, Error> {
         // QEMU may close the socket before it answers; either is fine.
         let _ = self.qmp.execute("quit", None).await;
-        match tokio::time::timeout(deadline, self.child.wait()).await {
-            Ok(status) => status.map_err(Error::Io),
-            Err(_) => {
-                let _ = self.child.kill().await;
-                Err(Error::Timeout {
-                    what: "QEMU exit after quit".into(),
-                    after: deadline,
-                })
-            }
-        }
+        self.wait(deadline).await
     }
 }
 

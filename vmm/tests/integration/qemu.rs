@@ -174,20 +174,20 @@ fn test_kernel() -> Option<PathBuf> {
     }
 }
 
-#[test]
-fn a_real_kernel_boots_and_its_console_is_captured() {
-    if !qemu_available() {
-        return;
-    }
-    let Some(kernel) = test_kernel() else { return };
-    let d = dir("kernel");
+/// Boots `kernel` (and `initrd`) on q35 under `-no-reboot`, waits for QEMU
+/// to exit by itself, asserts it exited 0 and returns the serial console.
+fn boot_to_exit(
+    d: &std::path::Path,
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    args: &str,
+) -> String {
     let serial = d.join("serial.log");
     let mut cfg = QemuConfig::new(SocketPath::new(d.join("qmp.sock")).unwrap());
     cfg.machine = Machine::Q35;
     cfg.kernel = Some(kernel);
-    // No root file system yet: the kernel boots, panics, and with
-    // `panic=-1` + `-no-reboot` QEMU exits.
-    cfg.cmdline = Some("console=ttyS0 panic=-1 no_timer_check cryptomgr.notests".into());
+    cfg.initrd = initrd;
+    cfg.cmdline = Some(format!("{args} no_timer_check cryptomgr.notests"));
     cfg.serial = Some(serial.clone());
     cfg.log = Some(d.join("qemu.log"));
     cfg.extra_args = vec!["-no-reboot".into()];
@@ -198,7 +198,19 @@ fn a_real_kernel_boots_and_its_console_is_captured() {
         })
         .unwrap();
     assert!(status.success(), "{status}");
-    let console = String::from_utf8_lossy(&std::fs::read(&serial).unwrap()).into_owned();
+    String::from_utf8_lossy(&std::fs::read(&serial).unwrap()).into_owned()
+}
+
+#[test]
+fn a_real_kernel_boots_and_its_console_is_captured() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(kernel) = test_kernel() else { return };
+    let d = dir("kernel");
+    // No root file system yet: the kernel boots, panics, and with
+    // `panic=-1` QEMU exits.
+    let console = boot_to_exit(&d, kernel, None, "console=ttyS0 panic=-1");
     assert!(console.contains("Linux version"), "{console}");
     assert!(
         console.contains("Kernel panic - not syncing: VFS: Unable to mount root fs"),
@@ -252,23 +264,7 @@ fn an_initramfs_from_our_cpio_writer_boots_and_powers_off() {
         );
     }
 
-    let serial = d.join("serial.log");
-    let mut cfg = QemuConfig::new(SocketPath::new(d.join("qmp.sock")).unwrap());
-    cfg.machine = Machine::Q35;
-    cfg.kernel = Some(kernel);
-    cfg.initrd = Some(initrd);
-    cfg.cmdline = Some("console=ttyS0 quiet panic=-1 no_timer_check cryptomgr.notests".into());
-    cfg.serial = Some(serial.clone());
-    cfg.log = Some(d.join("qemu.log"));
-    cfg.extra_args = vec!["-no-reboot".into()];
-    let status = runtime()
-        .block_on(async {
-            let vm = QemuVm::start(&cfg).await?;
-            vm.wait(Duration::from_secs(120)).await
-        })
-        .unwrap();
-    assert!(status.success(), "{status}");
-    let console = String::from_utf8_lossy(&std::fs::read(&serial).unwrap()).into_owned();
+    let console = boot_to_exit(&d, kernel, Some(initrd), "console=ttyS0 quiet panic=-1");
     assert!(console.contains("KILN-INITRAMFS-OK 6."), "{console}");
     assert!(!console.contains("Kernel panic"), "{console}");
     std::fs::remove_dir_all(&d).ok();
