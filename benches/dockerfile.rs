@@ -68,6 +68,9 @@ fn parse_peer(c: &Corpus) -> usize {
 }
 
 fn criterion_groups(c: &mut Criterion) {
+    if !crate::test_utils::selected("dockerfile") {
+        return;
+    }
     let corpus = corpus();
     let mut g = c.benchmark_group("dockerfile/real-corpus");
     g.throughput(Throughput::Bytes(corpus.bytes as u64));

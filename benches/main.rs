@@ -6,8 +6,22 @@
 #![allow(missing_docs)]
 
 mod dockerfile;
+mod ext4;
 mod mirror;
 mod test_utils;
 mod token;
 
-criterion::criterion_main!(dockerfile::benches, token::benches, mirror::benches);
+fn main() {
+    // The ext4 comparison re-runs this binary to measure one conversion's
+    // peak memory alone.
+    if ext4::child_main() {
+        return;
+    }
+    dockerfile::benches();
+    token::benches();
+    mirror::benches();
+    ext4::benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}

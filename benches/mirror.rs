@@ -63,6 +63,9 @@ fn best(n: usize, mut f: impl FnMut(usize) -> Duration) -> Duration {
 }
 
 fn criterion_groups(_c: &mut Criterion) {
+    if !crate::test_utils::selected("mirror") {
+        return;
+    }
     if !tools() {
         println!("mirror benchmark skipped: docker-registry/skopeo missing");
         return;

@@ -38,3 +38,13 @@ pub(crate) fn best_time(budget: Duration, mut f: impl FnMut()) -> Duration {
 pub(crate) fn mb_per_s(bytes: usize, t: Duration) -> f64 {
     bytes as f64 / t.as_secs_f64() / 1e6
 }
+
+/// Whether the side-by-side comparison of `area` should run: no name
+/// filter was given on the command line, or one matches `area`.
+pub(crate) fn selected(area: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| area.contains(f.as_str()))
+}

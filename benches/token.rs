@@ -101,6 +101,9 @@ fn cases() -> Vec<Case> {
 }
 
 fn criterion_groups(c: &mut Criterion) {
+    if !crate::test_utils::selected("token") {
+        return;
+    }
     let cases = cases();
     let mut g = c.benchmark_group("token");
     for case in &cases {

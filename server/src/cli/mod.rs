@@ -2,6 +2,7 @@
 
 mod cache;
 mod dockerfile;
+mod ext4;
 mod mirror;
 mod token;
 
@@ -23,6 +24,9 @@ enum Command {
     /// Plan two-tier BuildKit build caches.
     #[command(subcommand)]
     Cache(cache::Command),
+    /// Convert OCI images into bootable ext4 disk images.
+    #[command(subcommand)]
+    Ext4(ext4::Command),
     /// Copy an image (or index) between registries.
     Mirror(mirror::MirrorArgs),
     /// Mint and verify per-repository registry tokens.
@@ -35,6 +39,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dockerfile(cmd) => dockerfile::run(cmd),
         Command::Cache(cmd) => cache::run(cmd),
+        Command::Ext4(cmd) => ext4::run(cmd),
         Command::Mirror(args) => mirror::run(args),
         Command::Token(cmd) => token::run(cmd),
     }

@@ -5,5 +5,6 @@
 
 mod cache;
 mod dockerfile;
+mod ext4;
 mod mirror;
 mod token;

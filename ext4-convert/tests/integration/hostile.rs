@@ -1,0 +1,170 @@
+//! Hostile layers: escapes stay inside the image, limits and unrepresentable
+//! entries give typed errors.
+
+use std::io::Cursor;
+
+use kiln_ext4::{EntryError, Error, Ext4Writer, Limit, Limits, Options};
+
+use crate::fuzz_corpus::corpus_layers;
+use crate::oracle::{e2fsck_clean, scratch};
+use crate::writer::TarBuilder;
+
+fn convert(layers: &[Vec<u8>], limits: Limits) -> Result<Vec<u8>, Error> {
+    let options = Options {
+        limits,
+        ..Options::default()
+    };
+    let mut writer = Ext4Writer::new(Cursor::new(Vec::new()), options);
+    for layer in layers {
+        writer.add_layer(&layer[..])?;
+    }
+    Ok(writer.finish()?.0.into_inner())
+}
+
+fn load(image: Vec<u8>) -> ext4_view::Ext4 {
+    ext4_view::Ext4::load(Box::new(image)).unwrap()
+}
+
+#[test]
+fn dot_dot_absolute_and_symlinked_paths_stay_inside_the_image() {
+    let image = convert(&corpus_layers("symlink-escape"), Limits::default()).unwrap();
+    let dir = scratch("escape");
+    let path = dir.join("image.ext4");
+    std::fs::write(&path, &image).unwrap();
+    e2fsck_clean(&path);
+    let fs = load(image);
+    // `link -> /etc` then `link/passwd`: resolved inside the image's root.
+    assert_eq!(fs.read_to_string("/etc/passwd").unwrap(), "inside");
+    // `up -> ../../..` clamps at the root.
+    assert_eq!(fs.read_to_string("/x").unwrap(), "still inside");
+    assert_eq!(fs.read_to_string("/outside").unwrap(), "clamped");
+    assert_eq!(fs.read_to_string("/abs/path").unwrap(), "abs");
+    assert!(fs.symlink_metadata("/link").unwrap().is_symlink());
+    // Nothing was written next to the output.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["image.ext4"]);
+}
+
+#[test]
+fn whiteouts_opaque_dirs_and_replacements_apply_across_layers() {
+    let fs = load(convert(&corpus_layers("whiteouts"), Limits::default()).unwrap());
+    let names = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> = fs
+            .read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_str().unwrap().to_string())
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("/a"), ["z"]);
+    assert_eq!(names("/"), ["a", "c", "lost+found"]);
+    assert_eq!(fs.read_to_string("/c").unwrap(), "z");
+
+    let fs = load(convert(&corpus_layers("replace"), Limits::default()).unwrap());
+    assert_eq!(fs.read_to_string("/p").unwrap(), "now a file");
+    assert_eq!(fs.read_to_string("/f/inner").unwrap(), "dup wins");
+}
+
+fn entry_error(result: Result<Vec<u8>, Error>) -> EntryError {
+    match result {
+        Err(Error::Entry { kind, .. }) => kind,
+        other => panic!("expected an entry error, got {other:?}"),
+    }
+}
+
+#[test]
+fn unrepresentable_entries_are_typed_errors() {
+    let missing = TarBuilder::new()
+        .link(tar::EntryType::Link, "hard", "nowhere")
+        .build();
+    assert!(matches!(
+        entry_error(convert(&[missing], Limits::default())),
+        EntryError::HardlinkTargetMissing { .. }
+    ));
+    let to_dir = TarBuilder::new()
+        .dir("d/", 0o755)
+        .link(tar::EntryType::Link, "hard", "d")
+        .build();
+    assert_eq!(
+        entry_error(convert(&[to_dir], Limits::default())),
+        EntryError::HardlinkToDirectory
+    );
+    let through_file = TarBuilder::new()
+        .file("f", 0o644, b"x")
+        .file("f/child", 0o644, b"y")
+        .build();
+    assert_eq!(
+        entry_error(convert(&[through_file], Limits::default())),
+        EntryError::NotADirectory
+    );
+    let looped = TarBuilder::new()
+        .link(tar::EntryType::Symlink, "a", "b")
+        .link(tar::EntryType::Symlink, "b", "a")
+        .file("a/x", 0o644, b"x")
+        .build();
+    assert_eq!(
+        entry_error(convert(&[looped], Limits::default())),
+        EntryError::TooManySymlinks
+    );
+}
+
+#[test]
+fn limits_are_enforced_with_typed_errors() {
+    let many = (0..50).fold(TarBuilder::new(), |t, i| {
+        t.file(&format!("f{i}"), 0o644, b"x")
+    });
+    let many = many.build();
+    let limit = |result: Result<Vec<u8>, Error>| match result {
+        Err(Error::LimitExceeded { limit, .. }) => limit,
+        other => panic!("expected a limit error, got {other:?}"),
+    };
+    let mut limits = Limits::default();
+    limits.max_inodes = 10;
+    assert_eq!(
+        limit(convert(std::slice::from_ref(&many), limits)),
+        Limit::Inodes
+    );
+
+    let mut limits = Limits::default();
+    limits.max_layer_bytes = 4096;
+    assert_eq!(
+        limit(convert(std::slice::from_ref(&many), limits)),
+        Limit::LayerBytes
+    );
+
+    let deep = TarBuilder::new().file(&"d/".repeat(40).to_string().add_file(), 0o644, b"x");
+    let mut limits = Limits::default();
+    limits.max_path_depth = 16;
+    assert_eq!(limit(convert(&[deep.build()], limits)), Limit::PathDepth);
+
+    let big = TarBuilder::new()
+        .file("big", 0o644, &vec![1u8; 3 << 20])
+        .build();
+    let mut limits = Limits::default();
+    limits.max_image_bytes = 1 << 20;
+    assert_eq!(limit(convert(&[big], limits)), Limit::ImageBytes);
+}
+
+trait AddFile {
+    fn add_file(self) -> String;
+}
+
+impl AddFile for String {
+    fn add_file(self) -> String {
+        self + "f"
+    }
+}
+
+#[test]
+fn nul_bytes_in_names_are_refused() {
+    let layers = corpus_layers("nul-in-name");
+    assert_eq!(
+        entry_error(convert(&layers, Limits::default())),
+        EntryError::NulByte
+    );
+}
