@@ -1,6 +1,6 @@
 //! The whole conversion: an image's layers, verified, into an ext4 writer.
 
-use std::io::{self, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 
 use sha2::{Digest as _, Sha256};
 
@@ -47,6 +47,7 @@ pub fn convert<W: Write + Seek>(
     if options.uuid == [0; 16] {
         options.uuid = uuid_for(image.manifest_digest().as_ref());
     }
+    let drain_limit = options.limits.max_layer_bytes;
     let mut writer = Ext4Writer::new(out, options);
     let layers = image.layers().len();
     let mut earlier = 0;
@@ -78,6 +79,14 @@ pub fn convert<W: Write + Seek>(
             let applied = writer.add_layer(&mut reader);
             let diff_id = match &applied {
                 Ok(()) => Some(reader.finish()),
+                // An unreadable tar stream is most often a corrupt blob:
+                // read on (boundedly) so the digest check can say so.
+                Err(Error::ReadLayer { .. }) => {
+                    let _ =
+                        std::io::copy(&mut (&mut reader).take(drain_limit), &mut std::io::sink());
+                    drop(reader);
+                    None
+                }
                 Err(_) => {
                     drop(reader);
                     None
@@ -88,6 +97,15 @@ pub fn convert<W: Write + Seek>(
                 .unwrap_or_else(|_| Err(io::Error::other("decompression thread panicked")));
             (applied, diff_id, compressed)
         });
+        if let (Err(applied), Ok(c)) = (&applied, &compressed)
+            && matches!(applied, Error::ReadLayer { .. })
+            && c.digest != layer.digest().to_string()
+        {
+            return Err(Error::DigestMismatch {
+                expected: layer.digest().to_string(),
+                actual: c.digest.clone(),
+            });
+        }
         applied?;
         let compressed = compressed.map_err(read_err)?;
         let actual_diff_id = actual_diff_id

@@ -374,7 +374,6 @@ fn place(tree: &Tree, node_id: NodeId, parent: u32, seed: [u32; 4], cursor: &mut
 /// (blocks freed by replaced files count towards it).
 fn geometry(options: &Options, used_inodes: u64, meta_end: u64, dead: u64) -> Result<Geometry> {
     let want_inodes = used_inodes + u64::from(options.free_inodes);
-    let free = options.free_space.blocks(meta_end).saturating_sub(dead);
     let too_large = || Error::LimitExceeded {
         limit: Limit::ImageBytes,
         max: options.limits.max_image_bytes,
@@ -394,7 +393,8 @@ fn geometry(options: &Options, used_inodes: u64, meta_end: u64, dead: u64) -> Re
         let tables_at = meta_end;
         let inode_bitmaps_at = tables_at + groups * table_blocks;
         let block_bitmaps_at = inode_bitmaps_at + groups;
-        let mut blocks = block_bitmaps_at + groups + free;
+        let used = block_bitmaps_at + groups;
+        let mut blocks = used + options.free_space.blocks(used).saturating_sub(dead);
         let needed = blocks.div_ceil(BLOCKS_PER_GROUP);
         if needed > groups {
             groups = needed;

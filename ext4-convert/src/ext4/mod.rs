@@ -28,7 +28,7 @@ pub enum FreeSpace {
     None,
     /// This many bytes (rounded up to whole blocks).
     Bytes(u64),
-    /// This percentage of the space the content takes.
+    /// This percentage of the whole file system (below 100).
     Percent(u32),
 }
 
@@ -37,7 +37,10 @@ impl FreeSpace {
         match self {
             Self::None => 0,
             Self::Bytes(b) => b.div_ceil(data::BLOCK_SIZE as u64),
-            Self::Percent(p) => (used * u64::from(p)).div_ceil(100),
+            Self::Percent(p) => {
+                let p = u64::from(p.min(99));
+                (used * p).div_ceil(100 - p)
+            }
         }
     }
 }
@@ -49,7 +52,11 @@ impl std::str::FromStr for FreeSpace {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("invalid free space {s:?} (expected e.g. 10%, 512M, 2G)");
         if let Some(p) = s.strip_suffix('%') {
-            return p.parse().map(Self::Percent).map_err(|_| bad());
+            return match p.parse() {
+                Ok(0) => Ok(Self::None),
+                Ok(p) if p < 100 => Ok(Self::Percent(p)),
+                _ => Err(bad()),
+            };
         }
         let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
             Some(i) => s.split_at(i),
@@ -294,7 +301,9 @@ mod tests {
         assert_eq!("0".parse(), Ok(FreeSpace::None));
         assert!("x".parse::<FreeSpace>().is_err());
         assert!("99999999999999999999G".parse::<FreeSpace>().is_err());
-        assert_eq!(FreeSpace::Percent(10).blocks(1000), 100);
+        assert!("100%".parse::<FreeSpace>().is_err());
+        assert_eq!(FreeSpace::Percent(10).blocks(900), 100);
+        assert_eq!(FreeSpace::Percent(50).blocks(1000), 1000);
         assert_eq!(FreeSpace::Bytes(1).blocks(0), 1);
     }
 }

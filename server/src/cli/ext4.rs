@@ -25,7 +25,8 @@ pub(crate) struct ConvertArgs {
     /// Platform to pick from an image index.
     #[arg(long, default_value = "linux/amd64")]
     platform: Platform,
-    /// Free space beyond the content: `10%`, `512M`, `2G` (default none).
+    /// Free space beyond the content: `10%` (of the file system), `512M`,
+    /// `2G` (default none).
     #[arg(long, default_value = "0")]
     free: FreeSpace,
     /// Free inodes beyond the content.
