@@ -63,6 +63,46 @@ pub enum Error {
         /// How long.
         after: Duration,
     },
+    /// A file the guest needs (kernel module, init, configuration) could
+    /// not be read, or the kernel's module index is missing.
+    #[error("reading {path:?} for the guest")]
+    GuestFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel has the module neither built in nor as a file.
+    #[error("the kernel has no module {name}")]
+    MissingModule {
+        /// The module name.
+        name: String,
+    },
+    /// The work directory or a file in it could not be written.
+    #[error("writing {path:?}")]
+    WorkDir {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The guest could not run the workload (its init said why).
+    #[error("the guest failed: {message}")]
+    Guest {
+        /// The guest init's message.
+        message: String,
+        /// The end of the console output.
+        console: String,
+    },
+    /// The guest stopped without reporting an exit status (a kernel or
+    /// disk that does not boot).
+    #[error("the guest stopped without reporting an exit status; console ends with:\n{console}")]
+    NoExitStatus {
+        /// The end of the console output.
+        console: String,
+    },
     /// The VMM exited before it was ready.
     #[error("the VMM exited early ({status}): {stderr}")]
     Exited {

@@ -29,11 +29,16 @@
 mod config;
 mod cpio;
 mod error;
+mod guest;
 mod qemu;
 mod qmp;
+mod run;
 
 pub use config::{MAX_SOCKET_PATH, MemorySize, SocketPath};
 pub use cpio::CpioWriter;
 pub use error::Error;
-pub use qemu::{Accel, Machine, QemuConfig, QemuVm};
+pub use guest::{GUEST_MODULES, GuestKernel, initramfs};
+pub use kiln_init::InitConfig;
+pub use qemu::{Accel, CHANNEL_NAME, Disk, Machine, QemuConfig, QemuVm};
 pub use qmp::{Event, Message, Qmp, decode};
+pub use run::{RunOutcome, RunSpec, run};

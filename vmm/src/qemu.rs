@@ -32,6 +32,19 @@ pub enum Accel {
     Kvm,
 }
 
+/// A raw disk image given to the guest as a virtio block device
+/// (`/dev/vda`, `/dev/vdb`, ... in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The image file.
+    pub path: PathBuf,
+    /// Read-only for the guest.
+    pub read_only: bool,
+}
+
+/// The guest-side name of the host channel (a virtio-serial port).
+pub const CHANNEL_NAME: &str = "kiln.0";
+
 /// How to start QEMU.
 #[derive(Debug, Clone)]
 pub struct QemuConfig {
@@ -63,6 +76,11 @@ pub struct QemuConfig {
     /// loads it and waits paused; [`QemuVm::resume`] continues the guest.
     /// The rest of the configuration must be the snapshotted VM's.
     pub incoming: Option<PathBuf>,
+    /// Block devices, in order.
+    pub disks: Vec<Disk>,
+    /// The host↔guest channel: a unix socket QEMU listens on, connected to
+    /// the guest's virtio-serial port [`CHANNEL_NAME`].
+    pub channel: Option<SocketPath>,
     /// More arguments, appended as given.
     pub extra_args: Vec<String>,
 }
@@ -84,6 +102,8 @@ impl QemuConfig {
             log: None,
             start_paused: false,
             incoming: None,
+            disks: Vec::new(),
+            channel: None,
             extra_args: Vec::new(),
         }
     }
@@ -132,6 +152,31 @@ impl QemuConfig {
         }
         if let Some(f) = &self.incoming {
             a.extend(["-incoming".into(), format!("exec:cat {}", f.display())]);
+        }
+        let (block, serial_bus) = match self.machine {
+            Machine::Microvm => ("virtio-blk-device", "virtio-serial-device"),
+            Machine::Q35 => ("virtio-blk-pci", "virtio-serial-pci"),
+        };
+        for (i, disk) in self.disks.iter().enumerate() {
+            // QEMU option values escape a comma by doubling it.
+            let file = disk.path.display().to_string().replace(',', ",,");
+            let ro = if disk.read_only { ",readonly=on" } else { "" };
+            a.extend([
+                "-drive".into(),
+                format!("file={file},if=none,id=disk{i},format=raw{ro}"),
+                "-device".into(),
+                format!("{block},drive=disk{i}"),
+            ]);
+        }
+        if let Some(channel) = &self.channel {
+            a.extend([
+                "-chardev".into(),
+                format!("socket,id=kiln0,path={channel},server=on,wait=off"),
+                "-device".into(),
+                format!("{serial_bus},id=vs0"),
+                "-device".into(),
+                format!("virtserialport,bus=vs0.0,chardev=kiln0,name={CHANNEL_NAME}"),
+            ]);
         }
         a.extend(self.extra_args.iter().cloned());
         a

@@ -44,7 +44,7 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<()> {
 }
 
 /// Splits `oci:DIR[:TAG|@DIGEST]`.
-fn parse_source(source: &str) -> anyhow::Result<(PathBuf, Option<Reference>)> {
+pub(crate) fn parse_source(source: &str) -> anyhow::Result<(PathBuf, Option<Reference>)> {
     let Some(rest) = source.strip_prefix("oci:") else {
         bail!("source must be oci:DIR[:TAG|@DIGEST], got {source:?}");
     };

@@ -5,6 +5,7 @@ mod dockerfile;
 mod ext4;
 mod mirror;
 mod token;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ enum Command {
     Ext4(ext4::Command),
     /// Copy an image (or index) between registries.
     Mirror(mirror::MirrorArgs),
+    /// Run images in microVMs.
+    #[command(subcommand)]
+    Vm(vm::Command),
     /// Mint and verify per-repository registry tokens.
     #[command(subcommand)]
     Token(token::Command),
@@ -42,5 +46,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ext4(cmd) => ext4::run(cmd),
         Command::Mirror(args) => mirror::run(args),
         Command::Token(cmd) => token::run(cmd),
+        Command::Vm(cmd) => vm::run_cmd(cmd),
     }
 }

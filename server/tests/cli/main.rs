@@ -8,3 +8,4 @@ mod dockerfile;
 mod ext4;
 mod mirror;
 mod token;
+mod vm;

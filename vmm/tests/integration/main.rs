@@ -4,4 +4,5 @@
 #![allow(clippy::tests_outside_test_module)]
 
 mod fuzz_corpus;
+mod guest;
 mod qemu;

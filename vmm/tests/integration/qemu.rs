@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kiln_vmm::{Error, Machine, QemuConfig, QemuVm, SocketPath};
 
-fn qemu_available() -> bool {
+pub(crate) fn qemu_available() -> bool {
     let found = Command::new("sh")
         .args(["-c", "command -v qemu-system-x86_64"])
         .output()
@@ -20,14 +20,14 @@ fn qemu_available() -> bool {
     found
 }
 
-fn dir(name: &str) -> PathBuf {
+pub(crate) fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("kvmm-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -162,7 +162,7 @@ fn snapshot_then_restore_continues() {
 }
 
 /// The Debian cloud kernel `scripts/test` unpacks (`$KILN_TEST_KERNEL`).
-fn test_kernel() -> Option<PathBuf> {
+pub(crate) fn test_kernel() -> Option<PathBuf> {
     match std::env::var_os("KILN_TEST_KERNEL").map(PathBuf::from) {
         Some(k) if k.is_file() => Some(k),
         _ => {

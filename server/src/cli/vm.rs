@@ -1,0 +1,145 @@
+//! `kiln vm run`: run an image's entrypoint in a fresh microVM.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use kiln_ext4::{Image, OciLayout, Options, RunConfig, Selector, convert};
+use kiln_vmm::{GuestKernel, InitConfig, Machine, MemorySize, RunSpec, run};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Boot a microVM from an image, print the workload's output, exit with
+    /// its status.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The root file system, as written by `kiln ext4 convert`.
+    #[arg(long, requires = "metadata", conflicts_with = "image")]
+    ext4: Option<PathBuf>,
+    /// The run config JSON written beside it.
+    #[arg(long, requires = "ext4")]
+    metadata: Option<PathBuf>,
+    /// Or an image to convert first: `oci:DIR[:TAG|@DIGEST]`.
+    #[arg(long, required_unless_present = "ext4")]
+    image: Option<String>,
+    /// Kernel (`.../boot/vmlinuz-VERSION`, modules in `.../lib/modules/VERSION`);
+    /// default `$KILN_KERNEL`.
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// The static `kiln-init` binary; default `$KILN_INIT`, else `kiln-init`
+    /// beside this program.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Guest memory.
+    #[arg(long, default_value = "256M")]
+    memory: String,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Give up (and kill the VM) after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Replaces the image's `Cmd` (the entrypoint stays), as `docker run`.
+    #[arg(last = true)]
+    cmd: Vec<String>,
+}
+
+pub(crate) fn run_cmd(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Run(args) => {
+            let code = vm_run(args)?;
+            std::process::exit(code & 0xff);
+        }
+    }
+}
+
+fn from_env_or(explicit: Option<PathBuf>, var: &str) -> Option<PathBuf> {
+    explicit.or_else(|| std::env::var_os(var).map(PathBuf::from))
+}
+
+/// The workload: entrypoint + (override or cmd), env, workdir, user.
+fn workload(config: &RunConfig, cmd: &[String]) -> InitConfig {
+    let mut argv = config.entrypoint.clone();
+    argv.extend(if cmd.is_empty() {
+        config.cmd.clone()
+    } else {
+        cmd.to_vec()
+    });
+    InitConfig {
+        argv,
+        env: config.env.clone(),
+        working_dir: config.working_dir.clone(),
+        user: config.user.clone(),
+        ..InitConfig::default()
+    }
+}
+
+fn convert_image(source: &str, work: &Path) -> anyhow::Result<(PathBuf, RunConfig)> {
+    let (dir, reference) = crate::cli::ext4::parse_source(source)?;
+    let layout = OciLayout::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    let selector = Selector {
+        reference,
+        ..Selector::default()
+    };
+    let image = Image::resolve(&layout, &selector).context("resolving the image")?;
+    let disk = work.join("rootfs.ext4");
+    let file = std::io::BufWriter::new(std::fs::File::create(&disk)?);
+    convert(&layout, &image, file, Options::default(), &mut |_| {})
+        .context("converting the image")?;
+    Ok((disk, image.run_config().clone()))
+}
+
+fn vm_run(args: RunArgs) -> anyhow::Result<i32> {
+    let Some(kernel) = from_env_or(args.kernel, "KILN_KERNEL") else {
+        bail!(
+            "no kernel: pass --kernel (e.g. an unpacked linux-image-*-cloud-amd64) or set KILN_KERNEL"
+        );
+    };
+    let init = from_env_or(args.init, "KILN_INIT")
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()?
+                .parent()
+                .map(|d| d.join("kiln-init"))
+        })
+        .context("no kiln-init")?;
+    let work = std::env::temp_dir().join(format!("kiln-vm-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let result = (|| -> anyhow::Result<i32> {
+        let (disk, config) = match (args.ext4, args.metadata, args.image) {
+            (Some(disk), Some(meta), _) => {
+                let text = std::fs::read_to_string(&meta)
+                    .with_context(|| format!("reading {}", meta.display()))?;
+                (
+                    disk,
+                    serde_json::from_str(&text).context("parsing the run config")?,
+                )
+            }
+            (_, _, Some(image)) => convert_image(&image, &work)?,
+            _ => bail!("give --ext4 and --metadata, or --image"),
+        };
+        let spec = RunSpec {
+            kernel: GuestKernel::from_image(&kernel)?,
+            init,
+            disk,
+            workload: workload(&config, &args.cmd),
+            memory: args.memory.parse::<MemorySize>()?,
+            cpus: args.cpus,
+            machine: Machine::Q35,
+            work_dir: work.clone(),
+            timeout: Duration::from_secs(args.timeout),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let outcome = runtime.block_on(run(&spec))?;
+        print!("{}", outcome.console);
+        Ok(outcome.exit_code)
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}

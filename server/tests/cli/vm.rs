@@ -1,0 +1,206 @@
+//! `kiln vm run`: real QEMU guests booting images converted by kiln-ext4,
+//! with `kiln-init` running the entrypoint.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// What a VM test needs: QEMU, a kernel, the static init, the test images.
+struct Guest {
+    kernel: PathBuf,
+    init: PathBuf,
+    layout: PathBuf,
+}
+
+fn guest() -> Option<Guest> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let kernel = std::env::var_os("KILN_TEST_KERNEL").map(PathBuf::from);
+    let init = std::env::var_os("KILN_INIT").map(PathBuf::from);
+    let layout = std::env::var_os("KILN_EXT4_TEST_IMAGES")
+        .map_or_else(|| repo.join("target/ext4-test-images"), PathBuf::from)
+        .join("layout");
+    let qemu = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok();
+    match (kernel, init, qemu && layout.join("index.json").exists()) {
+        (Some(kernel), Some(init), true) => Some(Guest {
+            kernel,
+            init,
+            layout,
+        }),
+        _ => {
+            let msg = "VM tests need qemu-system-x86_64, KILN_TEST_KERNEL, KILN_INIT and the \
+                       ext4 test images (scripts/test provides all four)";
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            eprintln!("\n!!!!! SKIPPING: {msg} !!!!!\n");
+            None
+        }
+    }
+}
+
+impl Guest {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["vm", "run", "--kernel"])
+            .arg(&self.kernel)
+            .arg("--init")
+            .arg(&self.init)
+            .args(args)
+            .output()
+            .expect("run kiln")
+    }
+
+    fn image(&self, tag: &str) -> String {
+        format!("oci:{}:{tag}", self.layout.display())
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_entrypoint_runs_with_the_images_env_workdir_and_user_and_its_exit_code_returns() {
+    let Some(g) = guest() else { return };
+    let out = g.run(&["--image", &g.image("busybox")]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "hello from bar in /srv as 1000:1000",
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_command_override_runs_on_a_writable_overlay() {
+    let Some(g) = guest() else { return };
+    let script = "echo home=$HOME; echo data > /tmp/new && cat /tmp/new; exit 0";
+    let out = g.run(&["--image", &g.image("busybox"), "--", script]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "home=/home/app\ndata", "{stderr}");
+}
+
+#[test]
+fn an_image_converted_by_kiln_ext4_boots_from_its_files() {
+    let Some(g) = guest() else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-scratch/cli-vm");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("busybox.ext4");
+    let convert = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["ext4", "convert", &g.image("busybox"), "-o"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        convert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&convert.stderr)
+    );
+    let meta = dir.join("busybox.json");
+    let out = g.run(&[
+        "--ext4",
+        disk.to_str().unwrap(),
+        "--metadata",
+        meta.to_str().unwrap(),
+        "--",
+        "uname -s; exit 42",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(42), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "Linux");
+}
+
+/// No QEMU process mentions `marker` on its command line.
+fn no_qemu_left(marker: &str) {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        assert!(
+            !(cmdline.contains("qemu-system") && cmdline.contains(marker)),
+            "orphaned QEMU: {cmdline}"
+        );
+    }
+}
+
+#[test]
+fn a_disk_that_is_not_ext4_fails_clearly_and_leaves_no_qemu() {
+    let Some(g) = guest() else { return };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-scratch/cli-vm-bad-disk");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("garbage.img");
+    std::fs::write(&disk, vec![0x5a; 1 << 20]).unwrap();
+    let meta = dir.join("meta.json");
+    std::fs::write(&meta, r#"{"image":"","platform":"linux/amd64","entrypoint":["/bin/true"],"cmd":[],"env":[],"working_dir":"","user":"","exposed_ports":[],"labels":{},"stop_signal":null}"#).unwrap();
+    let out = g.run(&[
+        "--ext4",
+        disk.to_str().unwrap(),
+        "--metadata",
+        meta.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the guest failed: mount ext4 on /lower"),
+        "{stderr}"
+    );
+    no_qemu_left(disk.to_str().unwrap());
+}
+
+#[test]
+fn an_init_that_cannot_run_is_a_clear_error_not_a_hang() {
+    let Some(g) = guest() else { return };
+    // A text file as /init: the kernel cannot execute it and panics.
+    let bogus = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["vm", "run", "--timeout", "120", "--kernel"])
+        .arg(&g.kernel)
+        .arg("--init")
+        .arg(&bogus)
+        .args(["--image", &g.image("busybox")])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stopped without reporting an exit status"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Kernel panic"), "{stderr}");
+}
+
+#[test]
+fn four_vms_run_at_once() {
+    let Some(g) = guest() else { return };
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .args(["vm", "run", "--kernel"])
+                .arg(&g.kernel)
+                .arg("--init")
+                .arg(&g.init)
+                .args([
+                    "--image",
+                    &g.image("busybox"),
+                    "--",
+                    &format!("echo vm {i}; exit {}", 10 + i),
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(10 + i as i32), "{stdout}\n{stderr}");
+        assert_eq!(stdout.trim(), format!("vm {i}"));
+    }
+}

@@ -1,0 +1,192 @@
+//! The guest side of a Kiln microVM.
+//!
+//! The host packs the `kiln-init` binary as `/init` of an initramfs, with
+//! the kernel modules the guest needs under `/kiln/modules/` and an
+//! [`InitConfig`] as `/kiln/init.json`. `kiln-init` then mounts `/dev`,
+//! `/proc` and `/sys`, loads the modules, mounts the image's ext4 read-only
+//! with a tmpfs overlay for writes, switches into it, runs the workload as
+//! the image's user with its environment and working directory, forwards
+//! the workload's output to the console, reports `exit=N` on the host
+//! channel and powers the VM off.
+//!
+//! This library part holds the configuration and the pure decisions (user
+//! and environment resolution) so the host and tests share them; the
+//! binary (`src/main.rs`) does the system calls. Build it statically:
+//!
+//! ```sh
+//! RUSTFLAGS="-C target-feature=+crt-static" cargo build --release \
+//!     -p kiln-init --target x86_64-unknown-linux-gnu --target-dir target/init
+//! ```
+
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+
+/// Where the host puts the configuration in the initramfs.
+pub const CONFIG_PATH: &str = "/kiln/init.json";
+/// Where the host puts the modules (loaded in `InitConfig::modules` order).
+pub const MODULE_DIR: &str = "/kiln/modules";
+/// The `PATH` a workload gets when its image sets none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What to run, decided by the host from the image's config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// The workload's argv (entrypoint + cmd, or the caller's override).
+    pub argv: Vec<String>,
+    /// `NAME=value` pairs from the image.
+    pub env: Vec<String>,
+    /// Working directory (empty = `/`).
+    pub working_dir: String,
+    /// `user[:group]`, names or numbers (empty = root).
+    pub user: String,
+    /// Block device holding the image's ext4 (`/dev/vda`).
+    pub root_device: String,
+    /// Name of the virtio-serial port for reports (`kiln.0`).
+    pub channel: String,
+    /// Module file names under [`MODULE_DIR`], in load order.
+    pub modules: Vec<String>,
+}
+
+/// A resolved identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// Why a user or group could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownUser(pub String);
+
+impl std::fmt::Display for UnknownUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown user or group {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownUser {}
+
+/// Resolves `user[:group]` as Docker does: numbers as they are, names from
+/// the image's `/etc/passwd` and `/etc/group` (given as text); a user
+/// without a group gets its passwd group, or 0 for an unknown uid. Returns
+/// the identity and the user's home (`/` when unknown).
+pub fn resolve_user(
+    spec: &str,
+    passwd: &str,
+    group: &str,
+) -> Result<(Identity, String), UnknownUser> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let entries = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(':').map(String::from).collect())
+            .collect()
+    };
+    let users = entries(passwd);
+    let find_user = |pred: &dyn Fn(&Vec<String>) -> bool| {
+        users.iter().find(|e| e.len() >= 6 && pred(e)).cloned()
+    };
+    let (uid, primary_gid, home) = if user.is_empty() {
+        (0, 0, "/root".to_string())
+    } else if let Ok(uid) = user.parse::<u32>() {
+        match find_user(&|e| e[2] == user) {
+            Some(e) => (uid, e[3].parse().unwrap_or(0), e[5].clone()),
+            None => (uid, 0, "/".to_string()),
+        }
+    } else {
+        let e = find_user(&|e| e[0] == user).ok_or_else(|| UnknownUser(user.to_string()))?;
+        let uid = e[2].parse().map_err(|_| UnknownUser(user.to_string()))?;
+        (uid, e[3].parse().unwrap_or(0), e[5].clone())
+    };
+    let gid = match grp {
+        None | Some("") => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => entries(group)
+                .iter()
+                .find(|e| e.len() >= 3 && e[0] == g)
+                .and_then(|e| e[2].parse().ok())
+                .ok_or_else(|| UnknownUser(g.to_string()))?,
+        },
+    };
+    let home = if home.is_empty() {
+        "/".to_string()
+    } else {
+        home
+    };
+    Ok((Identity { uid, gid }, home))
+}
+
+/// The workload's environment: the image's, plus `PATH` and `HOME` when it
+/// sets none (as Docker does).
+pub fn environment(image_env: &[String], home: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = image_env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.clone(), String::new()),
+        })
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push(("HOME".into(), home.into()));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\nwww:x:33:34:www:/var/www:/usr/sbin/nologin\n";
+    const GROUP: &str = "root:x:0:\nstaff:x:50:\n";
+
+    #[test]
+    fn users_resolve_like_docker() {
+        let id = |uid, gid| Identity { uid, gid };
+        assert_eq!(
+            resolve_user("", PASSWD, GROUP).unwrap(),
+            (id(0, 0), "/root".into())
+        );
+        assert_eq!(
+            resolve_user("www", PASSWD, GROUP).unwrap(),
+            (id(33, 34), "/var/www".into())
+        );
+        assert_eq!(resolve_user("33", PASSWD, GROUP).unwrap().0, id(33, 34));
+        assert_eq!(
+            resolve_user("1000", PASSWD, GROUP).unwrap(),
+            (id(1000, 0), "/".into())
+        );
+        assert_eq!(
+            resolve_user("1000:1000", PASSWD, GROUP).unwrap().0,
+            id(1000, 1000)
+        );
+        assert_eq!(
+            resolve_user("www:staff", PASSWD, GROUP).unwrap().0,
+            id(33, 50)
+        );
+        assert!(resolve_user("nobody", PASSWD, GROUP).is_err());
+        assert!(resolve_user("www:nogroup", PASSWD, GROUP).is_err());
+    }
+
+    #[test]
+    fn environment_gets_path_and_home_defaults() {
+        let env = environment(&["FOO=bar".into(), "EMPTY".into()], "/root");
+        assert!(env.contains(&("FOO".into(), "bar".into())));
+        assert!(env.contains(&("EMPTY".into(), String::new())));
+        assert!(env.contains(&("PATH".into(), DEFAULT_PATH.into())));
+        assert!(env.contains(&("HOME".into(), "/root".into())));
+        let env = environment(&["PATH=/x".into()], "/");
+        assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
+    }
+}

@@ -1,0 +1,193 @@
+//! `kiln-init`: PID 1 of a Kiln microVM (see the library docs).
+
+#![forbid(unsafe_code)]
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_init::{CONFIG_PATH, InitConfig, MODULE_DIR, environment, resolve_user};
+use nix::kmod::{ModuleInitFlags, finit_module};
+use nix::mount::{MsFlags, mount};
+use nix::sys::reboot::{RebootMode, reboot};
+
+type Result<T> = std::result::Result<T, String>;
+
+fn main() {
+    let mut channel = None;
+    let code = match run(&mut channel) {
+        Ok(code) => {
+            report(&mut channel, &format!("exit={code}"));
+            code
+        }
+        Err(e) => {
+            eprintln!("kiln-init: {e}");
+            report(&mut channel, &format!("error={e}"));
+            255
+        }
+    };
+    let _ = std::io::stdout().flush();
+    // Keep the kernel's "reboot: Power down" off the workload's console.
+    let _ = fs::write("/proc/sys/kernel/printk", "0");
+    nix::unistd::sync();
+    // PID 1 must not exit: power off (QEMU then exits); if that fails the
+    // kernel panics, which `panic=-1 -no-reboot` also turns into an exit.
+    let _ = reboot(RebootMode::RB_POWER_OFF);
+    std::process::exit(code);
+}
+
+/// Writes one line to the host channel (if there is one).
+fn report(channel: &mut Option<File>, line: &str) {
+    if let Some(c) = channel {
+        let _ = writeln!(c, "{line}");
+        let _ = c.flush();
+    }
+}
+
+fn mount_fs(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    let _ = fs::create_dir_all(target);
+    mount(Some(source), target, Some(fstype), flags, data)
+        .map_err(|e| format!("mount {fstype} on {target}: {e}"))
+}
+
+fn load_modules(config: &InitConfig) -> Result<()> {
+    for name in &config.modules {
+        let path = Path::new(MODULE_DIR).join(name);
+        let file = File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        match finit_module(&file, c"", ModuleInitFlags::empty()) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(format!("load module {name}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn wait_for(path: &Path, deadline: Duration) -> Result<()> {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > deadline {
+            return Err(format!("{} did not appear", path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// The `/dev` node of the virtio-serial port named `name`.
+fn find_port(name: &str) -> Option<PathBuf> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        for entry in fs::read_dir("/sys/class/virtio-ports").ok()?.flatten() {
+            let port_name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+            if port_name.trim() == name {
+                let dev = Path::new("/dev").join(entry.file_name());
+                if dev.exists() {
+                    return Some(dev);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// The console as a pipe would be: no `\n` → `\r\n` translation, so the
+/// host sees the workload's bytes.
+fn raw_console_output() {
+    use nix::sys::termios::{OutputFlags, SetArg, tcgetattr, tcsetattr};
+    let stdout = std::io::stdout();
+    if let Ok(mut t) = tcgetattr(&stdout) {
+        t.output_flags.remove(OutputFlags::OPOST);
+        let _ = tcsetattr(&stdout, SetArg::TCSANOW, &t);
+    }
+}
+
+fn run(channel: &mut Option<File>) -> Result<i32> {
+    raw_console_output();
+    mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::empty(), None)?;
+    mount_fs("proc", "/proc", "proc", MsFlags::empty(), None)?;
+    mount_fs("sysfs", "/sys", "sysfs", MsFlags::empty(), None)?;
+    let text = fs::read_to_string(CONFIG_PATH).map_err(|e| format!("read {CONFIG_PATH}: {e}"))?;
+    let config: InitConfig =
+        serde_json::from_str(&text).map_err(|e| format!("parse {CONFIG_PATH}: {e}"))?;
+    load_modules(&config)?;
+    if !config.channel.is_empty() {
+        *channel = find_port(&config.channel)
+            .and_then(|p| fs::OpenOptions::new().write(true).open(p).ok());
+    }
+    if config.argv.is_empty() {
+        return Err("nothing to run: the image has no entrypoint or cmd".into());
+    }
+
+    // The image read-only, writes to a tmpfs overlay.
+    wait_for(Path::new(&config.root_device), Duration::from_secs(10))?;
+    mount_fs(
+        &config.root_device,
+        "/lower",
+        "ext4",
+        MsFlags::MS_RDONLY,
+        None,
+    )?;
+    mount_fs("tmpfs", "/rw", "tmpfs", MsFlags::empty(), Some("mode=0755"))?;
+    for dir in ["/rw/upper", "/rw/work"] {
+        fs::create_dir_all(dir).map_err(|e| format!("mkdir {dir}: {e}"))?;
+    }
+    mount_fs(
+        "overlay",
+        "/newroot",
+        "overlay",
+        MsFlags::empty(),
+        Some("lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work"),
+    )?;
+    mount_fs(
+        "devtmpfs",
+        "/newroot/dev",
+        "devtmpfs",
+        MsFlags::empty(),
+        None,
+    )?;
+    mount_fs("proc", "/newroot/proc", "proc", MsFlags::empty(), None)?;
+    mount_fs("sysfs", "/newroot/sys", "sysfs", MsFlags::empty(), None)?;
+    let _ = mount_fs(
+        "tmpfs",
+        "/newroot/dev/shm",
+        "tmpfs",
+        MsFlags::empty(),
+        Some("mode=1777"),
+    );
+    std::os::unix::fs::chroot("/newroot").map_err(|e| format!("chroot: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = fs::read_to_string("/etc/group").unwrap_or_default();
+    let (id, home) = resolve_user(&config.user, &passwd, &group).map_err(|e| e.to_string())?;
+    let workdir = if config.working_dir.is_empty() {
+        "/"
+    } else {
+        &config.working_dir
+    };
+    // Docker creates a missing working directory.
+    let _ = fs::create_dir_all(workdir);
+    let status = Command::new(&config.argv[0])
+        .args(&config.argv[1..])
+        .env_clear()
+        .envs(environment(&config.env, &home))
+        .current_dir(workdir)
+        .uid(id.uid)
+        .gid(id.gid)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("run {:?}: {e}", config.argv[0]))?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}

@@ -1,0 +1,136 @@
+//! Running one workload in a fresh microVM: boot the kernel with an
+//! initramfs holding `kiln-init`, give it the image's ext4 read-only, read
+//! the exit status from the host channel, collect the console.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kiln_init::InitConfig;
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+
+use crate::guest::{GUEST_MODULES, GuestKernel, initramfs};
+use crate::qemu::CHANNEL_NAME;
+use crate::{Disk, Error, Machine, MemorySize, QemuConfig, QemuVm, SocketPath};
+
+/// Kernel arguments for fast, quiet TCG boots (see the crate docs).
+const CMDLINE: &str = "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check \
+    cryptomgr.notests init_on_alloc=0 random.trust_cpu=on 8250.nr_uarts=1 rdinit=/init";
+
+/// A workload and the VM to run it in.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Kernel and its modules.
+    pub kernel: GuestKernel,
+    /// The static `kiln-init` binary.
+    pub init: PathBuf,
+    /// The image's root file system (ext4, given read-only).
+    pub disk: PathBuf,
+    /// What to run (`root_device`, `channel` and `modules` are filled in).
+    pub workload: InitConfig,
+    /// Guest memory.
+    pub memory: MemorySize,
+    /// vCPUs.
+    pub cpus: u8,
+    /// Machine type.
+    pub machine: Machine,
+    /// Where sockets, the initramfs and logs go (keep it short: socket
+    /// paths are limited to 107 bytes).
+    pub work_dir: PathBuf,
+    /// How long the whole run may take.
+    pub timeout: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunOutcome {
+    /// The workload's exit status (128 + signal when killed by one).
+    pub exit_code: i32,
+    /// Everything the guest printed on its console.
+    pub console: String,
+}
+
+/// Boots the VM, runs the workload, waits for the guest to power off.
+///
+/// # Errors
+///
+/// [`Error::Guest`] when the guest could not run the workload (with its
+/// message), [`Error::NoExitStatus`] when it stopped without reporting,
+/// [`Error::Timeout`] (QEMU is killed), or a start error.
+pub async fn run(spec: &RunSpec) -> Result<RunOutcome, Error> {
+    let modules = spec.kernel.module_closure(GUEST_MODULES)?;
+    let mut init_config = spec.workload.clone();
+    init_config.root_device = "/dev/vda".into();
+    init_config.channel = CHANNEL_NAME.into();
+    std::fs::create_dir_all(&spec.work_dir).map_err(|source| Error::WorkDir {
+        path: spec.work_dir.clone(),
+        source,
+    })?;
+    let initrd = spec.work_dir.join("initramfs.cpio");
+    let cpio = initramfs(&spec.init, &modules, &init_config)?;
+    std::fs::write(&initrd, cpio).map_err(|source| Error::WorkDir {
+        path: initrd.clone(),
+        source,
+    })?;
+    let channel = SocketPath::new(spec.work_dir.join("channel.sock"))?;
+    let serial = spec.work_dir.join("console.log");
+    let mut cfg = QemuConfig::new(SocketPath::new(spec.work_dir.join("qmp.sock"))?);
+    cfg.machine = spec.machine;
+    cfg.memory = spec.memory;
+    cfg.cpus = spec.cpus;
+    cfg.kernel = Some(spec.kernel.image.clone());
+    cfg.initrd = Some(initrd);
+    cfg.cmdline = Some(CMDLINE.into());
+    cfg.serial = Some(serial.clone());
+    cfg.log = Some(spec.work_dir.join("qemu.log"));
+    cfg.disks = vec![Disk {
+        path: spec.disk.clone(),
+        read_only: true,
+    }];
+    cfg.channel = Some(channel.clone());
+    cfg.extra_args = vec!["-no-reboot".into()];
+
+    let vm = QemuVm::start(&cfg).await?;
+    // QEMU listens on the channel once QMP is up.
+    let mut stream = UnixStream::connect(channel.as_path())
+        .await
+        .map_err(|source| Error::Connect {
+            path: channel.as_path().to_owned(),
+            source,
+        })?;
+    let reader = tokio::spawn(async move {
+        let mut text = Vec::new();
+        let _ = stream.read_to_end(&mut text).await;
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    vm.wait(spec.timeout).await?;
+    let report = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let console = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+    for line in report.lines() {
+        if let Some(code) = line.strip_prefix("exit=")
+            && let Ok(exit_code) = code.trim().parse()
+        {
+            return Ok(RunOutcome { exit_code, console });
+        }
+        if let Some(message) = line.strip_prefix("error=") {
+            return Err(Error::Guest {
+                message: message.to_string(),
+                console: tail(&console),
+            });
+        }
+    }
+    Err(Error::NoExitStatus {
+        console: tail(&console),
+    })
+}
+
+/// The last lines of the console, for error messages.
+fn tail(console: &str) -> String {
+    let lines: Vec<&str> = console.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
