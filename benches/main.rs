@@ -10,6 +10,7 @@ mod ext4;
 mod mirror;
 mod test_utils;
 mod token;
+mod vm;
 
 fn main() {
     // The ext4 comparison re-runs this binary to measure one conversion's
@@ -21,6 +22,7 @@ fn main() {
     token::benches();
     mirror::benches();
     ext4::benches();
+    vm::benches();
     criterion::Criterion::default()
         .configure_from_args()
         .final_summary();

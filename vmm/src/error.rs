@@ -45,6 +45,16 @@ pub enum Error {
     /// The VMM said something that is not its protocol.
     #[error("unexpected QMP message: {0}")]
     Protocol(String),
+    /// A REST API call answered with an error status.
+    #[error("{endpoint} failed with HTTP {status}: {message}")]
+    Api {
+        /// The endpoint (`/vm.create`).
+        endpoint: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The response body.
+        message: String,
+    },
     /// The VMM refused a command.
     #[error("{command} failed: {class}: {description}")]
     Command {
@@ -93,6 +103,15 @@ pub enum Error {
     Guest {
         /// The guest init's message.
         message: String,
+        /// The end of the console output.
+        console: String,
+    },
+    /// The VMM stopped the guest (`internal-error`, e.g. a KVM that cannot
+    /// run it, or `guest-panicked`).
+    #[error("the VMM stopped the guest ({status}); console ends with:\n{console}")]
+    GuestStopped {
+        /// The VMM's run state.
+        status: String,
         /// The end of the console output.
         console: String,
     },

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cloud_hypervisor;
 mod config;
 mod cpio;
 mod error;
@@ -41,4 +42,4 @@ pub use guest::{GUEST_MODULES, GuestKernel, initramfs};
 pub use kiln_init::InitConfig;
 pub use qemu::{Accel, CHANNEL_NAME, Disk, Machine, QemuConfig, QemuVm};
 pub use qmp::{Event, Message, Qmp, decode};
-pub use run::{RunOutcome, RunSpec, run};
+pub use run::{RunOutcome, RunSpec, accel_canary, run};

@@ -368,6 +368,24 @@ impl QemuVm {
         }
     }
 
+    /// QEMU's exit status if it has exited, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be queried.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, Error> {
+        self.child.try_wait().map_err(Error::Io)
+    }
+
+    /// Kills QEMU and reaps it.
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be killed.
+    pub async fn kill(mut self) -> Result<(), Error> {
+        self.child.kill().await.map_err(Error::Io)
+    }
+
     /// Ends QEMU at once (`quit`) and returns its exit status.
     ///
     /// # Errors

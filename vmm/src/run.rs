@@ -11,7 +11,7 @@ use tokio::net::UnixStream;
 
 use crate::guest::{GUEST_MODULES, GuestKernel, initramfs};
 use crate::qemu::CHANNEL_NAME;
-use crate::{Disk, Error, Machine, MemorySize, QemuConfig, QemuVm, SocketPath};
+use crate::{Accel, Disk, Error, Machine, MemorySize, QemuConfig, QemuVm, SocketPath};
 
 /// Kernel arguments for fast, quiet TCG boots (see the crate docs).
 const CMDLINE: &str = "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check \
@@ -20,6 +20,8 @@ const CMDLINE: &str = "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check \
 /// A workload and the VM to run it in.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
+    /// The QEMU binary (`qemu-system-x86_64`).
+    pub qemu: PathBuf,
     /// Kernel and its modules.
     pub kernel: GuestKernel,
     /// The static `kiln-init` binary.
@@ -34,6 +36,8 @@ pub struct RunSpec {
     pub cpus: u8,
     /// Machine type.
     pub machine: Machine,
+    /// Accelerator (see [`accel_canary`] to choose).
+    pub accel: Accel,
     /// Where sockets, the initramfs and logs go (keep it short: socket
     /// paths are limited to 107 bytes).
     pub work_dir: PathBuf,
@@ -76,7 +80,9 @@ pub async fn run(spec: &RunSpec) -> Result<RunOutcome, Error> {
     let channel = SocketPath::new(spec.work_dir.join("channel.sock"))?;
     let serial = spec.work_dir.join("console.log");
     let mut cfg = QemuConfig::new(SocketPath::new(spec.work_dir.join("qmp.sock"))?);
+    cfg.binary = spec.qemu.clone();
     cfg.machine = spec.machine;
+    cfg.accel = spec.accel;
     cfg.memory = spec.memory;
     cfg.cpus = spec.cpus;
     cfg.kernel = Some(spec.kernel.image.clone());
@@ -104,7 +110,7 @@ pub async fn run(spec: &RunSpec) -> Result<RunOutcome, Error> {
         let _ = stream.read_to_end(&mut text).await;
         String::from_utf8_lossy(&text).into_owned()
     });
-    vm.wait(spec.timeout).await?;
+    watch(vm, spec.timeout, &serial).await?;
     let report = tokio::time::timeout(Duration::from_secs(5), reader)
         .await
         .ok()
@@ -127,6 +133,79 @@ pub async fn run(spec: &RunSpec) -> Result<RunOutcome, Error> {
     Err(Error::NoExitStatus {
         console: tail(&console),
     })
+}
+
+/// Decides the accelerator by a short canary boot: `/dev/kvm` must exist
+/// *and* the kernel must reach `kiln-init` under KVM within `deadline`
+/// (the init then reports that it has nothing to run). On machines whose
+/// `/dev/kvm` cannot run stock kernels (see the crate docs) the canary
+/// fails and TCG is used. Returns the choice and why.
+pub async fn accel_canary(
+    kernel: &GuestKernel,
+    init: &std::path::Path,
+    work_dir: &std::path::Path,
+    deadline: Duration,
+) -> (Accel, String) {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        return (Accel::Tcg, "no /dev/kvm".into());
+    }
+    let disk = work_dir.join("canary.img");
+    if std::fs::create_dir_all(work_dir).is_err()
+        || std::fs::write(&disk, vec![0u8; 1 << 20]).is_err()
+    {
+        return (Accel::Tcg, format!("cannot write {}", disk.display()));
+    }
+    let spec = RunSpec {
+        qemu: "qemu-system-x86_64".into(),
+        kernel: kernel.clone(),
+        init: init.to_owned(),
+        disk,
+        workload: InitConfig::default(),
+        memory: MemorySize::from_mib(128).unwrap_or_else(|_| unreachable!()),
+        cpus: 1,
+        machine: Machine::Q35,
+        accel: Accel::Kvm,
+        work_dir: work_dir.to_owned(),
+        timeout: deadline,
+    };
+    match run(&spec).await {
+        Err(Error::Guest { message, .. }) if message.contains("nothing to run") => {
+            (Accel::Kvm, "a canary guest booted under KVM".into())
+        }
+        Err(e) => (Accel::Tcg, format!("the KVM canary failed: {e}")),
+        Ok(_) => (Accel::Tcg, "the KVM canary behaved unexpectedly".into()),
+    }
+}
+
+/// Waits for QEMU to exit, polling its state: a guest the VMM stopped with
+/// an internal error (a KVM that cannot run it) fails at once instead of
+/// at the deadline; QEMU is killed on every failure.
+async fn watch(mut vm: QemuVm, timeout: Duration, serial: &std::path::Path) -> Result<(), Error> {
+    let start = std::time::Instant::now();
+    loop {
+        if vm.try_wait()?.is_some() {
+            return Ok(());
+        }
+        if let Ok(status) = vm.status().await
+            && matches!(status.as_str(), "internal-error" | "guest-panicked")
+        {
+            let _ = vm.kill().await;
+            let console =
+                String::from_utf8_lossy(&std::fs::read(serial).unwrap_or_default()).into_owned();
+            return Err(Error::GuestStopped {
+                status,
+                console: tail(&console),
+            });
+        }
+        if start.elapsed() > timeout {
+            let _ = vm.kill().await;
+            return Err(Error::Timeout {
+                what: "the guest to finish".into(),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The last lines of the console, for error messages.

@@ -5,5 +5,6 @@
 mod fidelity;
 mod fuzz_corpus;
 mod hostile;
+mod layout;
 mod oracle;
 mod writer;

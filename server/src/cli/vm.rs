@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use kiln_ext4::{Image, OciLayout, Options, RunConfig, Selector, convert};
-use kiln_vmm::{GuestKernel, InitConfig, Machine, MemorySize, RunSpec, run};
+use kiln_vmm::{Accel, GuestKernel, InitConfig, Machine, MemorySize, RunSpec, accel_canary, run};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -40,6 +40,10 @@ pub(crate) struct RunArgs {
     /// vCPUs.
     #[arg(long, default_value_t = 1)]
     cpus: u8,
+    /// `kvm`, `tcg`, or `auto`: KVM if a short canary guest boots under it
+    /// (decided once, cached in the temp directory), else TCG.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
+    accel: String,
     /// Give up (and kill the VM) after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -93,6 +97,40 @@ fn convert_image(source: &str, work: &Path) -> anyhow::Result<(PathBuf, RunConfi
     Ok((disk, image.run_config().clone()))
 }
 
+/// The accelerator for `--accel`; `auto` runs the KVM canary once and
+/// caches its verdict.
+fn choose_accel(
+    choice: &str,
+    kernel: &GuestKernel,
+    init: &Path,
+    work: &Path,
+    runtime: &tokio::runtime::Runtime,
+) -> Accel {
+    match choice {
+        "kvm" => return Accel::Kvm,
+        "tcg" => return Accel::Tcg,
+        _ => {}
+    }
+    let cache = std::env::temp_dir().join("kiln-accel-canary");
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        return if text.starts_with("kvm") {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+    }
+    let (accel, why) = runtime.block_on(accel_canary(
+        kernel,
+        init,
+        &work.join("canary"),
+        Duration::from_secs(5),
+    ));
+    let name = if accel == Accel::Kvm { "kvm" } else { "tcg" };
+    eprintln!("kiln: using {name}: {why}");
+    let _ = std::fs::write(&cache, format!("{name} {why}\n"));
+    accel
+}
+
 fn vm_run(args: RunArgs) -> anyhow::Result<i32> {
     let Some(kernel) = from_env_or(args.kernel, "KILN_KERNEL") else {
         bail!(
@@ -122,14 +160,21 @@ fn vm_run(args: RunArgs) -> anyhow::Result<i32> {
             (_, _, Some(image)) => convert_image(&image, &work)?,
             _ => bail!("give --ext4 and --metadata, or --image"),
         };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let guest_kernel = GuestKernel::from_image(&kernel)?;
+        let accel = choose_accel(&args.accel, &guest_kernel, &init, &work, &runtime);
         let spec = RunSpec {
-            kernel: GuestKernel::from_image(&kernel)?,
+            qemu: "qemu-system-x86_64".into(),
+            kernel: guest_kernel,
             init,
             disk,
             workload: workload(&config, &args.cmd),
             memory: args.memory.parse::<MemorySize>()?,
             cpus: args.cpus,
             machine: Machine::Q35,
+            accel,
             work_dir: work.clone(),
             timeout: Duration::from_secs(args.timeout),
         };

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use kiln_vmm::{GUEST_MODULES, GuestKernel, InitConfig, Machine, MemorySize, RunSpec, run};
+use kiln_vmm::{
+    Accel, GUEST_MODULES, GuestKernel, InitConfig, Machine, MemorySize, RunSpec, accel_canary, run,
+};
 
 use crate::qemu::{dir, qemu_available, runtime, test_kernel};
 
@@ -82,6 +84,7 @@ fn a_workload_runs_from_an_ext4_disk_and_reports_its_exit_status() {
         .unwrap();
     assert!(mkfs.success());
     let spec = RunSpec {
+        qemu: "qemu-system-x86_64".into(),
         kernel: GuestKernel::from_image(kernel).unwrap(),
         init,
         disk,
@@ -97,11 +100,53 @@ fn a_workload_runs_from_an_ext4_disk_and_reports_its_exit_status() {
         memory: MemorySize::from_mib(256).unwrap(),
         cpus: 1,
         machine: Machine::Q35,
+        accel: Accel::Tcg,
         work_dir: d.join("vm"),
         timeout: Duration::from_secs(120),
     };
     let outcome = runtime().block_on(run(&spec)).unwrap();
     assert_eq!(outcome.exit_code, 7, "{}", outcome.console);
     assert_eq!(outcome.console.trim(), "from-guest hi");
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn the_kvm_canary_picks_an_accelerator_that_boots() {
+    if !qemu_available() {
+        return;
+    }
+    let (Some(kernel), Some(init)) = (test_kernel(), init_binary()) else {
+        return;
+    };
+    let kernel = GuestKernel::from_image(kernel).unwrap();
+    let d = dir("canary");
+    let start = std::time::Instant::now();
+    let (accel, why) = runtime().block_on(accel_canary(
+        &kernel,
+        &init,
+        &d.join("vm"),
+        Duration::from_secs(15),
+    ));
+    eprintln!("canary chose {accel:?} in {:?}: {why}", start.elapsed());
+    // Whatever it chose must boot the guest.
+    let spec = RunSpec {
+        qemu: "qemu-system-x86_64".into(),
+        kernel,
+        init,
+        disk: d.join("vm/canary.img"),
+        workload: InitConfig::default(),
+        memory: MemorySize::from_mib(128).unwrap(),
+        cpus: 1,
+        machine: Machine::Q35,
+        accel,
+        work_dir: d.join("check"),
+        timeout: Duration::from_secs(120),
+    };
+    match runtime().block_on(run(&spec)) {
+        Err(kiln_vmm::Error::Guest { message, .. }) => {
+            assert!(message.contains("nothing to run"), "{message}")
+        }
+        other => panic!("the chosen accelerator did not boot the guest: {other:?}"),
+    }
     std::fs::remove_dir_all(&d).ok();
 }

@@ -1,0 +1,120 @@
+//! Crafted OCI layouts: Docker schema2 media types, and every way a layer
+//! can disagree with its descriptor or config.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use kiln_ext4::{Error, Image, OciLayout, Options, Selector, convert};
+use sha2::{Digest, Sha256};
+
+use crate::oracle::{e2fsck_clean, scratch};
+use crate::writer::TarBuilder;
+
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+fn sha(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// Writes `data` as a blob; returns its digest.
+fn blob(root: &Path, data: &[u8]) -> String {
+    let digest = sha(data);
+    let dir = root.join("blobs/sha256");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(digest.trim_start_matches("sha256:")), data).unwrap();
+    digest
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A one-layer Docker schema2 image; `tweak` may change the layer
+/// descriptor's size or the config's diff_id before they are written.
+fn docker_image(name: &str, tweak: impl FnOnce(&mut u64, &mut String)) -> PathBuf {
+    let root = scratch(name).join("layout");
+    let tar = TarBuilder::new()
+        .dir("etc/", 0o755)
+        .file("etc/hostname", 0o644, b"docker-schema2\n")
+        .build();
+    let layer = gzip(&tar);
+    let layer_digest = blob(&root, &layer);
+    let mut size = layer.len() as u64;
+    let mut diff_id = sha(&tar);
+    tweak(&mut size, &mut diff_id);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["/bin/app"], "Env": ["A=1"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "digest": blob(&root, &config), "size": config.len()},
+        "layers": [{"mediaType": DOCKER_LAYER, "digest": layer_digest, "size": size}],
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": DOCKER_MANIFEST, "digest": blob(&root, &manifest), "size": manifest.len()}],
+    });
+    std::fs::write(root.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(
+        root.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    root
+}
+
+fn convert_layout(root: &Path) -> Result<PathBuf, Error> {
+    let layout = OciLayout::open(root)?;
+    let image = Image::resolve(&layout, &Selector::default())?;
+    let out = root.with_file_name("image.ext4");
+    let file = BufWriter::new(File::create(&out).unwrap());
+    convert(&layout, &image, file, Options::default(), &mut |_| {})?;
+    Ok(out)
+}
+
+#[test]
+fn docker_schema2_images_convert() {
+    let root = docker_image("docker-schema2", |_, _| {});
+    let layout = OciLayout::open(&root).unwrap();
+    let image = Image::resolve(&layout, &Selector::default()).unwrap();
+    assert_eq!(image.run_config().entrypoint, ["/bin/app"]);
+    let out = convert_layout(&root).unwrap();
+    e2fsck_clean(&out);
+    let fs = ext4_view::Ext4::load_from_path(&out).unwrap();
+    assert_eq!(
+        fs.read_to_string("/etc/hostname").unwrap(),
+        "docker-schema2\n"
+    );
+}
+
+#[test]
+fn a_wrong_diff_id_is_refused() {
+    let root = docker_image("bad-diff-id", |_, diff_id| {
+        *diff_id = sha(b"something else")
+    });
+    match convert_layout(&root) {
+        Err(Error::DiffIdMismatch { layer: 0, .. }) => {}
+        other => panic!("expected DiffIdMismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_wrong_layer_size_is_refused() {
+    let root = docker_image("bad-size", |size, _| *size += 1);
+    match convert_layout(&root) {
+        Err(Error::SizeMismatch {
+            expected, actual, ..
+        }) => assert_eq!(expected, actual + 1),
+        other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+}
