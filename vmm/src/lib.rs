@@ -1,21 +1,34 @@
-//! One API over KVM VMMs. This first slice drives QEMU: a command-line
-//! builder (microvm or q35, TCG or KVM), an async QMP client (greeting,
-//! capabilities, commands, events), and the process lifecycle (start,
+//! One API over KVM VMMs. The QEMU backend is real: a command-line builder
+//! (microvm or q35, TCG or KVM, virtio disks, a virtio-serial host
+//! channel), an async QMP client, and the process lifecycle (start,
 //! status, pause, resume, snapshot to a file and restore from it, quit;
-//! killed on drop, so no orphans), and a cpio "newc" writer for
-//! initramfs images.
+//! killed on drop, so no orphans). [`run`] and [`GuestVm`] boot an image's
+//! ext4 with the static `kiln-init` (crate `kiln-init`) in an initramfs
+//! built here ([`initramfs`], [`CpioWriter`], kernel modules resolved by
+//! [`GuestKernel`]) and return the workload's exit status; [`accel_canary`]
+//! decides whether KVM really works. The Cloud Hypervisor backend's REST
+//! client ([`cloud_hypervisor`]) is checked against its OpenAPI document.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), kiln_vmm::Error> {
+//! # async fn example() -> Result<(), kiln_vmm::Error> {
 //! use std::time::Duration;
-//! use kiln_vmm::{QemuConfig, QemuVm, SocketPath};
-//! let mut cfg = QemuConfig::new(SocketPath::new("/tmp/vm1.qmp")?);
-//! cfg.kernel = Some("vmlinux".into());
-//! let mut vm = QemuVm::start(&cfg).await?;
-//! vm.pause().await?;
-//! vm.resume().await?;
-//! vm.quit(Duration::from_secs(5)).await?;
-//! # Ok(())
+//! use kiln_vmm::{Accel, GuestKernel, InitConfig, Machine, MemorySize, RunSpec, run};
+//! let spec = RunSpec {
+//!     qemu: "qemu-system-x86_64".into(),
+//!     kernel: GuestKernel::from_image("/srv/kernel/boot/vmlinuz-6.1.0-48-cloud-amd64")?,
+//!     init: "kiln-init".into(),
+//!     disk: "rootfs.ext4".into(),
+//!     workload: InitConfig { argv: vec!["/bin/sh".into(), "-c".into(), "echo hi".into()], ..InitConfig::default() },
+//!     memory: MemorySize::from_mib(256)?,
+//!     cpus: 1,
+//!     machine: Machine::Q35,
+//!     accel: Accel::Tcg,
+//!     work_dir: "/tmp/vm1".into(),
+//!     timeout: Duration::from_secs(60),
+//! };
+//! let outcome = run(&spec).await?;
+//! print!("{}", outcome.console);
+//! std::process::exit(outcome.exit_code);
 //! # }
 //! ```
 //!
@@ -42,4 +55,4 @@ pub use guest::{GUEST_MODULES, GuestKernel, initramfs};
 pub use kiln_init::InitConfig;
 pub use qemu::{Accel, CHANNEL_NAME, Disk, Machine, QemuConfig, QemuVm};
 pub use qmp::{Event, Message, Qmp, decode};
-pub use run::{RunOutcome, RunSpec, accel_canary, run};
+pub use run::{GuestVm, RunOutcome, RunSpec, accel_canary, run};

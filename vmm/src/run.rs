@@ -61,24 +61,154 @@ pub struct RunOutcome {
 ///
 /// [`Error::Guest`] when the guest could not run the workload (with its
 /// message), [`Error::NoExitStatus`] when it stopped without reporting,
-/// [`Error::Timeout`] (QEMU is killed), or a start error.
+/// [`Error::GuestStopped`], [`Error::Timeout`] (QEMU is killed), or a start
+/// error.
 pub async fn run(spec: &RunSpec) -> Result<RunOutcome, Error> {
-    let modules = spec.kernel.module_closure(GUEST_MODULES)?;
-    let mut init_config = spec.workload.clone();
-    init_config.root_device = "/dev/vda".into();
-    init_config.channel = CHANNEL_NAME.into();
-    std::fs::create_dir_all(&spec.work_dir).map_err(|source| Error::WorkDir {
-        path: spec.work_dir.clone(),
-        source,
-    })?;
+    GuestVm::start(spec).await?.finish(spec.timeout).await
+}
+
+/// A running guest: pause, resume, snapshot it, or wait for its workload.
+#[derive(Debug)]
+pub struct GuestVm {
+    vm: QemuVm,
+    reader: tokio::task::JoinHandle<String>,
+    serial: PathBuf,
+}
+
+impl GuestVm {
+    /// Boots `spec` and returns once QEMU runs (the workload starts soon
+    /// after).
+    ///
+    /// # Errors
+    ///
+    /// Start errors (see [`run`]).
+    pub async fn start(spec: &RunSpec) -> Result<Self, Error> {
+        let cfg = prepare(spec, true)?;
+        Self::launch(&cfg).await
+    }
+
+    /// Restores a guest from `snapshot` (written by [`GuestVm::snapshot`]
+    /// of a guest started from the same `spec`) and resumes it; the
+    /// workload continues where it was.
+    ///
+    /// # Errors
+    ///
+    /// Start errors, or the snapshot not loading within `spec.timeout`.
+    pub async fn restore(spec: &RunSpec, snapshot: &std::path::Path) -> Result<Self, Error> {
+        let mut cfg = prepare(spec, false)?;
+        cfg.incoming = Some(snapshot.to_owned());
+        let mut guest = Self::launch(&cfg).await?;
+        guest.vm.wait_restored(spec.timeout).await?;
+        guest.vm.resume().await?;
+        Ok(guest)
+    }
+
+    async fn launch(cfg: &QemuConfig) -> Result<Self, Error> {
+        let channel = cfg
+            .channel
+            .clone()
+            .ok_or_else(|| Error::Protocol("no channel".into()))?;
+        let vm = QemuVm::start(cfg).await?;
+        // QEMU listens on the channel once QMP is up.
+        let mut stream = UnixStream::connect(channel.as_path())
+            .await
+            .map_err(|source| Error::Connect {
+                path: channel.as_path().to_owned(),
+                source,
+            })?;
+        let reader = tokio::spawn(async move {
+            let mut text = Vec::new();
+            let _ = stream.read_to_end(&mut text).await;
+            String::from_utf8_lossy(&text).into_owned()
+        });
+        Ok(Self {
+            vm,
+            reader,
+            serial: cfg.serial.clone().unwrap_or_default(),
+        })
+    }
+
+    /// The QEMU process (status, pause, resume, QMP).
+    pub fn qemu(&mut self) -> &mut QemuVm {
+        &mut self.vm
+    }
+
+    /// Pauses the guest and writes its whole state to `file` (it stays
+    /// paused; [`GuestVm::restore`] continues it, here or elsewhere).
+    ///
+    /// # Errors
+    ///
+    /// QMP errors, a path QEMU's shell would reinterpret, or a timeout.
+    pub async fn snapshot(
+        &mut self,
+        file: &std::path::Path,
+        deadline: Duration,
+    ) -> Result<(), Error> {
+        self.vm.snapshot(file, deadline).await
+    }
+
+    /// Stops QEMU at once (after a snapshot, say).
+    ///
+    /// # Errors
+    ///
+    /// When QEMU does not exit within `deadline` (it is then killed).
+    pub async fn quit(self, deadline: Duration) -> Result<(), Error> {
+        self.reader.abort();
+        self.vm.quit(deadline).await.map(drop)
+    }
+
+    /// Waits for the workload to finish and the guest to power off.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`].
+    pub async fn finish(self, timeout: Duration) -> Result<RunOutcome, Error> {
+        watch(self.vm, timeout, &self.serial).await?;
+        let report = tokio::time::timeout(Duration::from_secs(5), self.reader)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let console =
+            String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned();
+        for line in report.lines() {
+            if let Some(code) = line.strip_prefix("exit=")
+                && let Ok(exit_code) = code.trim().parse()
+            {
+                return Ok(RunOutcome { exit_code, console });
+            }
+            if let Some(message) = line.strip_prefix("error=") {
+                return Err(Error::Guest {
+                    message: message.to_string(),
+                    console: tail(&console),
+                });
+            }
+        }
+        Err(Error::NoExitStatus {
+            console: tail(&console),
+        })
+    }
+}
+
+/// The QEMU configuration for `spec`; writes the initramfs when `fresh`
+/// (a restore reuses the one the snapshotted guest booted from).
+fn prepare(spec: &RunSpec, fresh: bool) -> Result<QemuConfig, Error> {
     let initrd = spec.work_dir.join("initramfs.cpio");
-    let cpio = initramfs(&spec.init, &modules, &init_config)?;
-    std::fs::write(&initrd, cpio).map_err(|source| Error::WorkDir {
-        path: initrd.clone(),
-        source,
-    })?;
-    let channel = SocketPath::new(spec.work_dir.join("channel.sock"))?;
-    let serial = spec.work_dir.join("console.log");
+    if fresh {
+        let modules = spec.kernel.module_closure(GUEST_MODULES)?;
+        let mut init_config = spec.workload.clone();
+        init_config.root_device = "/dev/vda".into();
+        init_config.channel = CHANNEL_NAME.into();
+        std::fs::create_dir_all(&spec.work_dir).map_err(|source| Error::WorkDir {
+            path: spec.work_dir.clone(),
+            source,
+        })?;
+        let cpio = initramfs(&spec.init, &modules, &init_config)?;
+        std::fs::write(&initrd, cpio).map_err(|source| Error::WorkDir {
+            path: initrd.clone(),
+            source,
+        })?;
+    }
     let mut cfg = QemuConfig::new(SocketPath::new(spec.work_dir.join("qmp.sock"))?);
     cfg.binary = spec.qemu.clone();
     cfg.machine = spec.machine;
@@ -88,51 +218,17 @@ pub async fn run(spec: &RunSpec) -> Result<RunOutcome, Error> {
     cfg.kernel = Some(spec.kernel.image.clone());
     cfg.initrd = Some(initrd);
     cfg.cmdline = Some(CMDLINE.into());
-    cfg.serial = Some(serial.clone());
+    cfg.serial = Some(spec.work_dir.join("console.log"));
     cfg.log = Some(spec.work_dir.join("qemu.log"));
     cfg.disks = vec![Disk {
         path: spec.disk.clone(),
         read_only: true,
     }];
-    cfg.channel = Some(channel.clone());
+    let channel = spec.work_dir.join("channel.sock");
+    let _ = std::fs::remove_file(&channel);
+    cfg.channel = Some(SocketPath::new(channel)?);
     cfg.extra_args = vec!["-no-reboot".into()];
-
-    let vm = QemuVm::start(&cfg).await?;
-    // QEMU listens on the channel once QMP is up.
-    let mut stream = UnixStream::connect(channel.as_path())
-        .await
-        .map_err(|source| Error::Connect {
-            path: channel.as_path().to_owned(),
-            source,
-        })?;
-    let reader = tokio::spawn(async move {
-        let mut text = Vec::new();
-        let _ = stream.read_to_end(&mut text).await;
-        String::from_utf8_lossy(&text).into_owned()
-    });
-    watch(vm, spec.timeout, &serial).await?;
-    let report = tokio::time::timeout(Duration::from_secs(5), reader)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    let console = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
-    for line in report.lines() {
-        if let Some(code) = line.strip_prefix("exit=")
-            && let Ok(exit_code) = code.trim().parse()
-        {
-            return Ok(RunOutcome { exit_code, console });
-        }
-        if let Some(message) = line.strip_prefix("error=") {
-            return Err(Error::Guest {
-                message: message.to_string(),
-                console: tail(&console),
-            });
-        }
-    }
-    Err(Error::NoExitStatus {
-        console: tail(&console),
-    })
+    Ok(cfg)
 }
 
 /// Decides the accelerator by a short canary boot: `/dev/kvm` must exist

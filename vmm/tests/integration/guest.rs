@@ -150,3 +150,94 @@ fn the_kvm_canary_picks_an_accelerator_that_boots() {
     }
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn a_running_workload_pauses_resumes_and_continues_after_snapshot_and_restore() {
+    if !qemu_available() {
+        return;
+    }
+    let (Some(kernel), Some(init)) = (test_kernel(), init_binary()) else {
+        return;
+    };
+    let Ok(busybox) = std::env::var("KILN_TEST_BUSYBOX") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KILN_TEST_BUSYBOX required in CI"
+        );
+        return;
+    };
+    let d = dir("snap");
+    let root = d.join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let disk = d.join("disk.ext4");
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-O", "^has_journal", "-d"])
+        .arg(&root)
+        .arg(&disk)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(mkfs.success());
+    let spec = RunSpec {
+        qemu: "qemu-system-x86_64".into(),
+        kernel: GuestKernel::from_image(kernel).unwrap(),
+        init,
+        disk,
+        workload: InitConfig {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo before; sleep 3; echo after; exit 5".into(),
+            ],
+            env: vec!["PATH=/bin".into()],
+            ..InitConfig::default()
+        },
+        memory: MemorySize::from_mib(256).unwrap(),
+        cpus: 1,
+        machine: Machine::Q35,
+        accel: Accel::Tcg,
+        work_dir: d.join("vm"),
+        timeout: Duration::from_secs(120),
+    };
+    let console = d.join("vm/console.log");
+    let snapshot = d.join("guest.state");
+    runtime().block_on(async {
+        let mut guest = kiln_vmm::GuestVm::start(&spec).await.unwrap();
+        let started = std::time::Instant::now();
+        while !std::fs::read_to_string(&console)
+            .unwrap_or_default()
+            .contains("before")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the workload never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        guest.qemu().pause().await.unwrap();
+        assert_eq!(guest.qemu().status().await.unwrap(), "paused");
+        guest.qemu().resume().await.unwrap();
+        assert_eq!(guest.qemu().status().await.unwrap(), "running");
+        guest
+            .snapshot(&snapshot, Duration::from_secs(60))
+            .await
+            .unwrap();
+        guest.quit(Duration::from_secs(10)).await.unwrap();
+
+        // A new QEMU continues the same guest from the snapshot: the
+        // workload finishes its sleep, prints and exits with its code.
+        let restored = kiln_vmm::GuestVm::restore(&spec, &snapshot).await.unwrap();
+        let outcome = restored.finish(Duration::from_secs(120)).await.unwrap();
+        assert_eq!(outcome.exit_code, 5, "{}", outcome.console);
+        assert!(outcome.console.contains("after"), "{}", outcome.console);
+        assert!(
+            !outcome.console.contains("before"),
+            "the restored guest did not rerun the workload"
+        );
+    });
+    std::fs::remove_dir_all(&d).ok();
+}
