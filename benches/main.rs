@@ -13,9 +13,9 @@ mod token;
 mod vm;
 
 fn main() {
-    // The ext4 comparison re-runs this binary to measure one conversion's
-    // peak memory alone.
-    if ext4::child_main() {
+    // The ext4 and mirror comparisons re-run this binary to measure one
+    // conversion's or copy's peak memory alone.
+    if ext4::child_main() || mirror::child_main() {
         return;
     }
     dockerfile::benches();

@@ -33,6 +33,44 @@ fn kiln_copy(rt: &tokio::runtime::Runtime, src: &str, dst: &str) -> Duration {
     t.elapsed()
 }
 
+/// Environment variable that turns this binary into a one-shot mirror copy
+/// (`SRC\nDST`), so its peak RSS can be measured alone.
+const CHILD: &str = "KILN_BENCH_MIRROR_CHILD";
+
+/// Child mode: one cold copy and exit.
+pub(crate) fn child_main() -> bool {
+    let Some(args) = std::env::var_os(CHILD) else {
+        return false;
+    };
+    let args = args.to_string_lossy().into_owned();
+    let (src, dst) = args.split_once('\n').expect("SRC\\nDST");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    kiln_copy(&rt, src, dst);
+    true
+}
+
+/// Peak RSS (MiB) of `cmd`, run under GNU time.
+fn peak_rss(cmd: &mut Command) -> f64 {
+    let out = cmd.output().expect("GNU time (package `time`)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    let kb: f64 = text
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
 fn skopeo_copy(home: &Path, src: &str, dst: &str, all: bool) -> Duration {
     let mut cmd = Command::new("skopeo");
     // A fresh HOME keeps skopeo's per-user state out; cold runs also use a
@@ -159,6 +197,31 @@ fn criterion_groups(_c: &mut Criterion) {
             skopeo_warm.as_secs_f64() / kiln_warm.as_secs_f64(),
         );
     }
+    // Client memory, one cold copy of the 9-layer image each, alone in a
+    // process under GNU time.
+    let src = format!("{}/src/big:1", a.host);
+    let exe = std::env::current_exe().expect("current exe");
+    let r = fresh_registry();
+    let kiln_rss = peak_rss(
+        Command::new("/usr/bin/time")
+            .args(["-f", "%M"])
+            .arg(&exe)
+            .env(CHILD, format!("{src}\n{}/mirror/x:1", r.host)),
+    );
+    let r = fresh_registry();
+    let h = home.join("rss");
+    std::fs::create_dir_all(&h).expect("home");
+    let skopeo_rss = peak_rss(
+        Command::new("/usr/bin/time")
+            .args(["-f", "%M", "skopeo", "--insecure-policy", "copy"])
+            .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+            .arg(format!("docker://{src}"))
+            .arg(format!("docker://{}/mirror/x:1", r.host))
+            .env("HOME", &h),
+    );
+    println!(
+        "client peak RSS, 9-layer cold copy: kiln {kiln_rss:.0} MiB, skopeo {skopeo_rss:.0} MiB (target kiln <= skopeo)"
+    );
     println!();
     drop((a, b));
     std::fs::remove_dir_all(&dir).ok();

@@ -18,6 +18,9 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 const MAX_SYMLINKS: u32 = 255;
 const MAX_NAME: usize = 255;
 const MAX_SYMLINK_TARGET: usize = 4095;
+/// Path components handled while resolving one path, symlink targets
+/// included (bounds the work a chain of long `./././…` targets can cause).
+const MAX_RESOLVE_STEPS: usize = 4096;
 
 /// Where file contents go: the ext4 data region.
 pub(crate) trait Blocks {
@@ -27,20 +30,72 @@ pub(crate) trait Blocks {
     fn free(&mut self, extents: &[Extent]);
 }
 
+/// Bytes tar-rs may read while looking for the next entry (headers, PAX
+/// records, GNU long names, bodies of entries it skips): it buffers PAX and
+/// long-name bodies whole, so they must be bounded (Go's archive/tar caps
+/// PAX records at 1 MiB).
+const MAX_BETWEEN_ENTRIES: u64 = 64 << 20;
+
+/// Counts what tar-rs reads between two entries.
+struct HeaderGuard<'a> {
+    inner: &'a mut dyn Read,
+    between: std::rc::Rc<std::cell::Cell<Option<u64>>>,
+}
+
+impl Read for HeaderGuard<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(seen) = self.between.get() {
+            let seen = seen + n as u64;
+            if seen > MAX_BETWEEN_ENTRIES {
+                return Err(std::io::Error::other(HEADER_TOO_LARGE));
+            }
+            self.between.set(Some(seen));
+        }
+        Ok(n)
+    }
+}
+
+const HEADER_TOO_LARGE: &str = "tar header or skipped body over 64 MiB";
+
 /// Applies layer number `layer` (0 = bottom) read from `src`.
+/// `sparse_budget` bounds the bytes GNU sparse entries expand to (their
+/// holes never pass through the stream, so the layer byte limit does not
+/// see them).
 pub(crate) fn apply_layer(
     tree: &mut Tree,
     blocks: &mut dyn Blocks,
     limits: &Limits,
     layer: u32,
     src: &mut dyn Read,
+    sparse_budget: &mut u64,
 ) -> Result<()> {
-    let read_err = |source| Error::ReadLayer {
-        layer: layer as usize,
-        source,
+    let read_err = |source: std::io::Error| {
+        if source.to_string() == HEADER_TOO_LARGE {
+            Error::Entry {
+                layer: layer as usize,
+                path: String::new(),
+                kind: EntryError::HeaderTooLarge,
+            }
+        } else {
+            Error::ReadLayer {
+                layer: layer as usize,
+                source,
+            }
+        }
     };
-    let mut archive = tar::Archive::new(src);
-    for entry in archive.entries().map_err(read_err)? {
+    let between = std::rc::Rc::new(std::cell::Cell::new(None));
+    let guard = HeaderGuard {
+        inner: src,
+        between: std::rc::Rc::clone(&between),
+    };
+    let mut archive = tar::Archive::new(guard);
+    let mut entries = archive.entries().map_err(read_err)?;
+    loop {
+        between.set(Some(0));
+        let next = entries.next();
+        between.set(None);
+        let Some(entry) = next else { break };
         let mut entry = entry.map_err(read_err)?;
         let path = entry.path_bytes().into_owned();
         let fail = |kind| Error::Entry {
@@ -49,6 +104,16 @@ pub(crate) fn apply_layer(
             kind,
         };
         let header = Header::read(&mut entry).map_err(fail)?;
+        if header.kind == b'S' {
+            // Holes expand inside tar-rs: charge the full size.
+            *sparse_budget =
+                sparse_budget
+                    .checked_sub(header.size)
+                    .ok_or(Error::LimitExceeded {
+                        limit: Limit::LayerBytes,
+                        max: limits.max_layer_bytes,
+                    })?;
+        }
         let mut ctx = Apply {
             tree: &mut *tree,
             blocks: &mut *blocks,
@@ -60,7 +125,7 @@ pub(crate) fn apply_layer(
             Err(Step::Entry(kind)) => return Err(fail(kind)),
             Err(Step::Other(e)) => return Err(e),
         }
-        if tree.nodes.len() as u64 > u64::from(limits.max_inodes) {
+        if tree.nodes.len() as u64 + tree.hardlinks > u64::from(limits.max_inodes) {
             return Err(Error::LimitExceeded {
                 limit: Limit::Inodes,
                 max: limits.max_inodes.into(),
@@ -73,6 +138,8 @@ pub(crate) fn apply_layer(
 /// What one tar entry asks for, with PAX records applied.
 struct Header {
     kind: u8,
+    /// The entry's size (a GNU sparse file's full size).
+    size: u64,
     meta: Meta,
     link: Option<Vec<u8>>,
     device: (u32, u32),
@@ -136,6 +203,7 @@ impl Header {
         };
         Ok(Self {
             kind,
+            size: entry.size(),
             meta,
             link,
             device,
@@ -176,7 +244,7 @@ fn parse_pax_time(value: &[u8]) -> Result<Timestamp, EntryError> {
     let nanos: u32 = digits.parse().map_err(|_| EntryError::InvalidHeader)?;
     if whole.starts_with('-') && nanos > 0 {
         Ok(Timestamp {
-            secs: secs - 1,
+            secs: secs.checked_sub(1).ok_or(EntryError::InvalidHeader)?,
             nanos: 1_000_000_000 - nanos,
         })
     } else {
@@ -339,7 +407,11 @@ impl Apply<'_> {
         if matches!(self.tree.node(entry.node).kind, Kind::Dir(_)) {
             return Err(EntryError::HardlinkToDirectory.into());
         }
+        if self.tree.node(entry.node).links >= 65000 {
+            return Err(EntryError::TooManyLinks.into());
+        }
         self.tree.link(dir, name, entry.node, self.layer);
+        self.tree.hardlinks += 1;
         Ok(())
     }
 
@@ -350,7 +422,12 @@ impl Apply<'_> {
         let mut stack: Vec<NodeId> = vec![ROOT];
         let mut pending: VecDeque<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
         let mut followed = 0;
+        let mut steps = 0usize;
         while let Some(part) = pending.pop_front() {
+            steps += 1;
+            if steps > MAX_RESOLVE_STEPS {
+                return Err(EntryError::TooManySymlinks.into());
+            }
             match part.as_slice() {
                 b"" | b"." => continue,
                 b".." => {

@@ -78,7 +78,7 @@ pub fn convert<W: Write + Seek>(
             let helper = s.spawn(move || decompress(blob, compression, tx));
             let applied = writer.add_layer(&mut reader);
             let diff_id = match &applied {
-                Ok(()) => Some(reader.finish()),
+                Ok(()) => Some(reader.finish(drain_limit)),
                 // An unreadable tar stream is most often a corrupt blob:
                 // read on (boundedly) so the digest check can say so.
                 Err(Error::ReadLayer { .. }) => {
@@ -108,9 +108,15 @@ pub fn convert<W: Write + Seek>(
         }
         applied?;
         let compressed = compressed.map_err(read_err)?;
-        let actual_diff_id = actual_diff_id
-            .unwrap_or_else(|| Ok(String::new()))
-            .map_err(read_err)?;
+        let Some(actual_diff_id) = actual_diff_id
+            .unwrap_or_else(|| Ok(Some(String::new())))
+            .map_err(read_err)?
+        else {
+            return Err(Error::LimitExceeded {
+                limit: crate::error::Limit::LayerBytes,
+                max: drain_limit,
+            });
+        };
         if compressed.size != layer.size() {
             return Err(Error::SizeMismatch {
                 digest: layer.digest().to_string(),

@@ -152,6 +152,11 @@ pub enum EntryError {
     },
     /// A hardlink names a directory.
     HardlinkToDirectory,
+    /// More than ext4's 65 000 names for one file.
+    TooManyLinks,
+    /// A tar header (PAX records, GNU long name) or the data skipped
+    /// between two entries is larger than 64 MiB.
+    HeaderTooLarge,
     /// A symlink with an empty target.
     EmptySymlink,
     /// A symlink target longer than 4095 bytes.
@@ -181,6 +186,8 @@ impl fmt::Display for EntryError {
                 write!(f, "hardlink target {target} does not exist")
             }
             Self::HardlinkToDirectory => f.write_str("hardlink to a directory"),
+            Self::TooManyLinks => f.write_str("more than 65000 hardlinks to one file"),
+            Self::HeaderTooLarge => f.write_str("a tar header or skipped entry body over 64 MiB"),
             Self::EmptySymlink => f.write_str("symlink with an empty target"),
             Self::SymlinkTooLong => f.write_str("symlink target longer than 4095 bytes"),
             Self::UnsupportedType(t) => write!(f, "unsupported tar entry type {:?}", *t as char),

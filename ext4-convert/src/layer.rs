@@ -163,11 +163,18 @@ impl<'p> Uncompressed<'p> {
         (tx, reader)
     }
 
-    /// Reads to the end (bytes after the tar end marker count too) and
-    /// returns the `diff_id` of everything read.
-    pub(crate) fn finish(mut self) -> io::Result<String> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok(sha256_digest(self.hasher))
+    /// Reads to the end (bytes after the tar end marker count too, at most
+    /// `limit` of them) and returns the `diff_id` of everything read, or
+    /// `None` when more than `limit` bytes followed.
+    pub(crate) fn finish(mut self, limit: u64) -> io::Result<Option<String>> {
+        let rest = io::copy(
+            &mut (&mut self).take(limit.saturating_add(1)),
+            &mut io::sink(),
+        )?;
+        if rest > limit {
+            return Ok(None);
+        }
+        Ok(Some(sha256_digest(self.hasher)))
     }
 }
 
@@ -244,7 +251,7 @@ mod tests {
         let handle = std::thread::spawn(move || decompress(blob, Compression::Gzip, tx));
         let mut out = Vec::new();
         reader.read_to_end(&mut out).unwrap();
-        let diff_id = reader.finish().unwrap();
+        let diff_id = reader.finish(u64::MAX - 1).unwrap().unwrap();
         let c = handle.join().unwrap().unwrap();
         assert_eq!(out, data);
         assert_eq!(diff_id, sha256_digest(Sha256::new_with_prefix(&data)));

@@ -105,6 +105,11 @@ pub(crate) struct Tree {
     pub(crate) nodes: Vec<Node>,
     /// Nodes currently linked into the tree (the root included).
     pub(crate) live: u64,
+    /// Hardlinks made (they count against the inode limit too).
+    pub(crate) hardlinks: u64,
+    /// Directories already made opaque in `opaque_layer`.
+    opaque_done: std::collections::HashSet<NodeId>,
+    opaque_layer: Option<u32>,
 }
 
 impl Tree {
@@ -122,6 +127,9 @@ impl Tree {
         Self {
             nodes: vec![root],
             live: 1,
+            hardlinks: 0,
+            opaque_done: std::collections::HashSet::new(),
+            opaque_layer: None,
         }
     }
 
@@ -197,15 +205,11 @@ impl Tree {
     /// Whether the entry was written by `layer`, or is a directory holding
     /// something that was: such entries survive that layer's whiteouts.
     pub(crate) fn touched_by(&self, entry: Entry, layer: u32) -> bool {
+        // Directories are never hardlinked, so this walk is a tree walk.
         let mut pending = vec![entry];
-        let mut steps = 0usize;
         while let Some(entry) = pending.pop() {
             if entry.layer == layer {
                 return true;
-            }
-            steps += 1;
-            if steps > self.nodes.len() {
-                break;
             }
             if let Some(children) = self.entries(entry.node) {
                 pending.extend(children.values().copied());
@@ -239,6 +243,16 @@ impl Tree {
     /// Applies an opaque-directory marker: everything lower layers put in
     /// `dir` goes, what `layer` wrote stays.
     pub(crate) fn opaque(&mut self, dir: NodeId, layer: u32, free: &mut dyn FnMut(&[Extent])) {
+        // Once per directory and layer: what the layer adds afterwards is
+        // its own, so a repeated marker has nothing left to hide (and must
+        // not cost a walk over the directory again).
+        if self.opaque_layer != Some(layer) {
+            self.opaque_layer = Some(layer);
+            self.opaque_done.clear();
+        }
+        if !self.opaque_done.insert(dir) {
+            return;
+        }
         let names: Vec<Box<[u8]>> = match self.entries(dir) {
             Some(entries) => entries.keys().cloned().collect(),
             None => return,
@@ -248,6 +262,11 @@ impl Tree {
                 continue;
             };
             if entry.layer == layer {
+                // Re-declared (or created) by this layer: its lower
+                // children still go, as umoci's walk removes them.
+                if self.entries(entry.node).is_some() {
+                    self.opaque(entry.node, layer, free);
+                }
                 continue;
             }
             if self.touched_by(entry, layer) {
@@ -321,6 +340,21 @@ mod tests {
         tree.opaque(d, 1, &mut |_| {});
         assert_eq!(names(&tree, d), ["sub", "upper"]);
         assert_eq!(names(&tree, sub), ["upper"]);
+    }
+
+    #[test]
+    fn opaque_reaches_into_directories_the_layer_redeclared() {
+        let mut tree = Tree::new();
+        let d = dir(&mut tree, ROOT, "d", 0);
+        let sub = dir(&mut tree, d, "sub", 0);
+        file(&mut tree, sub, "old", 0);
+        // Layer 1 re-declares d/sub, then marks d opaque.
+        if let Kind::Dir(entries) = &mut tree.node_mut(d).kind {
+            entries.get_mut(b"sub".as_slice()).unwrap().layer = 1;
+        }
+        tree.opaque(d, 1, &mut |_| {});
+        assert_eq!(names(&tree, d), ["sub"]);
+        assert!(names(&tree, sub).is_empty());
     }
 
     #[test]

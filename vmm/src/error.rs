@@ -18,6 +18,9 @@ pub enum Error {
     /// A snapshot path with characters QEMU's shell would interpret.
     #[error("invalid snapshot path {0:?}: only [A-Za-z0-9/._+-] may be used")]
     InvalidSnapshotPath(PathBuf),
+    /// A vsock context id that is reserved (0, 1, 2) or the wildcard.
+    #[error("invalid vsock CID {0}: must be 3 or more")]
+    InvalidCid(u32),
     /// A memory size that is not `N[K|M|G]` of at least 16 MiB.
     #[error("invalid memory size {0:?}: expected e.g. 256M or 1G, at least 16M")]
     InvalidMemory(String),

@@ -11,13 +11,16 @@ use crate::{CpioWriter, Error};
 
 /// Modules a guest needs when the kernel has them as modules: virtio
 /// transports (mmio for microvm, pci for q35), the block and console
-/// drivers, and overlayfs.
+/// drivers, overlayfs, and `button` + `evdev` so `kiln-init` sees the ACPI
+/// power button (graceful shutdown).
 pub const GUEST_MODULES: &[&str] = &[
     "virtio_mmio",
     "virtio_pci",
     "virtio_blk",
     "virtio_console",
     "overlay",
+    "button",
+    "evdev",
 ];
 
 /// A kernel image and its modules directory.

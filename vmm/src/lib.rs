@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod backend;
 pub mod cloud_hypervisor;
 mod config;
 mod cpio;
@@ -48,6 +49,7 @@ mod qemu;
 mod qmp;
 mod run;
 
+pub use backend::{Capabilities, Cid, CloudHypervisor, Hypervisor, Qemu};
 pub use config::{MAX_SOCKET_PATH, MemorySize, SocketPath};
 pub use cpio::CpioWriter;
 pub use error::Error;
@@ -55,4 +57,4 @@ pub use guest::{GUEST_MODULES, GuestKernel, initramfs};
 pub use kiln_init::InitConfig;
 pub use qemu::{Accel, CHANNEL_NAME, Disk, Machine, QemuConfig, QemuVm};
 pub use qmp::{Event, Message, Qmp, decode};
-pub use run::{GuestVm, RunOutcome, RunSpec, accel_canary, run};
+pub use run::{GuestInfo, GuestVm, RunOutcome, RunSpec, accel_canary, run};

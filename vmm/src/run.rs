@@ -11,7 +11,10 @@ use tokio::net::UnixStream;
 
 use crate::guest::{GUEST_MODULES, GuestKernel, initramfs};
 use crate::qemu::CHANNEL_NAME;
-use crate::{Accel, Disk, Error, Machine, MemorySize, QemuConfig, QemuVm, SocketPath};
+use crate::{
+    Accel, Capabilities, Disk, Error, Hypervisor, Machine, MemorySize, Qemu, QemuConfig, QemuVm,
+    SocketPath,
+};
 
 /// Kernel arguments for fast, quiet TCG boots (see the crate docs).
 const CMDLINE: &str = "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check \
@@ -73,6 +76,19 @@ pub struct GuestVm {
     vm: QemuVm,
     reader: tokio::task::JoinHandle<String>,
     serial: PathBuf,
+    accel: Accel,
+}
+
+/// What [`GuestVm::info`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GuestInfo {
+    /// QEMU's run state (`running`, `paused`, ...).
+    pub state: String,
+    /// The accelerator in use (KVM or TCG).
+    pub accel: Accel,
+    /// What this backend can do.
+    pub capabilities: Capabilities,
 }
 
 impl GuestVm {
@@ -117,14 +133,30 @@ impl GuestVm {
                 source,
             })?;
         let reader = tokio::spawn(async move {
+            // The guest writes one short line; a guest that floods the
+            // channel cannot make the host buffer more than this.
             let mut text = Vec::new();
-            let _ = stream.read_to_end(&mut text).await;
+            let _ = (&mut stream).take(64 * 1024).read_to_end(&mut text).await;
             String::from_utf8_lossy(&text).into_owned()
         });
         Ok(Self {
             vm,
             reader,
             serial: cfg.serial.clone().unwrap_or_default(),
+            accel: cfg.accel,
+        })
+    }
+
+    /// State, accelerator and capabilities.
+    ///
+    /// # Errors
+    ///
+    /// QMP errors.
+    pub async fn info(&mut self) -> Result<GuestInfo, Error> {
+        Ok(GuestInfo {
+            state: self.vm.status().await?,
+            accel: self.accel,
+            capabilities: Qemu { accel: self.accel }.capabilities(),
         })
     }
 
@@ -155,6 +187,18 @@ impl GuestVm {
     pub async fn quit(self, deadline: Duration) -> Result<(), Error> {
         self.reader.abort();
         self.vm.quit(deadline).await.map(drop)
+    }
+
+    /// Graceful shutdown: presses the ACPI power button (`kiln-init` sends
+    /// the workload its stop signal), waits up to `deadline` for the
+    /// workload to exit and the guest to power off, else kills QEMU.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`]; [`Error::Timeout`] when the deadline passed.
+    pub async fn shutdown(mut self, deadline: Duration) -> Result<RunOutcome, Error> {
+        self.vm.qmp().execute("system_powerdown", None).await?;
+        self.finish(deadline).await
     }
 
     /// Waits for the workload to finish and the guest to power off.
@@ -282,7 +326,8 @@ async fn watch(mut vm: QemuVm, timeout: Duration, serial: &std::path::Path) -> R
         if vm.try_wait()?.is_some() {
             return Ok(());
         }
-        if let Ok(status) = vm.status().await
+        let status = tokio::time::timeout(Duration::from_secs(5), vm.status()).await;
+        if let Ok(Ok(status)) = status
             && matches!(status.as_str(), "internal-error" | "guest-panicked")
         {
             let _ = vm.kill().await;

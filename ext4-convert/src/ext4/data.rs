@@ -151,6 +151,9 @@ impl DataRegion {
                 if is_zero(&self.buf[i..i + BLOCK_SIZE]) {
                     i += BLOCK_SIZE;
                     logical += 1;
+                    if logical > u64::from(u32::MAX) {
+                        return Err(DataError::Full);
+                    }
                     continue;
                 }
                 let mut j = i + BLOCK_SIZE;

@@ -47,6 +47,9 @@ impl Default for Placed {
 
 /// `(seconds low 32 bits, extra field)`: epoch bits and nanoseconds.
 fn time(t: Timestamp) -> (u32, u32) {
+    // ext4's range: 32 signed bits plus 2 epoch bits.
+    let secs = t.secs.clamp(-(1 << 31), (1 << 34) - (1 << 31) - 1);
+    let t = Timestamp { secs, ..t };
     let low = t.secs as i32;
     let epoch = ((t.secs - i64::from(low)) >> 32) as u32 & 3;
     (low as u32, epoch | (t.nanos << 2))
@@ -124,6 +127,23 @@ mod tests {
         );
         // Before 1970: negative seconds, epoch 0.
         assert_eq!(time(Timestamp { secs: -1, nanos: 0 }), (u32::MAX, 0));
+        // Out of range: clamped, never an overflow.
+        assert_eq!(
+            time(Timestamp {
+                secs: i64::MAX,
+                nanos: 0
+            })
+            .1 & 3,
+            3
+        );
+        assert_eq!(
+            time(Timestamp {
+                secs: i64::MIN,
+                nanos: 0
+            })
+            .0,
+            1 << 31
+        );
     }
 
     #[test]

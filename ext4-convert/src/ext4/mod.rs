@@ -140,13 +140,15 @@ struct State {
     pos: u64,
     layers: u32,
     layer_bytes: u64,
+    sparse_budget: u64,
 }
 
 impl<W: Write + Seek> Ext4Writer<W> {
     /// A writer with nothing added yet.
     pub fn new(out: W, options: Options) -> Self {
-        let max_blocks = options.limits.max_image_bytes / data::BLOCK_SIZE as u64;
+        let max_blocks = max_blocks(&options.limits);
         let data_start = 1 + layout::gdt_blocks(max_blocks.max(1));
+        let sparse_budget = options.limits.max_layer_bytes;
         Self {
             out,
             state: State {
@@ -157,6 +159,7 @@ impl<W: Write + Seek> Ext4Writer<W> {
                 pos: 0,
                 layers: 0,
                 layer_bytes: 0,
+                sparse_budget,
             },
         }
     }
@@ -207,11 +210,18 @@ impl State {
         let mut sink = Sink {
             data: &mut self.data,
             disk: &mut disk,
-            max_block: limits.max_image_bytes / data::BLOCK_SIZE as u64,
+            max_block: max_blocks(&limits),
             layer,
             max_image_bytes: limits.max_image_bytes,
         };
-        let result = apply::apply_layer(&mut self.tree, &mut sink, &limits, layer, &mut counted);
+        let result = apply::apply_layer(
+            &mut self.tree,
+            &mut sink,
+            &limits,
+            layer,
+            &mut counted,
+            &mut self.sparse_budget,
+        );
         self.pos = disk.position();
         self.layer_bytes = limits.max_layer_bytes - counted.remaining;
         if counted.exceeded {
@@ -233,6 +243,12 @@ impl State {
             self.data_start,
         )
     }
+}
+
+/// Blocks the file system may have: the size limit, at most 2^32 (block
+/// numbers are 32-bit without the `64bit` feature).
+fn max_blocks(limits: &Limits) -> u64 {
+    (limits.max_image_bytes / data::BLOCK_SIZE as u64).min(u64::from(u32::MAX))
 }
 
 /// Counts uncompressed bytes against [`Limits::max_layer_bytes`].

@@ -168,3 +168,114 @@ fn nul_bytes_in_names_are_refused() {
         EntryError::NulByte
     );
 }
+
+/// Writes `value` into a numeric tar field: octal when it fits, else GNU
+/// base-256.
+fn numeric(field: &mut [u8], value: u64) {
+    let octal = format!("{value:0width$o}", width = field.len() - 1);
+    if octal.len() < field.len() {
+        field[..octal.len()].copy_from_slice(octal.as_bytes());
+        field[octal.len()] = 0;
+    } else {
+        field.fill(0);
+        field[0] = 0x80;
+        let bytes = value.to_be_bytes();
+        let n = field.len();
+        field[n - 8..].copy_from_slice(&bytes);
+    }
+}
+
+#[test]
+fn a_sparse_entry_cannot_expand_past_the_layer_limit() {
+    // A GNU sparse file claiming 1 TiB with 512 bytes of data far out.
+    let mut h = tar::Header::new_gnu();
+    h.set_path("huge").unwrap();
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_size(512);
+    {
+        let gnu = h.as_gnu_mut().unwrap();
+        numeric(&mut gnu.sparse[0].offset, 1 << 40);
+        numeric(&mut gnu.sparse[0].numbytes, 512);
+        numeric(&mut gnu.realsize, (1 << 40) + 512);
+    }
+    h.set_cksum();
+    let mut layer = h.as_bytes().to_vec();
+    layer.extend_from_slice(&[b'x'; 512]);
+    layer.extend_from_slice(&[0; 1024]);
+    let mut limits = Limits::default();
+    limits.max_layer_bytes = 1 << 20;
+    match convert(&[layer], limits) {
+        Err(Error::LimitExceeded { limit, .. }) => assert_eq!(limit, Limit::LayerBytes),
+        other => panic!("expected the layer byte limit, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_oversized_pax_header_is_refused_before_it_is_buffered() {
+    let mut h = tar::Header::new_ustar();
+    h.set_path("././@PaxHeader").unwrap();
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_size(65 << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    let mut layer = h.as_bytes().to_vec();
+    layer.resize(512 + (65 << 20), b'a');
+    assert_eq!(
+        entry_error(convert(&[layer], Limits::default())),
+        EntryError::HeaderTooLarge
+    );
+}
+
+#[test]
+fn hostile_timestamps_are_clamped_not_overflowed() {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, mtime) in [
+        ("min", "-9223372036854775807.5"),
+        ("max", "9223372036854775807"),
+    ] {
+        builder
+            .append_pax_extensions([("mtime", mtime.as_bytes())])
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1);
+        h.set_mode(0o644);
+        builder.append_data(&mut h, name, &b"x"[..]).unwrap();
+    }
+    let image = convert(&[builder.into_inner().unwrap()], Limits::default()).unwrap();
+    let dir = scratch("times");
+    std::fs::write(dir.join("image.ext4"), &image).unwrap();
+    e2fsck_clean(&dir.join("image.ext4"));
+}
+
+#[test]
+fn repeated_opaque_markers_keep_the_layers_own_files() {
+    let lower = TarBuilder::new()
+        .dir("d/", 0o755)
+        .file("d/old", 0o644, b"old")
+        .build();
+    let mut upper = TarBuilder::new().dir("d/", 0o755);
+    for i in 0..200 {
+        upper = upper.file(&format!("d/new{i}"), 0o644, b"n");
+    }
+    for _ in 0..200 {
+        upper = upper.file("d/.wh..wh..opq", 0o644, b"");
+    }
+    let fs = load(convert(&[lower, upper.build()], Limits::default()).unwrap());
+    assert!(!fs.exists("/d/old").unwrap());
+    assert!(fs.exists("/d/new0").unwrap() && fs.exists("/d/new199").unwrap());
+}
+
+#[test]
+fn hardlinks_count_against_the_inode_limit() {
+    let mut layer = TarBuilder::new().file("f", 0o644, b"x");
+    for i in 0..20 {
+        layer = layer.link(tar::EntryType::Link, &format!("h{i}"), "f");
+    }
+    let mut limits = Limits::default();
+    limits.max_inodes = 10;
+    match convert(&[layer.build()], limits) {
+        Err(Error::LimitExceeded { limit, .. }) => assert_eq!(limit, Limit::Inodes),
+        other => panic!("expected the inode limit, got {other:?}"),
+    }
+}

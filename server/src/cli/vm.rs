@@ -78,6 +78,7 @@ fn workload(config: &RunConfig, cmd: &[String]) -> InitConfig {
         env: config.env.clone(),
         working_dir: config.working_dir.clone(),
         user: config.user.clone(),
+        stop_signal: config.stop_signal.clone().unwrap_or_default(),
         ..InitConfig::default()
     }
 }

@@ -47,6 +47,10 @@ pub struct InitConfig {
     pub channel: String,
     /// Module file names under [`MODULE_DIR`], in load order.
     pub modules: Vec<String>,
+    /// Signal sent to the workload when the VM's power button is pressed
+    /// (the image's `StopSignal`; empty = `SIGTERM`).
+    #[serde(default)]
+    pub stop_signal: String,
 }
 
 /// A resolved identity.

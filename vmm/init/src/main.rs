@@ -4,7 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -111,6 +111,74 @@ fn raw_console_output() {
     }
 }
 
+/// The image's stop signal (`SIGTERM`, `TERM`, `15`; default SIGTERM).
+fn stop_signal(name: &str) -> nix::sys::signal::Signal {
+    use nix::sys::signal::Signal;
+    use std::str::FromStr;
+    let name = name.trim();
+    if let Ok(n) = name.parse::<i32>() {
+        return Signal::try_from(n).unwrap_or(Signal::SIGTERM);
+    }
+    let full = if name.starts_with("SIG") {
+        name.to_string()
+    } else {
+        format!("SIG{name}")
+    };
+    Signal::from_str(&full).unwrap_or(Signal::SIGTERM)
+}
+
+/// The ACPI power button's event device, opened (absent without the
+/// `button` and `evdev` modules).
+fn power_button() -> Option<File> {
+    let entries = fs::read_dir("/sys/class/input").ok()?;
+    entries.flatten().find_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let label = fs::read_to_string(e.path().join("device/name")).unwrap_or_default();
+        if name.starts_with("event") && label.trim() == "Power Button" {
+            File::open(Path::new("/dev/input").join(name)).ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Sends the workload its stop signal when the power button is pressed
+/// (the host's graceful shutdown).
+fn forward_power_button(mut input: File, pid: u32, signal: nix::sys::signal::Signal) {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        const EV_KEY: u16 = 1;
+        const KEY_POWER: u16 = 116;
+        // struct input_event: 16-byte timeval, u16 type, u16 code, i32 value.
+        let mut event = [0u8; 24];
+        while input.read_exact(&mut event).is_ok() {
+            let kind = u16::from_ne_bytes([event[16], event[17]]);
+            let code = u16::from_ne_bytes([event[18], event[19]]);
+            let value = i32::from_ne_bytes([event[20], event[21], event[22], event[23]]);
+            if kind == EV_KEY && code == KEY_POWER && value == 1 {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, signal);
+            }
+        }
+    });
+}
+
+/// Waits for the workload, reaping every orphan re-parented to PID 1 on
+/// the way; returns the workload's status (128 + signal when killed).
+fn reap_until(pid: u32) -> Result<i32> {
+    use nix::sys::wait::{WaitStatus, wait};
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    loop {
+        match wait() {
+            Ok(WaitStatus::Exited(p, code)) if p == pid => return Ok(code),
+            Ok(WaitStatus::Signaled(p, signal, _)) if p == pid => return Ok(128 + signal as i32),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("wait: {e}")),
+        }
+    }
+}
+
 fn run(channel: &mut Option<File>) -> Result<i32> {
     raw_console_output();
     mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::empty(), None)?;
@@ -177,7 +245,9 @@ fn run(channel: &mut Option<File>) -> Result<i32> {
     };
     // Docker creates a missing working directory.
     let _ = fs::create_dir_all(workdir);
-    let status = Command::new(&config.argv[0])
+    // Open the power button before the workload starts, so no press is lost.
+    let button = power_button();
+    let child = Command::new(&config.argv[0])
         .args(&config.argv[1..])
         .env_clear()
         .envs(environment(&config.env, &home))
@@ -185,9 +255,10 @@ fn run(channel: &mut Option<File>) -> Result<i32> {
         .uid(id.uid)
         .gid(id.gid)
         .stdin(Stdio::null())
-        .status()
+        .spawn()
         .map_err(|e| format!("run {:?}: {e}", config.argv[0]))?;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    if let Some(button) = button {
+        forward_power_button(button, child.id(), stop_signal(&config.stop_signal));
+    }
+    reap_until(child.id())
 }

@@ -218,6 +218,9 @@ fn a_running_workload_pauses_resumes_and_continues_after_snapshot_and_restore() 
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let info = guest.info().await.unwrap();
+        assert_eq!((info.state.as_str(), info.accel), ("running", Accel::Tcg));
+        assert!(info.capabilities.snapshot && !info.capabilities.hardware_virtualization);
         guest.qemu().pause().await.unwrap();
         assert_eq!(guest.qemu().status().await.unwrap(), "paused");
         guest.qemu().resume().await.unwrap();
@@ -238,6 +241,83 @@ fn a_running_workload_pauses_resumes_and_continues_after_snapshot_and_restore() 
             !outcome.console.contains("before"),
             "the restored guest did not rerun the workload"
         );
+    });
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn graceful_shutdown_sends_the_stop_signal_and_returns_its_status() {
+    if !qemu_available() {
+        return;
+    }
+    let (Some(kernel), Some(init)) = (test_kernel(), init_binary()) else {
+        return;
+    };
+    let Ok(busybox) = std::env::var("KILN_TEST_BUSYBOX") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "KILN_TEST_BUSYBOX required in CI"
+        );
+        return;
+    };
+    let d = dir("shutdown");
+    let root = d.join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let disk = d.join("disk.ext4");
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-O", "^has_journal", "-d"])
+        .arg(&root)
+        .arg(&disk)
+        .arg("16M")
+        .status()
+        .unwrap();
+    assert!(mkfs.success());
+    let spec = RunSpec {
+        qemu: "qemu-system-x86_64".into(),
+        kernel: GuestKernel::from_image(kernel).unwrap(),
+        init,
+        disk,
+        workload: InitConfig {
+            // exec: the signal goes straight to the long-running process.
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo up; exec sleep 600".into(),
+            ],
+            env: vec!["PATH=/bin".into()],
+            stop_signal: "SIGINT".into(),
+            ..InitConfig::default()
+        },
+        memory: MemorySize::from_mib(256).unwrap(),
+        cpus: 1,
+        machine: Machine::Q35,
+        accel: Accel::Tcg,
+        work_dir: d.join("vm"),
+        timeout: Duration::from_secs(120),
+    };
+    let console = d.join("vm/console.log");
+    runtime().block_on(async {
+        let guest = kiln_vmm::GuestVm::start(&spec).await.unwrap();
+        let started = std::time::Instant::now();
+        while !std::fs::read_to_string(&console)
+            .unwrap_or_default()
+            .contains("up")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the workload never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t = std::time::Instant::now();
+        let outcome = guest.shutdown(Duration::from_secs(30)).await.unwrap();
+        // SIGINT (2): the image's stop signal, not the default SIGTERM.
+        assert_eq!(outcome.exit_code, 128 + 2, "{}", outcome.console);
+        assert!(t.elapsed() < Duration::from_secs(30));
     });
     std::fs::remove_dir_all(&d).ok();
 }
