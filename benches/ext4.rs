@@ -75,29 +75,15 @@ fn best(n: usize, mut f: impl FnMut() -> Duration) -> Duration {
 /// Peak RSS in MiB of our conversion, alone in a child process.
 fn kiln_peak_rss(layout: &Path, tag: &str, out: &Path) -> f64 {
     let exe = std::env::current_exe().expect("current exe");
-    let output = Command::new("/usr/bin/time")
-        .args(["-f", "%M"])
-        .arg(exe)
-        .env(
-            CHILD,
-            format!("{}\n{tag}\n{}", layout.display(), out.display()),
-        )
-        .output()
-        .expect("GNU time (package `time`)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stderr);
-    let kb: f64 = text
-        .lines()
-        .last()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .unwrap_or(0.0);
-    kb / 1024.0
+    crate::test_utils::peak_rss_mib(
+        Command::new("/usr/bin/time")
+            .args(["-f", "%M"])
+            .arg(exe)
+            .env(
+                CHILD,
+                format!("{}\n{tag}\n{}", layout.display(), out.display()),
+            ),
+    )
 }
 
 /// The peer: `umoci unpack` then `mkfs.ext4 -d`, sized from the unpacked

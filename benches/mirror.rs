@@ -52,25 +52,6 @@ pub(crate) fn child_main() -> bool {
     true
 }
 
-/// Peak RSS (MiB) of `cmd`, run under GNU time.
-fn peak_rss(cmd: &mut Command) -> f64 {
-    let out = cmd.output().expect("GNU time (package `time`)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stderr);
-    let kb: f64 = text
-        .lines()
-        .last()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .unwrap_or(0.0);
-    kb / 1024.0
-}
-
 fn skopeo_copy(home: &Path, src: &str, dst: &str, all: bool) -> Duration {
     let mut cmd = Command::new("skopeo");
     // A fresh HOME keeps skopeo's per-user state out; cold runs also use a
@@ -202,7 +183,7 @@ fn criterion_groups(_c: &mut Criterion) {
     let src = format!("{}/src/big:1", a.host);
     let exe = std::env::current_exe().expect("current exe");
     let r = fresh_registry();
-    let kiln_rss = peak_rss(
+    let kiln_rss = crate::test_utils::peak_rss_mib(
         Command::new("/usr/bin/time")
             .args(["-f", "%M"])
             .arg(&exe)
@@ -211,7 +192,7 @@ fn criterion_groups(_c: &mut Criterion) {
     let r = fresh_registry();
     let h = home.join("rss");
     std::fs::create_dir_all(&h).expect("home");
-    let skopeo_rss = peak_rss(
+    let skopeo_rss = crate::test_utils::peak_rss_mib(
         Command::new("/usr/bin/time")
             .args(["-f", "%M", "skopeo", "--insecure-policy", "copy"])
             .args(["--src-tls-verify=false", "--dest-tls-verify=false"])

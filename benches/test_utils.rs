@@ -48,3 +48,22 @@ pub(crate) fn selected(area: &str) -> bool {
         .collect();
     filters.is_empty() || filters.iter().any(|f| area.contains(f.as_str()))
 }
+
+/// Peak RSS (MiB) of `cmd`, which must run under GNU `time -f %M`.
+pub(crate) fn peak_rss_mib(cmd: &mut std::process::Command) -> f64 {
+    let out = cmd.output().expect("GNU time (package `time`)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    let kb: f64 = text
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    kb / 1024.0
+}

@@ -54,26 +54,27 @@ fn init_binary() -> Option<PathBuf> {
     }
 }
 
-#[test]
-fn a_workload_runs_from_an_ext4_disk_and_reports_its_exit_status() {
+/// What a workload test needs: the kernel, the static init, and a small
+/// ext4 disk (made by `mkfs.ext4 -d`) holding busybox with `applets`.
+/// `None` (after a loud note; a failure in CI) when something is missing.
+fn busybox_guest(d: &std::path::Path, applets: &[&str], argv: &str) -> Option<RunSpec> {
     if !qemu_available() {
-        return;
+        return None;
     }
-    let (Some(kernel), Some(init)) = (test_kernel(), init_binary()) else {
-        return;
-    };
+    let (kernel, init) = (test_kernel()?, init_binary()?);
     let Ok(busybox) = std::env::var("KILN_TEST_BUSYBOX") else {
         assert!(
             std::env::var_os("CI").is_none(),
             "KILN_TEST_BUSYBOX required in CI"
         );
-        return;
+        return None;
     };
-    let d = dir("run");
     let root = d.join("root");
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
     let disk = d.join("disk.ext4");
     let mkfs = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-O", "^has_journal", "-d"])
@@ -83,18 +84,14 @@ fn a_workload_runs_from_an_ext4_disk_and_reports_its_exit_status() {
         .status()
         .unwrap();
     assert!(mkfs.success());
-    let spec = RunSpec {
+    Some(RunSpec {
         qemu: "qemu-system-x86_64".into(),
         kernel: GuestKernel::from_image(kernel).unwrap(),
         init,
         disk,
         workload: InitConfig {
-            argv: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo from-guest $GREETING; exit 7".into(),
-            ],
-            env: vec!["GREETING=hi".into(), "PATH=/bin".into()],
+            argv: vec!["/bin/sh".into(), "-c".into(), argv.into()],
+            env: vec!["PATH=/bin".into()],
             ..InitConfig::default()
         },
         memory: MemorySize::from_mib(256).unwrap(),
@@ -103,7 +100,16 @@ fn a_workload_runs_from_an_ext4_disk_and_reports_its_exit_status() {
         accel: Accel::Tcg,
         work_dir: d.join("vm"),
         timeout: Duration::from_secs(120),
+    })
+}
+
+#[test]
+fn a_workload_runs_from_an_ext4_disk_and_reports_its_exit_status() {
+    let d = dir("run");
+    let Some(mut spec) = busybox_guest(&d, &["sh"], "echo from-guest $GREETING; exit 7") else {
+        return;
     };
+    spec.workload.env.push("GREETING=hi".into());
     let outcome = runtime().block_on(run(&spec)).unwrap();
     assert_eq!(outcome.exit_code, 7, "{}", outcome.console);
     assert_eq!(outcome.console.trim(), "from-guest hi");
@@ -153,55 +159,13 @@ fn the_kvm_canary_picks_an_accelerator_that_boots() {
 
 #[test]
 fn a_running_workload_pauses_resumes_and_continues_after_snapshot_and_restore() {
-    if !qemu_available() {
-        return;
-    }
-    let (Some(kernel), Some(init)) = (test_kernel(), init_binary()) else {
-        return;
-    };
-    let Ok(busybox) = std::env::var("KILN_TEST_BUSYBOX") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "KILN_TEST_BUSYBOX required in CI"
-        );
-        return;
-    };
     let d = dir("snap");
-    let root = d.join("root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let disk = d.join("disk.ext4");
-    let mkfs = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-O", "^has_journal", "-d"])
-        .arg(&root)
-        .arg(&disk)
-        .arg("16M")
-        .status()
-        .unwrap();
-    assert!(mkfs.success());
-    let spec = RunSpec {
-        qemu: "qemu-system-x86_64".into(),
-        kernel: GuestKernel::from_image(kernel).unwrap(),
-        init,
-        disk,
-        workload: InitConfig {
-            argv: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo before; sleep 3; echo after; exit 5".into(),
-            ],
-            env: vec!["PATH=/bin".into()],
-            ..InitConfig::default()
-        },
-        memory: MemorySize::from_mib(256).unwrap(),
-        cpus: 1,
-        machine: Machine::Q35,
-        accel: Accel::Tcg,
-        work_dir: d.join("vm"),
-        timeout: Duration::from_secs(120),
+    let Some(spec) = busybox_guest(
+        &d,
+        &["sh", "sleep"],
+        "echo before; sleep 3; echo after; exit 5",
+    ) else {
+        return;
     };
     let console = d.join("vm/console.log");
     let snapshot = d.join("guest.state");
@@ -247,58 +211,12 @@ fn a_running_workload_pauses_resumes_and_continues_after_snapshot_and_restore() 
 
 #[test]
 fn graceful_shutdown_sends_the_stop_signal_and_returns_its_status() {
-    if !qemu_available() {
-        return;
-    }
-    let (Some(kernel), Some(init)) = (test_kernel(), init_binary()) else {
-        return;
-    };
-    let Ok(busybox) = std::env::var("KILN_TEST_BUSYBOX") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "KILN_TEST_BUSYBOX required in CI"
-        );
-        return;
-    };
     let d = dir("shutdown");
-    let root = d.join("root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let disk = d.join("disk.ext4");
-    let mkfs = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-O", "^has_journal", "-d"])
-        .arg(&root)
-        .arg(&disk)
-        .arg("16M")
-        .status()
-        .unwrap();
-    assert!(mkfs.success());
-    let spec = RunSpec {
-        qemu: "qemu-system-x86_64".into(),
-        kernel: GuestKernel::from_image(kernel).unwrap(),
-        init,
-        disk,
-        workload: InitConfig {
-            // exec: the signal goes straight to the long-running process.
-            argv: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo up; exec sleep 600".into(),
-            ],
-            env: vec!["PATH=/bin".into()],
-            stop_signal: "SIGINT".into(),
-            ..InitConfig::default()
-        },
-        memory: MemorySize::from_mib(256).unwrap(),
-        cpus: 1,
-        machine: Machine::Q35,
-        accel: Accel::Tcg,
-        work_dir: d.join("vm"),
-        timeout: Duration::from_secs(120),
+    let Some(mut spec) = busybox_guest(&d, &["sh", "sleep"], "echo up; exec sleep 600") else {
+        return;
     };
+    // The image's stop signal, not the default SIGTERM.
+    spec.workload.stop_signal = "SIGINT".into();
     let console = d.join("vm/console.log");
     runtime().block_on(async {
         let guest = kiln_vmm::GuestVm::start(&spec).await.unwrap();
