@@ -85,6 +85,10 @@ pub struct CopyOptions {
     pub chunk_threshold: u64,
     /// Chunk size for chunked uploads.
     pub chunk_size: u64,
+    /// Also copy referrers (signatures, SBOMs, ... whose `subject` is a
+    /// copied manifest), via the OCI referrers API or its tag-schema
+    /// fallback.
+    pub referrers: bool,
 }
 
 impl std::fmt::Debug for CopyOptions {
@@ -111,6 +115,7 @@ impl Default for CopyOptions {
             progress: None,
             chunk_threshold: 256 << 20,
             chunk_size: 64 << 20,
+            referrers: false,
         }
     }
 }
@@ -130,6 +135,8 @@ pub struct CopyReport {
     pub blobs_skipped: usize,
     /// Bytes uploaded.
     pub bytes_copied: u64,
+    /// Referrer manifests copied.
+    pub referrers: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,7 +166,7 @@ impl PlatformSpec {
 }
 
 #[derive(Debug, Deserialize)]
-struct ManifestDoc {
+pub(crate) struct ManifestDoc {
     #[serde(default)]
     config: Option<Descriptor>,
     #[serde(default)]
@@ -174,18 +181,18 @@ fn is_index(m: &Manifest, doc: &ManifestDoc) -> bool {
         || doc.manifests.is_some()
 }
 
-fn parse(m: &Manifest) -> Result<ManifestDoc, Error> {
+pub(crate) fn parse(m: &Manifest) -> Result<ManifestDoc, Error> {
     serde_json::from_slice(&m.bytes).map_err(|e| Error::Manifest {
         reference: m.digest.clone(),
         reason: e.to_string(),
     })
 }
 
-struct Copier<'a> {
-    src: &'a RegistryClient,
-    dst: &'a RegistryClient,
-    src_repo: &'a str,
-    dst_repo: &'a str,
+pub(crate) struct Copier<'a> {
+    pub(crate) src: &'a RegistryClient,
+    pub(crate) dst: &'a RegistryClient,
+    pub(crate) src_repo: &'a str,
+    pub(crate) dst_repo: &'a str,
     jobs: usize,
     progress: Option<ProgressFn>,
     chunk_threshold: u64,
@@ -247,6 +254,7 @@ async fn copy_inner(
     // Warm path: the destination tag already names the source's content
     // (tags are written last, so that content is complete).
     if matches!(options.platforms, Platforms::All)
+        && !options.referrers
         && let Some(tag) = &target
     {
         let want = match src_loc.digest() {
@@ -276,7 +284,23 @@ async fn copy_inner(
         copier.put(&top, target.as_deref()).await?;
         (top.digest.clone(), false)
     };
+    let mut referrers = 0;
+    if options.referrers {
+        let mut subjects = Vec::new();
+        if !changed {
+            subjects.push(top.digest.clone());
+        }
+        // Children of a filtered index are not all copied: their
+        // referrers stay behind with them.
+        if is_index(&top, &doc) && !changed {
+            subjects.extend(doc.manifests.iter().flatten().map(|d| d.digest.clone()));
+        }
+        for subject in subjects {
+            referrers += copier.copy_referrers(&subject).await?;
+        }
+    }
     Ok(CopyReport {
+        referrers,
         digest: written,
         digest_changed: changed,
         manifests: copier.manifests.load(Ordering::Relaxed) as usize,
@@ -295,7 +319,7 @@ impl Copier<'_> {
 
     /// Writes a manifest under its digest (unless present) and, if given,
     /// the tag (last).
-    async fn put(&self, m: &Manifest, tag: Option<&str>) -> Result<(), Error> {
+    pub(crate) async fn put(&self, m: &Manifest, tag: Option<&str>) -> Result<(), Error> {
         if self
             .dst
             .manifest_digest(self.dst_repo, &m.digest)
@@ -367,7 +391,7 @@ impl Copier<'_> {
         self.put(&m, None).await
     }
 
-    async fn copy_image(&self, m: &Manifest, doc: &ManifestDoc) -> Result<(), Error> {
+    pub(crate) async fn copy_image(&self, m: &Manifest, doc: &ManifestDoc) -> Result<(), Error> {
         let mut blobs: Vec<&Descriptor> = doc.layers.iter().collect();
         if let Some(c) = &doc.config {
             blobs.push(c);

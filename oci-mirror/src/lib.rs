@@ -36,6 +36,7 @@ mod client;
 mod copy;
 mod error;
 mod location;
+mod referrers;
 
 pub use client::{Credentials, Manifest, RegistryClient, RegistryConfig};
 pub use copy::{CopyOptions, CopyReport, Platforms, Progress, ProgressFn, copy};

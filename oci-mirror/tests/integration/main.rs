@@ -10,3 +10,4 @@ mod copies;
 mod faults;
 mod fuzz_corpus;
 mod peers;
+mod referrers;

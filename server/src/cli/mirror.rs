@@ -56,6 +56,9 @@ pub(crate) struct MirrorArgs {
     /// Fail fast on HTTP 429 instead of retrying after `Retry-After`.
     #[arg(long)]
     no_retry_rate_limited: bool,
+    /// Also copy referrers (signatures, SBOMs) of the copied manifests.
+    #[arg(long)]
+    referrers: bool,
 }
 
 fn docker_config_path(explicit: &Option<PathBuf>) -> Option<PathBuf> {
@@ -122,7 +125,10 @@ pub(crate) fn run(args: MirrorArgs) -> anyhow::Result<()> {
     dst_cfg.credentials = creds(&args.dest_creds, args.dst.registry(), &args.docker_config)?;
     dst_cfg.ca_certificates = ca(&args.dest_ca)?;
     dst_cfg.retry_rate_limited = !args.no_retry_rate_limited;
-    let mut options = CopyOptions::default();
+    let mut options = CopyOptions {
+        referrers: args.referrers,
+        ..CopyOptions::default()
+    };
     if !args.platform.is_empty() {
         options.platforms = Platforms::Only(args.platform.clone());
     }
