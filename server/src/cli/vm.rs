@@ -1,5 +1,6 @@
 //! `kiln vm run`: run an image's entrypoint in a fresh microVM.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -182,8 +183,36 @@ fn vm_run(args: RunArgs) -> anyhow::Result<i32> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let outcome = runtime.block_on(run(&spec))?;
-        print!("{}", outcome.console);
+        // Stream the console while the workload runs (a server's output
+        // should not wait for it to exit); the rest is printed at the end.
+        let console = work.join("console.log");
+        let printed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tail = {
+            let (printed, done) = (printed.clone(), done.clone());
+            std::thread::spawn(move || {
+                use std::sync::atomic::Ordering;
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(bytes) = std::fs::read(&console) {
+                        let from = printed.load(Ordering::Relaxed);
+                        if bytes.len() > from {
+                            let mut out = std::io::stdout().lock();
+                            let _ = out.write_all(&bytes[from..]);
+                            let _ = out.flush();
+                            printed.store(bytes.len(), Ordering::Relaxed);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        let result = runtime.block_on(run(&spec));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tail.join();
+        let outcome = result?;
+        let from = printed.load(std::sync::atomic::Ordering::Relaxed);
+        let rest = outcome.console.as_bytes().get(from..).unwrap_or_default();
+        std::io::stdout().write_all(rest)?;
         Ok(outcome.exit_code)
     })();
     let _ = std::fs::remove_dir_all(&work);

@@ -204,3 +204,34 @@ fn four_vms_run_at_once() {
         assert_eq!(stdout.trim(), format!("vm {i}"));
     }
 }
+
+#[test]
+fn output_streams_while_the_workload_runs() {
+    use std::io::{BufRead, BufReader};
+    let Some(g) = guest() else { return };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["vm", "run", "--accel", "tcg", "--kernel"])
+        .arg(&g.kernel)
+        .arg("--init")
+        .arg(&g.init)
+        .args([
+            "--image",
+            &g.image("busybox"),
+            "--",
+            "echo first; sleep 10; echo second",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "first");
+    // The guest is still sleeping: the first line came before the exit.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "output arrived only at exit"
+    );
+    assert_eq!(lines.next().unwrap().unwrap(), "second");
+    assert!(lines.next().is_none());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
