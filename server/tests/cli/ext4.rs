@@ -12,13 +12,20 @@ fn kiln(args: &[&str]) -> Output {
         .expect("run kiln")
 }
 
+/// Where `scripts/ext4-test-images` puts its OCI layout
+/// (`$KILN_EXT4_TEST_IMAGES/layout`).
+pub(crate) fn layout_dir() -> PathBuf {
+    std::env::var_os("KILN_EXT4_TEST_IMAGES")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ext4-test-images"),
+            PathBuf::from,
+        )
+        .join("layout")
+}
+
 /// The layout `scripts/ext4-test-images` builds; loud skip outside CI.
 fn images() -> Option<PathBuf> {
-    let dir = std::env::var_os("KILN_EXT4_TEST_IMAGES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ext4-test-images"),
-        PathBuf::from,
-    );
-    let layout = dir.join("layout");
+    let layout = layout_dir();
     if layout.join("index.json").exists() {
         return Some(layout);
     }
@@ -31,9 +38,10 @@ fn images() -> Option<PathBuf> {
     None
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// An empty scratch directory under `target/test-scratch/cli`.
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/test-scratch/cli-ext4")
+        .join("../target/test-scratch/cli")
         .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

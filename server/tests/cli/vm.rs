@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::ext4::{layout_dir, scratch};
+
 /// What a VM test needs: QEMU, a kernel, the static init, the test images.
 struct Guest {
     kernel: PathBuf,
@@ -12,12 +14,9 @@ struct Guest {
 }
 
 fn guest() -> Option<Guest> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let kernel = std::env::var_os("KILN_TEST_KERNEL").map(PathBuf::from);
     let init = std::env::var_os("KILN_INIT").map(PathBuf::from);
-    let layout = std::env::var_os("KILN_EXT4_TEST_IMAGES")
-        .map_or_else(|| repo.join("target/ext4-test-images"), PathBuf::from)
-        .join("layout");
+    let layout = layout_dir();
     let qemu = Command::new("qemu-system-x86_64")
         .arg("--version")
         .output()
@@ -39,15 +38,18 @@ fn guest() -> Option<Guest> {
 }
 
 impl Guest {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["vm", "run", "--kernel"])
+    /// `kiln vm run --kernel K --init I`, more arguments to follow.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(["vm", "run", "--kernel"])
             .arg(&self.kernel)
             .arg("--init")
-            .arg(&self.init)
-            .args(args)
-            .output()
-            .expect("run kiln")
+            .arg(&self.init);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run kiln")
     }
 
     fn image(&self, tag: &str) -> String {
@@ -88,9 +90,7 @@ fn a_command_override_runs_on_a_writable_overlay() {
 #[test]
 fn an_image_converted_by_kiln_ext4_boots_from_its_files() {
     let Some(g) = guest() else { return };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-scratch/cli-vm");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("vm-convert");
     let disk = dir.join("busybox.ext4");
     let convert = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["ext4", "convert", &g.image("busybox"), "-o"])
@@ -131,9 +131,7 @@ fn no_qemu_left(marker: &str) {
 #[test]
 fn a_disk_that_is_not_ext4_fails_clearly_and_leaves_no_qemu() {
     let Some(g) = guest() else { return };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-scratch/cli-vm-bad-disk");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("vm-bad-disk");
     let disk = dir.join("garbage.img");
     std::fs::write(&disk, vec![0x5a; 1 << 20]).unwrap();
     let meta = dir.join("meta.json");
@@ -180,11 +178,7 @@ fn four_vms_run_at_once() {
     let Some(g) = guest() else { return };
     let children: Vec<_> = (0..4)
         .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_kiln"))
-                .args(["vm", "run", "--kernel"])
-                .arg(&g.kernel)
-                .arg("--init")
-                .arg(&g.init)
+            g.command()
                 .args([
                     "--image",
                     &g.image("busybox"),
@@ -209,11 +203,9 @@ fn four_vms_run_at_once() {
 fn output_streams_while_the_workload_runs() {
     use std::io::{BufRead, BufReader};
     let Some(g) = guest() else { return };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["vm", "run", "--accel", "tcg", "--kernel"])
-        .arg(&g.kernel)
-        .arg("--init")
-        .arg(&g.init)
+    let mut child = g
+        .command()
+        .args(["--accel", "tcg"])
         .args([
             "--image",
             &g.image("busybox"),

@@ -16,6 +16,8 @@ use kiln_vmm::{Error, SocketPath};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::qemu::{dir, runtime};
+
 fn spec() -> Option<Value> {
     let shared = std::env::var_os("KILN_SHARED_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
@@ -367,15 +369,9 @@ async fn fake_server(
 #[test]
 fn the_client_drives_a_fake_server_that_checks_the_document() {
     let Some(spec) = spec() else { return };
-    let dir = std::env::temp_dir().join(format!("kch-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir("ch-fake");
     let socket = SocketPath::new(dir.join("api.sock")).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    runtime().block_on(async {
         let listener = tokio::net::UnixListener::bind(socket.as_path()).unwrap();
         let server = tokio::spawn(fake_server(listener, spec, 11));
         let client = ChClient::new(socket.clone());
@@ -440,14 +436,9 @@ fn real_cloud_hypervisor_answers_when_available() {
         );
         return;
     }
-    let dir = std::env::temp_dir().join(format!("kch-real-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir("ch-real");
     let socket = SocketPath::new(dir.join("api.sock")).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    runtime().block_on(async {
         let mut child = tokio::process::Command::new("cloud-hypervisor")
             .arg("--api-socket")
             .arg(format!("path={socket}"))
