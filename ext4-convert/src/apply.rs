@@ -39,7 +39,11 @@ const MAX_BETWEEN_ENTRIES: u64 = 64 << 20;
 /// Counts what tar-rs reads between two entries.
 struct HeaderGuard<'a> {
     inner: &'a mut dyn Read,
+    /// Bytes read since the current search for an entry began (`None`
+    /// while an entry's own data is read).
     between: std::rc::Rc<std::cell::Cell<Option<u64>>>,
+    /// Set when the cap stopped a read, so the error can be named.
+    tripped: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl Read for HeaderGuard<'_> {
@@ -48,15 +52,16 @@ impl Read for HeaderGuard<'_> {
         if let Some(seen) = self.between.get() {
             let seen = seen + n as u64;
             if seen > MAX_BETWEEN_ENTRIES {
-                return Err(std::io::Error::other(HEADER_TOO_LARGE));
+                self.tripped.set(true);
+                return Err(std::io::Error::other(
+                    "tar header or skipped body over 64 MiB",
+                ));
             }
             self.between.set(Some(seen));
         }
         Ok(n)
     }
 }
-
-const HEADER_TOO_LARGE: &str = "tar header or skipped body over 64 MiB";
 
 /// Applies layer number `layer` (0 = bottom) read from `src`.
 /// `sparse_budget` bounds the bytes GNU sparse entries expand to (their
@@ -70,8 +75,10 @@ pub(crate) fn apply_layer(
     src: &mut dyn Read,
     sparse_budget: &mut u64,
 ) -> Result<()> {
+    let between = std::rc::Rc::new(std::cell::Cell::new(None));
+    let tripped = std::rc::Rc::new(std::cell::Cell::new(false));
     let read_err = |source: std::io::Error| {
-        if source.to_string() == HEADER_TOO_LARGE {
+        if tripped.get() {
             Error::Entry {
                 layer: layer as usize,
                 path: String::new(),
@@ -84,10 +91,10 @@ pub(crate) fn apply_layer(
             }
         }
     };
-    let between = std::rc::Rc::new(std::cell::Cell::new(None));
     let guard = HeaderGuard {
         inner: src,
         between: std::rc::Rc::clone(&between),
+        tripped: std::rc::Rc::clone(&tripped),
     };
     let mut archive = tar::Archive::new(guard);
     let mut entries = archive.entries().map_err(read_err)?;

@@ -131,7 +131,7 @@ pub(crate) fn finish(
                 let blocks = layout.encode(&children, self_ino, plan.parent);
                 write(disk, at, &blocks)?;
                 at += (blocks.len() / BLOCK_SIZE) as u64;
-                at += write_tree(disk, dir_extents(plan.first, blocks.len()), at)?;
+                at += write_tree(disk, contiguous_extents(plan.first, blocks.len()), at)?;
             }
             Kind::File { extents, .. } => at += write_tree(disk, extents.clone(), at)?,
             Kind::Symlink(target) if target.len() > FAST_SYMLINK_MAX => {
@@ -287,7 +287,9 @@ fn number(tree: &Tree) -> (Vec<u32>, Vec<(NodeId, NodeId)>) {
     (numbers, order)
 }
 
-fn dir_extents(first: u64, bytes: usize) -> Vec<Extent> {
+/// The extents of `bytes` (whole blocks) stored contiguously from `first`
+/// (directories, long symlinks).
+fn contiguous_extents(first: u64, bytes: usize) -> Vec<Extent> {
     let mut extents = Vec::new();
     push_extent(&mut extents, 0, first, (bytes / BLOCK_SIZE) as u64);
     extents
@@ -317,7 +319,7 @@ fn place(tree: &Tree, node_id: NodeId, parent: u32, seed: [u32; 4], cursor: &mut
             let children = children(tree, entries, &[]);
             let layout = dir::plan(&children, seed);
             let blocks = layout.blocks(&children) as u64;
-            let extents = dir_extents(first, blocks as usize * BLOCK_SIZE);
+            let extents = contiguous_extents(first, blocks as usize * BLOCK_SIZE);
             let tree_blocks = extent::tree_blocks(extents.len()) as u64;
             placed.block = extent::build(&extents, (first + blocks) as u32).0;
             placed.blocks = blocks + tree_blocks;
@@ -345,7 +347,7 @@ fn place(tree: &Tree, node_id: NodeId, parent: u32, seed: [u32; 4], cursor: &mut
             if target.len() <= FAST_SYMLINK_MAX {
                 placed.block[..target.len()].copy_from_slice(target);
             } else {
-                placed.block = extent::build(&dir_extents(first, BLOCK_SIZE), 0).0;
+                placed.block = extent::build(&contiguous_extents(first, BLOCK_SIZE), 0).0;
                 placed.blocks = 1;
                 placed.uses_extents = true;
                 *cursor += 1;
