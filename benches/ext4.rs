@@ -1,6 +1,6 @@
 //! `kiln-ext4` vs `umoci unpack` + `mkfs.ext4 -d`, with `gzip -dc` and
 //! `pigz -dc` of the same layers as the floor, on the images
-//! `scripts/ext4-test-images` builds (a debootstrap'd Debian, ~100k small
+//! `scripts/test-images` builds (a debootstrap'd Debian, ~100k small
 //! files). Peak memory of our conversion is measured in a child process
 //! (this binary re-run with `KILN_BENCH_EXT4_CHILD`), under GNU time.
 
@@ -18,8 +18,8 @@ use kiln_ext4::{Ext4Writer, Image, OciLayout, Options, Reference, Selector, conv
 const CHILD: &str = "KILN_BENCH_EXT4_CHILD";
 
 fn images() -> Option<PathBuf> {
-    let dir = std::env::var_os("KILN_EXT4_TEST_IMAGES").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ext4-test-images"),
+    let dir = std::env::var_os("KILN_TEST_IMAGES").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-images"),
         PathBuf::from,
     );
     let layout = dir.join("layout");
@@ -203,7 +203,7 @@ fn criterion_groups(c: &mut Criterion) {
     group.finish();
 
     let Some(layout) = images() else {
-        println!("ext4 comparison skipped: run scripts/ext4-test-images target/ext4-test-images");
+        println!("ext4 comparison skipped: run scripts/test-images target/test-images");
         return;
     };
     for tool in ["umoci", "mkfs.ext4", "pigz", "gzip", "/usr/bin/time"] {

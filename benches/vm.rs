@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use kiln_ext4::{Image, OciLayout, Options, Reference, Selector, convert};
 use kiln_vmm::{
-    Accel, GUEST_MODULES, GuestKernel, InitConfig, Machine, MemorySize, RunSpec, initramfs, run,
+    Accel, GUEST_MODULES, GuestKernel, InitConfig, Machine, MemorySize, Network, RunSpec,
+    host_tsc_khz, initramfs, run,
 };
 
 const MARKER: &str = "kiln-bench-marker";
@@ -30,8 +31,8 @@ struct Inputs {
 fn inputs() -> Option<Inputs> {
     let kernel = PathBuf::from(std::env::var_os("KILN_TEST_KERNEL")?);
     let init = PathBuf::from(std::env::var_os("KILN_INIT")?);
-    let layout_dir = std::env::var_os("KILN_EXT4_TEST_IMAGES").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ext4-test-images"),
+    let layout_dir = std::env::var_os("KILN_TEST_IMAGES").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-images"),
         PathBuf::from,
     );
     let layout = OciLayout::open(layout_dir.join("layout")).ok()?;
@@ -89,6 +90,7 @@ fn rss_mib(file: &Path) -> f64 {
 fn kiln_once(
     inputs: &Inputs,
     runtime: &tokio::runtime::Runtime,
+    machine: Machine,
     i: usize,
 ) -> (Duration, Duration, f64) {
     let work = inputs.work.join(format!("kiln-{i}"));
@@ -103,7 +105,8 @@ fn kiln_once(
         workload: workload(),
         memory: MemorySize::from_mib(256).expect("memory"),
         cpus: 1,
-        machine: Machine::Q35,
+        machine,
+        network: Network::None,
         accel: Accel::Tcg,
         work_dir: work.join("vm"),
         timeout: Duration::from_secs(120),
@@ -129,9 +132,26 @@ fn kiln_once(
     (first, total, rss_mib(&rss))
 }
 
-/// One bare QEMU run with the same kernel, initramfs and disk.
-fn bare_once(inputs: &Inputs, initrd: &Path, i: usize) -> (Duration, Duration, f64) {
+/// One bare QEMU run with the same kernel, initramfs and disk (and on
+/// microvm the same `tsc_early_khz`).
+fn bare_once(
+    inputs: &Inputs,
+    initrd: &Path,
+    machine: Machine,
+    i: usize,
+) -> (Duration, Duration, f64) {
     let rss = inputs.work.join(format!("bare-rss-{i}"));
+    let (machine, block, cmdline) = match machine {
+        Machine::Q35 => ("q35", "virtio-blk-pci", CMDLINE.to_owned()),
+        _ => (
+            "microvm",
+            "virtio-blk-device",
+            format!(
+                "{CMDLINE} tsc_early_khz={}",
+                host_tsc_khz().expect("TSC frequency")
+            ),
+        ),
+    };
     let start = Instant::now();
     let mut child = Command::new("/usr/bin/time")
         .args(["-f", "%M", "-o"])
@@ -143,7 +163,7 @@ fn bare_once(inputs: &Inputs, initrd: &Path, i: usize) -> (Duration, Duration, f
             "-display",
             "none",
             "-machine",
-            "q35",
+            machine,
             "-accel",
             "tcg",
             "-m",
@@ -158,13 +178,13 @@ fn bare_once(inputs: &Inputs, initrd: &Path, i: usize) -> (Duration, Duration, f
         .arg(&inputs.kernel.image)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", CMDLINE])
+        .args(["-append", &cmdline])
         .arg("-drive")
         .arg(format!(
             "file={},if=none,id=d0,format=raw,readonly=on",
             inputs.disk.display()
         ))
-        .args(["-device", "virtio-blk-pci,drive=d0"])
+        .args(["-device", &format!("{block},drive=d0")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -213,36 +233,38 @@ fn criterion_groups(_c: &mut Criterion) {
         .build()
         .expect("runtime");
     const RUNS: usize = 7;
-    let (mut kf, mut kt, mut kr, mut bf, mut bt, mut br) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for i in 0..RUNS {
-        // Interleaved so drift affects both alike.
-        let (f, t, r) = kiln_once(&inputs, &runtime, i);
-        kf.push(f.as_secs_f64());
-        kt.push(t.as_secs_f64());
-        kr.push(r);
-        let (f, t, r) = bare_once(&inputs, &initrd, i);
-        bf.push(f.as_secs_f64());
-        bt.push(t.as_secs_f64());
-        br.push(r);
+    for (machine, name) in [(Machine::Microvm, "microvm"), (Machine::Q35, "q35")] {
+        let (mut kf, mut kt, mut kr, mut bf, mut bt, mut br) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for i in 0..RUNS {
+            // Interleaved so drift affects both alike.
+            let (f, t, r) = kiln_once(&inputs, &runtime, machine, i);
+            kf.push(f.as_secs_f64());
+            kt.push(t.as_secs_f64());
+            kr.push(r);
+            let (f, t, r) = bare_once(&inputs, &initrd, machine, i);
+            bf.push(f.as_secs_f64());
+            bt.push(t.as_secs_f64());
+            br.push(r);
+        }
+        let (kf, kt, kr, bf, bt, br) = (
+            median(kf),
+            median(kt),
+            median(kr),
+            median(bf),
+            median(bt),
+            median(br),
+        );
+        println!(
+            "\n== vm: kiln_vmm::run vs bare QEMU, {name} TCG, same kernel/initramfs/disk, median of {RUNS} =="
+        );
+        println!(
+            "first output line: kiln {kf:.3}s bare {bf:.3}s overhead {:+.1}% (target <= 10%) | exit: kiln {kt:.3}s bare {bt:.3}s overhead {:+.1}% | QEMU peak RSS: kiln {kr:.0} MiB bare {br:.0} MiB overhead {:+.1} MiB (target <= 10 MiB)\n",
+            (kf / bf - 1.0) * 100.0,
+            (kt / bt - 1.0) * 100.0,
+            kr - br,
+        );
     }
-    let (kf, kt, kr, bf, bt, br) = (
-        median(kf),
-        median(kt),
-        median(kr),
-        median(bf),
-        median(bt),
-        median(br),
-    );
-    println!(
-        "\n== vm: kiln_vmm::run vs bare QEMU, q35 TCG, same kernel/initramfs/disk, median of {RUNS} =="
-    );
-    println!(
-        "first output line: kiln {kf:.3}s bare {bf:.3}s overhead {:+.1}% (target <= 10%) | exit: kiln {kt:.3}s bare {bt:.3}s overhead {:+.1}% | QEMU peak RSS: kiln {kr:.0} MiB bare {br:.0} MiB overhead {:+.1} MiB (target <= 10 MiB)\n",
-        (kf / bf - 1.0) * 100.0,
-        (kt / bt - 1.0) * 100.0,
-        kr - br,
-    );
     let _ = std::fs::remove_dir_all(&inputs.work);
 }
 

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kiln_registry_token::Challenge;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use crate::Error;
@@ -373,27 +373,13 @@ impl RegistryClient {
         }
     }
 
-    /// Ensures a token for pushing to `repository` is cached (streaming
-    /// uploads cannot be replayed after a 401).
-    pub(crate) async fn prepare_push(&self, repository: &str) -> Result<(), Error> {
+    /// `GET /v2/` with the credentials for pushing to `repository`
+    /// (fetching its token if the registry asks for one).
+    pub(crate) async fn ping(&self, repository: &str) -> Result<(), Error> {
         let resp = self
             .send("ping", Method::GET, "/v2/", repository, true, &[])
             .await?;
-        // /v2/ may not tell the scope; probing the upload endpoint does.
-        drop(resp);
-        let path = format!("/v2/{repository}/blobs/uploads/");
-        let resp = self
-            .send("start upload", Method::POST, &path, repository, true, &[])
-            .await?;
-        if resp.status() == StatusCode::ACCEPTED
-            && let Some(loc) = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok())
-        {
-            // Cancel the probe upload; the registry cleans up otherwise.
-            let _ = self
-                .send("cancel upload", Method::DELETE, loc, repository, true, &[])
-                .await;
-        }
-        Ok(())
+        check(resp, "ping", &self.url("/v2/")).await.map(drop)
     }
 
     /// GET a manifest by tag or digest.
@@ -529,6 +515,29 @@ impl RegistryClient {
         }
     }
 
+    /// Attempts per request (and per blob transfer).
+    pub(crate) fn attempts(&self) -> u32 {
+        self.config.attempts
+    }
+
+    /// [`check`] for a push whose body cannot be replayed: a 401 refreshes
+    /// the token (so that a retry of the whole transfer can succeed) and
+    /// is returned as the status error it is.
+    pub(crate) async fn check_push(
+        &self,
+        resp: Response,
+        repository: &str,
+        operation: &'static str,
+        url: &str,
+    ) -> Result<Response, Error> {
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            let _ = self
+                .authenticate(resp.headers(), &scope(repository, true))
+                .await;
+        }
+        check(resp, operation, url).await
+    }
+
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -543,7 +552,7 @@ impl RegistryClient {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = 200u64 << attempt.min(6);
     // Jitter from the clock's nanoseconds: good enough to spread retries.
     let jitter = u64::from(

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::Error;
-use crate::client::{Manifest, RegistryClient, check, sha256_digest};
+use crate::client::{Manifest, RegistryClient, backoff, check, sha256_digest};
 use crate::location::ImageLocation;
 
 /// Which platforms of an index to copy.
@@ -175,6 +175,18 @@ pub(crate) struct ManifestDoc {
     manifests: Option<Vec<Descriptor>>,
 }
 
+/// An image manifest's blobs: its layers and config.
+fn image_blobs<'d>(m: &Manifest, doc: &'d ManifestDoc) -> Result<Vec<&'d Descriptor>, Error> {
+    let blobs: Vec<&Descriptor> = doc.layers.iter().chain(&doc.config).collect();
+    if blobs.is_empty() {
+        return Err(Error::Manifest {
+            reference: m.digest.clone(),
+            reason: "neither an image manifest nor an index".into(),
+        });
+    }
+    Ok(blobs)
+}
+
 fn is_index(m: &Manifest, doc: &ManifestDoc) -> bool {
     m.media_type.contains("index")
         || m.media_type.contains("manifest.list")
@@ -246,7 +258,9 @@ async fn copy_inner(
         bytes: AtomicU64::new(0),
         manifests: AtomicU64::new(0),
     };
-    dst.prepare_push(dst_loc.repository()).await?;
+    // Fail early on an unreachable or refusing destination. Pushes
+    // authenticate on each upload's first (bodiless) request.
+    dst.ping(dst_loc.repository()).await?;
     let target = dst_loc
         .tag()
         .or(src_loc.tag().filter(|_| src_loc.digest().is_none()))
@@ -317,24 +331,15 @@ impl Copier<'_> {
         }
     }
 
-    /// Writes a manifest under its digest (unless present) and, if given,
-    /// the tag (last).
+    /// Writes a manifest under the tag if given (which stores it under its
+    /// digest too), else under its digest. Manifests are small: writing
+    /// one again costs less than asking whether it is there.
     pub(crate) async fn put(&self, m: &Manifest, tag: Option<&str>) -> Result<(), Error> {
-        if self
-            .dst
-            .manifest_digest(self.dst_repo, &m.digest)
-            .await?
-            .as_deref()
-            != Some(&m.digest)
-        {
-            self.dst.put_manifest(self.dst_repo, &m.digest, m).await?;
-        }
-        if let Some(t) = tag {
-            self.dst.put_manifest(self.dst_repo, t, m).await?;
-        }
+        let reference = tag.unwrap_or(&m.digest);
+        self.dst.put_manifest(self.dst_repo, reference, m).await?;
         self.manifests.fetch_add(1, Ordering::Relaxed);
         self.report(Progress::ManifestWritten {
-            reference: tag.unwrap_or(&m.digest).to_owned(),
+            reference: reference.to_owned(),
         });
         Ok(())
     }
@@ -361,11 +366,21 @@ impl Copier<'_> {
         if chosen.is_empty() {
             return Err(Error::NoPlatformMatch);
         }
-        // Platforms are independent: copy them concurrently (each child's
-        // manifest is written only after its own blobs).
-        stream::iter(chosen.iter().copied())
-            .map(|child| self.copy_child(child))
-            .buffer_unordered(chosen.len().min(4))
+        let manifests: Vec<(Manifest, ManifestDoc)> = stream::iter(chosen.iter().copied())
+            .map(|child| self.fetch_child(child))
+            .buffered(8)
+            .try_collect()
+            .await?;
+        // The blobs of every platform share one pool (largest first, each
+        // once), then each platform's manifest, then the index.
+        let mut blobs = Vec::new();
+        for (m, child_doc) in &manifests {
+            blobs.extend(image_blobs(m, child_doc)?);
+        }
+        self.copy_blobs(blobs).await?;
+        stream::iter(&manifests)
+            .map(|(m, _)| self.put(m, None))
+            .buffer_unordered(4)
             .try_collect::<Vec<()>>()
             .await?;
         let written = if chosen.len() == children.len() {
@@ -377,7 +392,7 @@ impl Copier<'_> {
         Ok((written.digest.clone(), written.digest != index.digest))
     }
 
-    async fn copy_child(&self, child: &Descriptor) -> Result<(), Error> {
+    async fn fetch_child(&self, child: &Descriptor) -> Result<(Manifest, ManifestDoc), Error> {
         let m = self.src.get_manifest(self.src_repo, &child.digest).await?;
         if m.bytes.len() as u64 != child.size {
             return Err(Error::SizeMismatch {
@@ -386,22 +401,19 @@ impl Copier<'_> {
                 actual: m.bytes.len() as u64,
             });
         }
-        let child_doc = parse(&m)?;
-        self.copy_image(&m, &child_doc).await?;
-        self.put(&m, None).await
+        let doc = parse(&m)?;
+        Ok((m, doc))
     }
 
     pub(crate) async fn copy_image(&self, m: &Manifest, doc: &ManifestDoc) -> Result<(), Error> {
-        let mut blobs: Vec<&Descriptor> = doc.layers.iter().collect();
-        if let Some(c) = &doc.config {
-            blobs.push(c);
-        }
-        if blobs.is_empty() {
-            return Err(Error::Manifest {
-                reference: m.digest.clone(),
-                reason: "neither an image manifest nor an index".into(),
-            });
-        }
+        self.copy_blobs(image_blobs(m, doc)?).await
+    }
+
+    /// Copies blobs, several at once, the largest first (the longest
+    /// transfers bound the copy's time), each digest once.
+    async fn copy_blobs(&self, mut blobs: Vec<&Descriptor>) -> Result<(), Error> {
+        blobs.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
+        blobs.dedup_by(|a, b| a.digest == b.digest);
         self.report(Progress::Planned {
             blobs: blobs.len(),
             bytes: blobs.iter().map(|d| d.size).sum(),
@@ -425,7 +437,34 @@ impl Copier<'_> {
             });
             return Ok(());
         }
-        // Start the upload.
+        // A transfer cut short (a dropped connection, a 5xx or 401 on the
+        // upload itself) starts the blob over with a fresh upload session;
+        // a digest or size mismatch never is retried.
+        let attempts = self.src.attempts().min(self.dst.attempts()).max(1);
+        let mut attempt = 0;
+        let seen = loop {
+            attempt += 1;
+            match self.upload_blob(d).await {
+                Ok(seen) => break seen,
+                Err(e) if attempt < attempts && retryable(&e) => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.copied.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(seen, Ordering::Relaxed);
+        self.report(Progress::BlobDone {
+            digest: d.digest.clone(),
+            size: seen,
+        });
+        Ok(())
+    }
+
+    /// One attempt at moving a blob: a new upload session, the source
+    /// streamed into it (in chunks when large), verified on the way.
+    /// Returns the bytes moved.
+    async fn upload_blob(&self, d: &Descriptor) -> Result<u64, Error> {
         let up_path = format!("/v2/{}/blobs/uploads/", self.dst_repo);
         let start = self
             .dst
@@ -477,7 +516,10 @@ impl Copier<'_> {
                         url: url.clone(),
                         source,
                     })?;
-                let resp = check(resp, "upload chunk", &url).await?;
+                let resp = self
+                    .dst
+                    .check_push(resp, self.dst_repo, "upload chunk", &url)
+                    .await?;
                 location = upload_location(&resp, &d.digest)?;
                 offset = end;
             }
@@ -515,13 +557,20 @@ impl Copier<'_> {
             })?;
             (format!("sha256:{:x}", g.0.clone().finalize()), g.1)
         };
-        if seen != d.size {
+        // More bytes than the descriptor says is the source's fault: never
+        // retried. Fewer with a failed request is a cut transfer.
+        if seen > d.size || (seen < d.size && put.is_ok()) {
             return Err(Error::SizeMismatch {
                 digest: d.digest.clone(),
                 expected: d.size,
                 actual: seen,
             });
         }
+        let put = put.map_err(|source| Error::Request {
+            operation: "upload blob",
+            url: url.clone(),
+            source,
+        })?;
         if hash != d.digest {
             return Err(Error::DigestMismatch {
                 what: "blob",
@@ -530,21 +579,12 @@ impl Copier<'_> {
                 size: seen,
             });
         }
-        let put = put.map_err(|source| Error::Request {
-            operation: "upload blob",
-            url: url.clone(),
-            source,
-        })?;
         if put.status() != StatusCode::CREATED {
-            check(put, "upload blob", &url).await?;
+            self.dst
+                .check_push(put, self.dst_repo, "upload blob", &url)
+                .await?;
         }
-        self.copied.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(seen, Ordering::Relaxed);
-        self.report(Progress::BlobDone {
-            digest: d.digest.clone(),
-            size: seen,
-        });
-        Ok(())
+        Ok(seen)
     }
 
     /// GET a source blob (or a byte range of it).
@@ -611,6 +651,16 @@ impl Copier<'_> {
             .send("mount blob", Method::POST, &path, self.dst_repo, true, &[])
             .await?;
         Ok(resp.status() == StatusCode::CREATED)
+    }
+}
+
+/// Whether starting a blob over can help: the transfer broke, or the
+/// registry failed (5xx) or refused a stale token (401) mid-upload.
+fn retryable(e: &Error) -> bool {
+    match e {
+        Error::Request { source, .. } => !source.is_builder() && !source.is_redirect(),
+        Error::Status { status, .. } => *status == 401 || *status >= 500,
+        _ => false,
     }
 }
 

@@ -1,9 +1,13 @@
-//! What each VMM backend can do: callers check a capability before they
-//! pause, snapshot, resize or open a vsock.
+//! The backend trait: a [`Hypervisor`] boots a [`VmConfig`] into a
+//! [`Vm`]; its [`Capabilities`] say which optional operations work, so
+//! callers check before they pause, snapshot, resize or open a vsock.
 
 use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
 
-use crate::{Accel, Error};
+use crate::{Error, Vm, VmConfig};
 
 /// Optional abilities of a backend (boot, wait and stop are always there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,65 +25,41 @@ pub struct Capabilities {
     pub disk_io_limits: bool,
     /// Graceful shutdown through an ACPI power button.
     pub graceful_shutdown: bool,
+    /// [`crate::Network::User`] (NAT inside the VMM, no host setup).
+    pub user_network: bool,
     /// Hardware virtualization in use (KVM) rather than emulation.
     pub hardware_virtualization: bool,
 }
 
-/// A VMM backend, for capability checks before use.
+/// A VMM backend: [`crate::Qemu`] or [`crate::CloudHypervisor`].
 pub trait Hypervisor {
+    /// The running VM it gives.
+    type Vm: Vm;
+
     /// `qemu` or `cloud-hypervisor`.
     fn name(&self) -> &'static str;
+
     /// What it can do here.
     fn capabilities(&self) -> Capabilities;
-}
 
-/// QEMU, as [`crate::GuestVm`] drives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Qemu {
-    /// The accelerator chosen (see [`crate::accel_canary`]).
-    pub accel: Accel,
-}
+    /// Starts the VMM and boots `config`; sockets and logs go to `work_dir`
+    /// (keep it short: unix socket paths are limited to 107 bytes). The VMM
+    /// process is killed when the returned VM is dropped.
+    fn start(
+        &self,
+        config: &VmConfig,
+        work_dir: &Path,
+    ) -> impl Future<Output = Result<Self::Vm, Error>> + Send;
 
-impl Hypervisor for Qemu {
-    fn name(&self) -> &'static str {
-        "qemu"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            pause: true,
-            snapshot: true,
-            // No balloon or memory hotplug wired up yet.
-            memory_resize: false,
-            // Needs /dev/vhost-vsock on the host (absent on the CI machines).
-            vsock: std::path::Path::new("/dev/vhost-vsock").exists(),
-            disk_io_limits: false,
-            graceful_shutdown: true,
-            hardware_virtualization: self.accel == Accel::Kvm,
-        }
-    }
-}
-
-/// Cloud Hypervisor (always KVM), through [`crate::cloud_hypervisor`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CloudHypervisor;
-
-impl Hypervisor for CloudHypervisor {
-    fn name(&self) -> &'static str {
-        "cloud-hypervisor"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            pause: true,
-            snapshot: true,
-            memory_resize: true,
-            vsock: true,
-            disk_io_limits: true,
-            graceful_shutdown: true,
-            hardware_virtualization: true,
-        }
-    }
+    /// Starts a VM from the directory a [`Vm::snapshot`] of a VM booted
+    /// with the same `config` wrote, and resumes it where it was.
+    fn restore(
+        &self,
+        config: &VmConfig,
+        work_dir: &Path,
+        snapshot: &Path,
+        deadline: Duration,
+    ) -> impl Future<Output = Result<Self::Vm, Error>> + Send;
 }
 
 /// A vsock context id: 3 and up (0–2 are the hypervisor, local and host).
@@ -134,16 +114,16 @@ mod tests {
 
     #[test]
     fn capabilities_say_what_each_backend_does() {
-        let tcg = Qemu { accel: Accel::Tcg }.capabilities();
-        assert!(tcg.pause && tcg.snapshot && tcg.graceful_shutdown);
+        use crate::{Accel, CloudHypervisor, Hypervisor, Qemu};
+        let tcg = Qemu::new(Accel::Tcg).capabilities();
+        assert!(tcg.pause && tcg.snapshot && tcg.graceful_shutdown && tcg.disk_io_limits);
+        assert!(tcg.user_network);
         assert!(!tcg.hardware_virtualization && !tcg.memory_resize);
-        assert!(
-            Qemu { accel: Accel::Kvm }
-                .capabilities()
-                .hardware_virtualization
-        );
-        let ch = CloudHypervisor.capabilities();
-        assert!(ch.memory_resize && ch.vsock && ch.hardware_virtualization);
-        assert_eq!(CloudHypervisor.name(), "cloud-hypervisor");
+        assert!(Qemu::new(Accel::Kvm).capabilities().hardware_virtualization);
+        let ch = CloudHypervisor::new("cloud-hypervisor");
+        let caps = ch.capabilities();
+        assert!(caps.memory_resize && caps.vsock && caps.hardware_virtualization);
+        assert!(!caps.user_network);
+        assert_eq!(ch.name(), "cloud-hypervisor");
     }
 }

@@ -18,6 +18,15 @@ pub enum Error {
     /// A snapshot path with characters QEMU's shell would interpret.
     #[error("invalid snapshot path {0:?}: only [A-Za-z0-9/._+-] may be used")]
     InvalidSnapshotPath(PathBuf),
+    /// The backend (or this host) cannot do what the configuration or call
+    /// asks (check [`crate::Capabilities`] first).
+    #[error("{backend} cannot do {feature}")]
+    Unsupported {
+        /// `qemu` or `cloud-hypervisor`.
+        backend: &'static str,
+        /// What was asked for.
+        feature: &'static str,
+    },
     /// A vsock context id that is reserved (0, 1, 2) or the wildcard.
     #[error("invalid vsock CID {0}: must be 3 or more")]
     InvalidCid(u32),

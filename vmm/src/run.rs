@@ -12,13 +12,16 @@ use tokio::net::UnixStream;
 use crate::guest::{GUEST_MODULES, GuestKernel, initramfs};
 use crate::qemu::CHANNEL_NAME;
 use crate::{
-    Accel, Capabilities, Disk, Error, Hypervisor, Machine, MemorySize, Qemu, QemuConfig, QemuVm,
-    SocketPath,
+    Accel, Disk, Error, Machine, MemorySize, Network, Qemu, QemuVm, Serial, SocketPath, Vm,
+    VmConfig, VmInfo, host_tsc_khz,
 };
 
 /// Kernel arguments for fast, quiet TCG boots (see the crate docs).
 const CMDLINE: &str = "console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check \
     cryptomgr.notests init_on_alloc=0 random.trust_cpu=on 8250.nr_uarts=1 rdinit=/init";
+
+/// The guest's driver for [`Network::User`]'s virtio-net device.
+const NET_MODULE: &str = "virtio_net";
 
 /// A workload and the VM to run it in.
 #[derive(Debug, Clone)]
@@ -37,8 +40,13 @@ pub struct RunSpec {
     pub memory: MemorySize,
     /// vCPUs.
     pub cpus: u8,
-    /// Machine type.
+    /// Machine type: microvm boots fastest; it needs the host's TSC
+    /// frequency ([`host_tsc_khz`]) and falls back to q35 without it.
     pub machine: Machine,
+    /// The guest's network: with [`Network::User`], `kiln-init` configures
+    /// `eth0` for QEMU's user-mode NAT (10.0.2.15/24, gateway 10.0.2.2 =
+    /// the host's loopback, DNS 10.0.2.3 in `/etc/resolv.conf`).
+    pub network: Network,
     /// Accelerator (see [`accel_canary`] to choose).
     pub accel: Accel,
     /// Where sockets, the initramfs and logs go (keep it short: socket
@@ -76,19 +84,6 @@ pub struct GuestVm {
     vm: QemuVm,
     reader: tokio::task::JoinHandle<String>,
     serial: PathBuf,
-    accel: Accel,
-}
-
-/// What [`GuestVm::info`] reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct GuestInfo {
-    /// QEMU's run state (`running`, `paused`, ...).
-    pub state: String,
-    /// The accelerator in use (KVM or TCG).
-    pub accel: Accel,
-    /// What this backend can do.
-    pub capabilities: Capabilities,
 }
 
 impl GuestVm {
@@ -99,32 +94,36 @@ impl GuestVm {
     ///
     /// Start errors (see [`run`]).
     pub async fn start(spec: &RunSpec) -> Result<Self, Error> {
-        let cfg = prepare(spec, true)?;
-        Self::launch(&cfg).await
+        let (qemu, config) = prepare(spec, true)?;
+        let cfg = qemu.command(&config, &spec.work_dir)?;
+        let vm = QemuVm::start(&cfg).await?;
+        Self::attach(vm, &config).await
     }
 
-    /// Restores a guest from `snapshot` (written by [`GuestVm::snapshot`]
-    /// of a guest started from the same `spec`) and resumes it; the
-    /// workload continues where it was.
+    /// Restores a guest from the directory `snapshot` (written by
+    /// [`GuestVm::snapshot`] of a guest started from the same `spec`) and
+    /// resumes it; the workload continues where it was.
     ///
     /// # Errors
     ///
     /// Start errors, or the snapshot not loading within `spec.timeout`.
     pub async fn restore(spec: &RunSpec, snapshot: &std::path::Path) -> Result<Self, Error> {
-        let mut cfg = prepare(spec, false)?;
-        cfg.incoming = Some(snapshot.to_owned());
-        let mut guest = Self::launch(&cfg).await?;
+        let (qemu, config) = prepare(spec, false)?;
+        let mut cfg = qemu.command(&config, &spec.work_dir)?;
+        cfg.incoming = Some(snapshot.join(crate::qemu::SNAPSHOT_FILE));
+        let vm = QemuVm::start(&cfg).await?;
+        // Listen on the channel before the guest runs again.
+        let mut guest = Self::attach(vm, &config).await?;
         guest.vm.wait_restored(spec.timeout).await?;
         guest.vm.resume().await?;
         Ok(guest)
     }
 
-    async fn launch(cfg: &QemuConfig) -> Result<Self, Error> {
-        let channel = cfg
+    async fn attach(vm: QemuVm, config: &VmConfig) -> Result<Self, Error> {
+        let channel = config
             .channel
             .clone()
             .ok_or_else(|| Error::Protocol("no channel".into()))?;
-        let vm = QemuVm::start(cfg).await?;
         // QEMU listens on the channel once QMP is up.
         let mut stream = UnixStream::connect(channel.as_path())
             .await
@@ -139,12 +138,11 @@ impl GuestVm {
             let _ = (&mut stream).take(64 * 1024).read_to_end(&mut text).await;
             String::from_utf8_lossy(&text).into_owned()
         });
-        Ok(Self {
-            vm,
-            reader,
-            serial: cfg.serial.clone().unwrap_or_default(),
-            accel: cfg.accel,
-        })
+        let serial = match &config.serial {
+            Serial::File(p) => p.clone(),
+            _ => PathBuf::new(),
+        };
+        Ok(Self { vm, reader, serial })
     }
 
     /// State, accelerator and capabilities.
@@ -152,12 +150,8 @@ impl GuestVm {
     /// # Errors
     ///
     /// QMP errors.
-    pub async fn info(&mut self) -> Result<GuestInfo, Error> {
-        Ok(GuestInfo {
-            state: self.vm.status().await?,
-            accel: self.accel,
-            capabilities: Qemu { accel: self.accel }.capabilities(),
-        })
+    pub async fn info(&mut self) -> Result<VmInfo, Error> {
+        self.vm.info().await
     }
 
     /// The QEMU process (status, pause, resume, QMP).
@@ -165,18 +159,19 @@ impl GuestVm {
         &mut self.vm
     }
 
-    /// Pauses the guest and writes its whole state to `file` (it stays
-    /// paused; [`GuestVm::restore`] continues it, here or elsewhere).
+    /// Pauses the guest and writes its whole state into the directory
+    /// `dir` (it stays paused; [`GuestVm::restore`] continues it, here or
+    /// elsewhere).
     ///
     /// # Errors
     ///
     /// QMP errors, a path QEMU's shell would reinterpret, or a timeout.
     pub async fn snapshot(
         &mut self,
-        file: &std::path::Path,
+        dir: &std::path::Path,
         deadline: Duration,
     ) -> Result<(), Error> {
-        self.vm.snapshot(file, deadline).await
+        self.vm.snapshot(dir, deadline).await
     }
 
     /// Stops QEMU at once (after a snapshot, say).
@@ -197,7 +192,7 @@ impl GuestVm {
     ///
     /// As [`run`]; [`Error::Timeout`] when the deadline passed.
     pub async fn shutdown(mut self, deadline: Duration) -> Result<RunOutcome, Error> {
-        self.vm.qmp().execute("system_powerdown", None).await?;
+        self.vm.power_button().await?;
         self.finish(deadline).await
     }
 
@@ -234,13 +229,18 @@ impl GuestVm {
     }
 }
 
-/// The QEMU configuration for `spec`; writes the initramfs when `fresh`
-/// (a restore reuses the one the snapshotted guest booted from).
-fn prepare(spec: &RunSpec, fresh: bool) -> Result<QemuConfig, Error> {
+/// The backend and VM for `spec`; writes the initramfs when `fresh` (a
+/// restore reuses the one the snapshotted guest booted from).
+fn prepare(spec: &RunSpec, fresh: bool) -> Result<(Qemu, VmConfig), Error> {
     let initrd = spec.work_dir.join("initramfs.cpio");
     if fresh {
-        let modules = spec.kernel.module_closure(GUEST_MODULES)?;
+        let mut wanted = GUEST_MODULES.to_vec();
         let mut init_config = spec.workload.clone();
+        if spec.network == Network::User {
+            wanted.push(NET_MODULE);
+            init_config.network = Some(kiln_init::NetworkConfig::USER_MODE);
+        }
+        let modules = spec.kernel.module_closure(&wanted)?;
         init_config.root_device = "/dev/vda".into();
         init_config.channel = CHANNEL_NAME.into();
         std::fs::create_dir_all(&spec.work_dir).map_err(|source| Error::WorkDir {
@@ -253,26 +253,30 @@ fn prepare(spec: &RunSpec, fresh: bool) -> Result<QemuConfig, Error> {
             source,
         })?;
     }
-    let mut cfg = QemuConfig::new(SocketPath::new(spec.work_dir.join("qmp.sock"))?);
-    cfg.binary = spec.qemu.clone();
-    cfg.machine = spec.machine;
-    cfg.accel = spec.accel;
-    cfg.memory = spec.memory;
-    cfg.cpus = spec.cpus;
-    cfg.kernel = Some(spec.kernel.image.clone());
-    cfg.initrd = Some(initrd);
-    cfg.cmdline = Some(CMDLINE.into());
-    cfg.serial = Some(spec.work_dir.join("console.log"));
-    cfg.log = Some(spec.work_dir.join("qemu.log"));
-    cfg.disks = vec![Disk {
-        path: spec.disk.clone(),
-        read_only: true,
-    }];
+    let mut qemu = Qemu::new(spec.accel);
+    qemu.binary.clone_from(&spec.qemu);
+    qemu.machine = spec.machine;
+    let mut cmdline = CMDLINE.to_owned();
+    if qemu.machine == Machine::Microvm {
+        match host_tsc_khz() {
+            Some(khz) => cmdline.push_str(&format!(" tsc_early_khz={khz}")),
+            None => qemu.machine = Machine::Q35,
+        }
+    }
     let channel = spec.work_dir.join("channel.sock");
     let _ = std::fs::remove_file(&channel);
-    cfg.channel = Some(SocketPath::new(channel)?);
-    cfg.extra_args = vec!["-no-reboot".into()];
-    Ok(cfg)
+    let config = VmConfig {
+        initrd: Some(initrd),
+        cmdline,
+        cpus: spec.cpus,
+        memory: spec.memory,
+        disks: vec![Disk::new(&spec.disk, true)],
+        serial: Serial::File(spec.work_dir.join("console.log")),
+        channel: Some(SocketPath::new(channel)?),
+        network: spec.network,
+        ..VmConfig::new(&spec.kernel.image)
+    };
+    Ok((qemu, config))
 }
 
 /// Decides the accelerator by a short canary boot: `/dev/kvm` must exist
@@ -303,7 +307,8 @@ pub async fn accel_canary(
         workload: InitConfig::default(),
         memory: MemorySize::from_mib(128).unwrap_or_else(|_| unreachable!()),
         cpus: 1,
-        machine: Machine::Q35,
+        machine: Machine::Microvm,
+        network: Network::None,
         accel: Accel::Kvm,
         work_dir: work_dir.to_owned(),
         timeout: deadline,

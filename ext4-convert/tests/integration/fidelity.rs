@@ -1,4 +1,4 @@
-//! Fidelity against umoci: every image built by `scripts/ext4-test-images`
+//! Fidelity against umoci: every image built by `scripts/test-images`
 //! is unpacked by `umoci unpack` (the oracle) and converted by us; both
 //! trees must hold the same paths with the same type, mode, owner, size,
 //! content, link target, link count, xattrs, device number and mtime. Our
@@ -37,11 +37,11 @@ struct Entry {
     mtime: (i64, u32),
 }
 
-/// The test images' layout, built by `scripts/ext4-test-images` (which the
+/// The test images' layout, built by `scripts/test-images` (which the
 /// README's test command runs). Outside CI a missing layout is a loud skip.
 pub(crate) fn test_images() -> Option<PathBuf> {
-    let dir = std::env::var_os("KILN_EXT4_TEST_IMAGES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ext4-test-images"),
+    let dir = std::env::var_os("KILN_TEST_IMAGES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-images"),
         PathBuf::from,
     );
     let layout = dir.join("layout");
@@ -49,7 +49,7 @@ pub(crate) fn test_images() -> Option<PathBuf> {
         return Some(layout);
     }
     let message = format!(
-        "test images missing at {}: run scripts/ext4-test-images {}",
+        "test images missing at {}: run scripts/test-images {}",
         layout.display(),
         dir.display()
     );

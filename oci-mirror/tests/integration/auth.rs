@@ -15,7 +15,9 @@ use kiln_oci_mirror::{
 };
 use kiln_registry_token::{MintRequest, Minter, Permission, SigningKey, grant, parse_scopes};
 
-use crate::peers::{Layout, Registry, have, raw_manifest, runtime, scratch, tools};
+use crate::peers::{
+    Layout, Registry, have, htpasswd_registry, raw_manifest, runtime, scratch, tools,
+};
 
 fn client(host: &str, creds: Option<Credentials>) -> RegistryClient {
     let mut cfg = RegistryConfig::new(host);
@@ -41,20 +43,7 @@ fn basic_auth_with_htpasswd() {
     }
     let dir = scratch("basic");
     let (a, src) = source(&dir);
-    let passwd = dir.join("htpasswd");
-    let out = Command::new("htpasswd")
-        .args(["-Bbn", "kiln", "s3cret"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::write(&passwd, out.stdout).unwrap();
-    let b = Registry::start_with(
-        &dir.join("b"),
-        &format!(
-            "auth:\n  htpasswd:\n    realm: kiln\n    path: {}\n",
-            passwd.display()
-        ),
-    );
+    let b = htpasswd_registry(&dir.join("b"));
     let rt = runtime();
     let dst: ImageLocation = format!("{}/mirror/app:v1", b.host).parse().unwrap();
     let err = rt

@@ -23,8 +23,8 @@ enum Fault {
     ServerErrors(usize),
     /// Answer this many requests with 429, `Retry-After: 1`.
     RateLimited(usize),
-    /// Send half of the first blob body, then close.
-    DropMidBlob,
+    /// Send half of this many blob bodies, then close.
+    DropMidBlob(usize),
     /// Flip one byte in the first blob body.
     CorruptBlob,
 }
@@ -134,8 +134,12 @@ fn serve(client: TcpStream, upstream: &str, fault: &Mutex<Fault>, hits: &AtomicU
         let mut f = fault.lock().unwrap();
         let ok = response.starts_with(b"HTTP/1.1 200");
         match *f {
-            Fault::DropMidBlob if is_blob_get && ok && response.len() > split + 2 => {
-                *f = Fault::None;
+            Fault::DropMidBlob(n) if is_blob_get && ok && response.len() > split + 2 => {
+                *f = if n > 1 {
+                    Fault::DropMidBlob(n - 1)
+                } else {
+                    Fault::None
+                };
                 drop(f);
                 let half = split + (response.len() - split) / 2;
                 let _ = client.write_all(&response[..half]);
@@ -268,9 +272,32 @@ fn faults_end_in_a_complete_copy_or_a_clear_error_never_a_dangling_tag() {
     assert!(tag_absent(&format!("{}/mirror/app:fail-fast", b.host)));
     *p.fault.lock().unwrap() = Fault::None;
 
-    // A blob cut mid-body, and a corrupted blob: clear errors, no tag.
+    // A blob cut mid-body once: the blob starts over and the copy
+    // completes with the right digests.
+    *p.fault.lock().unwrap() = Fault::DropMidBlob(1);
+    let hits = p.hits.load(Ordering::SeqCst);
+    let once: ImageLocation = format!("{}/dropped-once/app:v1", b.host).parse().unwrap();
+    let report = rt
+        .block_on(copy(
+            &client(&p.host, true),
+            &src,
+            &dst_client,
+            &once,
+            &CopyOptions::default(),
+        ))
+        .unwrap();
+    assert_eq!(*p.fault.lock().unwrap(), Fault::None, "the drop happened");
+    assert_eq!(report.blobs_copied, 4, "{report:?}");
+    assert_eq!(
+        raw_manifest(&format!("{}/dropped-once/app:v1", b.host)),
+        want
+    );
+    assert!(p.hits.load(Ordering::SeqCst) > hits + 4);
+
+    // A blob cut on every attempt, and a corrupted blob: clear errors, no
+    // tag.
     for (fault, tag) in [
-        (Fault::DropMidBlob, "dropped"),
+        (Fault::DropMidBlob(usize::MAX), "dropped"),
         (Fault::CorruptBlob, "corrupt"),
     ] {
         // A fresh destination repository, so the blob must really move.

@@ -11,3 +11,4 @@ mod faults;
 mod fuzz_corpus;
 mod peers;
 mod referrers;
+mod umoci_images;

@@ -102,6 +102,26 @@ impl Registry {
     }
 }
 
+/// A registry that wants basic auth: user `kiln`, password `s3cret`
+/// (an htpasswd file written with Apache's `htpasswd`).
+pub(crate) fn htpasswd_registry(dir: &Path) -> Registry {
+    std::fs::create_dir_all(dir).unwrap();
+    let passwd = dir.join("htpasswd");
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", "kiln", "s3cret"])
+        .output()
+        .expect("run htpasswd");
+    assert!(out.status.success());
+    std::fs::write(&passwd, out.stdout).unwrap();
+    Registry::start_with(
+        dir,
+        &format!(
+            "auth:\n  htpasswd:\n    realm: kiln\n    path: {}\n",
+            passwd.display()
+        ),
+    )
+}
+
 pub(crate) fn skopeo(args: &[&str]) -> Output {
     Command::new("skopeo")
         .arg("--insecure-policy")

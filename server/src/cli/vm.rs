@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use kiln_ext4::{Image, OciLayout, Options, RunConfig, Selector, convert};
-use kiln_vmm::{Accel, GuestKernel, InitConfig, Machine, MemorySize, RunSpec, accel_canary, run};
+use kiln_vmm::{
+    Accel, GuestKernel, InitConfig, Machine, MemorySize, Network, RunSpec, accel_canary, run,
+};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -45,6 +47,14 @@ pub(crate) struct RunArgs {
     /// (decided once, cached in the temp directory), else TCG.
     #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
     accel: String,
+    /// Machine type: `microvm` (virtio-mmio, fastest to boot) or `q35`
+    /// (virtio-pci).
+    #[arg(long, default_value = "microvm", value_parser = ["microvm", "q35"])]
+    machine: String,
+    /// Guest network: `none`, or `user` (QEMU's user-mode NAT: outgoing
+    /// connections; the host's 127.0.0.1 is 10.0.2.2 in the guest).
+    #[arg(long, default_value = "none", value_parser = ["none", "user"])]
+    network: String,
     /// Give up (and kill the VM) after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -175,7 +185,16 @@ fn vm_run(args: RunArgs) -> anyhow::Result<i32> {
             workload: workload(&config, &args.cmd),
             memory: args.memory.parse::<MemorySize>()?,
             cpus: args.cpus,
-            machine: Machine::Q35,
+            machine: if args.machine == "q35" {
+                Machine::Q35
+            } else {
+                Machine::Microvm
+            },
+            network: if args.network == "user" {
+                Network::User
+            } else {
+                Network::None
+            },
             accel,
             work_dir: work.clone(),
             timeout: Duration::from_secs(args.timeout),

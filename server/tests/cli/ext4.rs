@@ -12,18 +12,18 @@ fn kiln(args: &[&str]) -> Output {
         .expect("run kiln")
 }
 
-/// Where `scripts/ext4-test-images` puts its OCI layout
-/// (`$KILN_EXT4_TEST_IMAGES/layout`).
+/// Where `scripts/test-images` puts its OCI layout
+/// (`$KILN_TEST_IMAGES/layout`).
 pub(crate) fn layout_dir() -> PathBuf {
-    std::env::var_os("KILN_EXT4_TEST_IMAGES")
+    std::env::var_os("KILN_TEST_IMAGES")
         .map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ext4-test-images"),
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-images"),
             PathBuf::from,
         )
         .join("layout")
 }
 
-/// The layout `scripts/ext4-test-images` builds; loud skip outside CI.
+/// The layout `scripts/test-images` builds; loud skip outside CI.
 fn images() -> Option<PathBuf> {
     let layout = layout_dir();
     if layout.join("index.json").exists() {
@@ -34,7 +34,7 @@ fn images() -> Option<PathBuf> {
         "ext4 test images missing at {}",
         layout.display()
     );
-    eprintln!("SKIPPED (not in CI): ext4 test images missing; run scripts/ext4-test-images");
+    eprintln!("SKIPPED (not in CI): ext4 test images missing; run scripts/test-images");
     None
 }
 

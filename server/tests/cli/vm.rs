@@ -88,6 +88,31 @@ fn a_command_override_runs_on_a_writable_overlay() {
 }
 
 #[test]
+fn machine_and_network_options_reach_the_guest() {
+    let Some(g) = guest() else { return };
+    let script = "cat /etc/resolv.conf; ls -1 /sys/class/net; \
+        for d in /sys/bus/pci/devices/*; do [ -e \"$d\" ] && echo pci && break; done; true";
+    let out = g.run(&[
+        "--machine",
+        "q35",
+        "--network",
+        "user",
+        "--image",
+        &g.image("busybox"),
+        "--",
+        script,
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // q35 has PCI devices (microvm has none).
+    assert_eq!(
+        stdout.trim(),
+        "nameserver 10.0.2.3\neth0\nlo\npci",
+        "{stderr}"
+    );
+}
+
+#[test]
 fn an_image_converted_by_kiln_ext4_boots_from_its_files() {
     let Some(g) = guest() else { return };
     let dir = scratch("vm-convert");

@@ -51,6 +51,35 @@ pub struct InitConfig {
     /// (the image's `StopSignal`; empty = `SIGTERM`).
     #[serde(default)]
     pub stop_signal: String,
+    /// How to configure `eth0` (its driver among `modules`); `None`: only
+    /// the loopback interface.
+    #[serde(default)]
+    pub network: Option<NetworkConfig>,
+}
+
+/// A static IPv4 configuration for the guest's `eth0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The guest's address.
+    pub address: [u8; 4],
+    /// Its prefix length.
+    pub prefix: u8,
+    /// The default gateway.
+    pub gateway: [u8; 4],
+    /// The DNS server written to `/etc/resolv.conf`.
+    pub dns: [u8; 4],
+}
+
+impl NetworkConfig {
+    /// QEMU's user-mode NAT (slirp): 10.0.2.15/24, gateway 10.0.2.2 (the
+    /// host's loopback), DNS 10.0.2.3.
+    pub const USER_MODE: Self = Self {
+        address: [10, 0, 2, 15],
+        prefix: 24,
+        gateway: [10, 0, 2, 2],
+        dns: [10, 0, 2, 3],
+    };
 }
 
 /// A resolved identity.

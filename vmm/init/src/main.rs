@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod net;
+
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -195,6 +197,7 @@ fn run(channel: &mut Option<File>) -> Result<i32> {
     if config.argv.is_empty() {
         return Err("nothing to run: the image has no entrypoint or cmd".into());
     }
+    net::configure(config.network.as_ref())?;
 
     // The image read-only, writes to a tmpfs overlay.
     wait_for(Path::new(&config.root_device), Duration::from_secs(10))?;
@@ -234,6 +237,9 @@ fn run(channel: &mut Option<File>) -> Result<i32> {
     );
     std::os::unix::fs::chroot("/newroot").map_err(|e| format!("chroot: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    if let Some(network) = &config.network {
+        net::write_resolv_conf(network)?;
+    }
 
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();

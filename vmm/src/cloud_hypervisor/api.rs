@@ -69,6 +69,32 @@ pub struct DiskConfig {
     /// `readonly`.
     #[serde(default)]
     pub readonly: bool,
+    /// `rate_limiter_config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limiter_config: Option<RateLimiterConfig>,
+}
+
+/// `RateLimiterConfig`: independent bytes/s and ops/s limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimiterConfig {
+    /// `bandwidth` (tokens are bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<TokenBucket>,
+    /// `ops` (tokens are requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<TokenBucket>,
+}
+
+/// `TokenBucket`: `size` tokens, refilled over `refill_time` ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenBucket {
+    /// `size` (≥ 0).
+    pub size: u64,
+    /// `one_time_burst` (≥ 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_time_burst: Option<u64>,
+    /// `refill_time` in milliseconds (≥ 0).
+    pub refill_time: u64,
 }
 
 /// `ConsoleMode`.

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use kiln_vmm::cloud_hypervisor::{
     ChClient, ConsoleConfig, ConsoleMode, CpusConfig, DiskConfig, Endpoint, MemoryConfig,
-    PayloadConfig, RestoreConfig, VmConfig, VmInfo, VmResize, VmSnapshotConfig, VmState,
-    VmmPingResponse, VsockConfig, decode_response,
+    PayloadConfig, RateLimiterConfig, RestoreConfig, TokenBucket, VmConfig, VmInfo, VmResize,
+    VmSnapshotConfig, VmState, VmmPingResponse, VsockConfig, decode_response,
 };
 use kiln_vmm::{Error, SocketPath};
 use serde_json::{Value, json};
@@ -173,6 +173,14 @@ fn sample_config() -> VmConfig {
         disks: vec![DiskConfig {
             path: "/images/rootfs.ext4".into(),
             readonly: true,
+            rate_limiter_config: Some(RateLimiterConfig {
+                bandwidth: Some(TokenBucket {
+                    size: 10 << 20,
+                    one_time_burst: Some(1 << 20),
+                    refill_time: 1000,
+                }),
+                ops: None,
+            }),
         }],
         serial: Some(ConsoleConfig {
             mode: ConsoleMode::File,
@@ -460,6 +468,75 @@ fn real_cloud_hypervisor_answers_when_available() {
         assert!(
             status.is_ok(),
             "cloud-hypervisor did not exit after vmm.shutdown"
+        );
+    });
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_backend_drives_a_vm_through_the_documented_api() {
+    use kiln_vmm::{ChVm, Disk, IoLimits, Serial, Vm, VmState as State, cloud_hypervisor};
+    let Some(spec) = spec() else { return };
+    let dir = dir("ch-vm");
+    let socket = SocketPath::new(dir.join("api.sock")).unwrap();
+    let mut config = kiln_vmm::VmConfig::new("/boot/vmlinux");
+    config.initrd = Some("/boot/initramfs.cpio".into());
+    config.cmdline = "console=ttyS0".into();
+    config.cpus = 2;
+    config.serial = Serial::File(dir.join("serial.log"));
+    config.disks = vec![Disk {
+        limits: Some(IoLimits {
+            bytes_per_sec: Some(8 << 20),
+            ops_per_sec: Some(500),
+        }),
+        ..Disk::new("/images/rootfs.ext4", true)
+    }];
+    config.vsock = Some(kiln_vmm::Cid::new(3).unwrap());
+    // The fake validates every request body against the document.
+    let body = cloud_hypervisor::api_config(&config, &dir).unwrap();
+    runtime().block_on(async {
+        let listener = tokio::net::UnixListener::bind(socket.as_path()).unwrap();
+        let server = tokio::spawn(fake_server(listener, spec, 11));
+        let mut vm = ChVm::attach(socket.clone(), &body).await.unwrap();
+        let info = vm.info().await.unwrap();
+        assert_eq!(
+            (info.state, info.hypervisor),
+            (State::Running, "cloud-hypervisor")
+        );
+        assert!(info.capabilities.memory_resize && info.hardware_virtualization);
+        vm.pause().await.unwrap();
+        vm.resume().await.unwrap();
+        vm.snapshot(&dir.join("snap"), std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
+        // The fake refuses resizes: the API's error comes back typed.
+        let resize = vm.resize_memory("1G".parse().unwrap()).await;
+        assert!(
+            matches!(resize, Err(Error::Api { status: 500, .. })),
+            "{resize:?}"
+        );
+        assert!(
+            vm.take_console().is_none(),
+            "no stream from a VMM we did not start"
+        );
+        vm.power_button().await.unwrap();
+        vm.kill().await.unwrap();
+        let seen = server.await.unwrap();
+        assert_eq!(
+            seen,
+            [
+                "GET /vmm.ping",
+                "PUT /vm.create",
+                "PUT /vm.boot",
+                "GET /vm.info",
+                "PUT /vm.pause",
+                "PUT /vm.resume",
+                "PUT /vm.pause",
+                "PUT /vm.snapshot",
+                "PUT /vm.resize",
+                "PUT /vm.power-button",
+                "PUT /vmm.shutdown",
+            ]
         );
     });
     std::fs::remove_dir_all(&dir).ok();

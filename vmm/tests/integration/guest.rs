@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use kiln_vmm::{
-    Accel, GUEST_MODULES, GuestKernel, InitConfig, Machine, MemorySize, RunSpec, accel_canary, run,
+    Accel, GUEST_MODULES, GuestKernel, InitConfig, Machine, MemorySize, Network, RunSpec, Vm,
+    VmState, accel_canary, run,
 };
 
 use crate::qemu::{dir, qemu_available, runtime, test_kernel};
@@ -96,7 +97,8 @@ fn busybox_guest(d: &std::path::Path, applets: &[&str], argv: &str) -> Option<Ru
         },
         memory: MemorySize::from_mib(256).unwrap(),
         cpus: 1,
-        machine: Machine::Q35,
+        machine: Machine::Microvm,
+        network: Network::None,
         accel: Accel::Tcg,
         work_dir: d.join("vm"),
         timeout: Duration::from_secs(120),
@@ -143,7 +145,8 @@ fn the_kvm_canary_picks_an_accelerator_that_boots() {
         workload: InitConfig::default(),
         memory: MemorySize::from_mib(128).unwrap(),
         cpus: 1,
-        machine: Machine::Q35,
+        machine: Machine::Microvm,
+        network: Network::None,
         accel,
         work_dir: d.join("check"),
         timeout: Duration::from_secs(120),
@@ -183,8 +186,9 @@ fn a_running_workload_pauses_resumes_and_continues_after_snapshot_and_restore() 
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let info = guest.info().await.unwrap();
-        assert_eq!((info.state.as_str(), info.accel), ("running", Accel::Tcg));
-        assert!(info.capabilities.snapshot && !info.capabilities.hardware_virtualization);
+        assert_eq!(info.state, VmState::Running);
+        assert_eq!(info.hypervisor, "qemu");
+        assert!(info.capabilities.snapshot && !info.hardware_virtualization);
         guest.qemu().pause().await.unwrap();
         assert_eq!(guest.qemu().status().await.unwrap(), "paused");
         guest.qemu().resume().await.unwrap();
@@ -237,5 +241,62 @@ fn graceful_shutdown_sends_the_stop_signal_and_returns_its_status() {
         assert_eq!(outcome.exit_code, 128 + 2, "{}", outcome.console);
         assert!(t.elapsed() < Duration::from_secs(30));
     });
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn user_mode_network_reaches_a_server_on_the_host_loopback() {
+    use std::io::{BufRead, BufReader, Write};
+    let d = dir("net");
+    let Some(mut spec) = busybox_guest(&d, &["sh", "wget", "cat"], "") else {
+        return;
+    };
+    // A one-shot HTTP server on the host's loopback; the guest reaches it
+    // through QEMU's NAT as 10.0.2.2.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let (conn, peer) = loop {
+            match listener.accept() {
+                Ok(c) => break c,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("no connection from the guest: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut request = String::new();
+        reader.read_line(&mut request).unwrap();
+        let body = "hello from the host loopback\n";
+        write!(
+            &conn,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        (request, peer)
+    });
+    spec.network = Network::User;
+    spec.workload.argv[2] =
+        format!("wget -q -O - http://10.0.2.2:{port}/kiln && cat /etc/resolv.conf");
+    let outcome = runtime().block_on(run(&spec)).unwrap();
+    assert_eq!(outcome.exit_code, 0, "{}", outcome.console);
+    assert!(
+        outcome.console.contains("hello from the host loopback"),
+        "{}",
+        outcome.console
+    );
+    assert!(
+        outcome.console.contains("nameserver 10.0.2.3"),
+        "{}",
+        outcome.console
+    );
+    let (request, peer) = server.join().unwrap();
+    assert!(request.starts_with("GET /kiln "), "{request}");
+    assert!(peer.ip().is_loopback(), "{peer}");
     std::fs::remove_dir_all(&d).ok();
 }

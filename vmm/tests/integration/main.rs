@@ -7,3 +7,4 @@ mod cloud_hypervisor;
 mod fuzz_corpus;
 mod guest;
 mod qemu;
+mod vm_api;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use kiln_vmm::{Error, Machine, QemuConfig, QemuVm, SocketPath};
+use kiln_vmm::{Error, Machine, QemuConfig, QemuVm, Serial, SocketPath, Vm};
 
 pub(crate) fn qemu_available() -> bool {
     let found = Command::new("sh")
@@ -131,7 +131,9 @@ fn snapshot_then_restore_continues() {
     runtime().block_on(async {
         let mut vm = QemuVm::start(&base("one.sock")).await.unwrap();
         assert_eq!(vm.status().await.unwrap(), "running");
-        vm.snapshot(&state, Duration::from_secs(30)).await.unwrap();
+        vm.migrate_to_file(&state, Duration::from_secs(30))
+            .await
+            .unwrap();
         assert_eq!(vm.status().await.unwrap(), "postmigrate");
         assert!(vm.quit(Duration::from_secs(10)).await.unwrap().success());
         assert!(std::fs::metadata(&state).unwrap().len() > 0);
@@ -154,7 +156,9 @@ fn snapshot_then_restore_continues() {
         );
 
         let mut vm = QemuVm::start(&base("three.sock")).await.unwrap();
-        let bad = vm.snapshot(&d.join("a b"), Duration::from_secs(5)).await;
+        let bad = vm
+            .migrate_to_file(&d.join("a b"), Duration::from_secs(5))
+            .await;
         assert!(matches!(bad, Err(Error::InvalidSnapshotPath(_))), "{bad:?}");
         vm.quit(Duration::from_secs(10)).await.unwrap();
     });
@@ -188,7 +192,7 @@ fn boot_to_exit(
     cfg.kernel = Some(kernel);
     cfg.initrd = initrd;
     cfg.cmdline = Some(format!("{args} no_timer_check cryptomgr.notests"));
-    cfg.serial = Some(serial.clone());
+    cfg.serial = Serial::File(serial.clone());
     cfg.log = Some(d.join("qemu.log"));
     cfg.extra_args = vec!["-no-reboot".into()];
     let status = runtime()
@@ -197,6 +201,8 @@ fn boot_to_exit(
             vm.wait(Duration::from_secs(120)).await
         })
         .unwrap();
+    assert!(!status.killed, "QEMU did not exit by itself");
+    let status = status.status.unwrap();
     assert!(status.success(), "{status}");
     String::from_utf8_lossy(&std::fs::read(&serial).unwrap()).into_owned()
 }
@@ -219,22 +225,19 @@ fn a_real_kernel_boots_and_its_console_is_captured() {
     std::fs::remove_dir_all(&d).ok();
 }
 
-#[test]
-fn an_initramfs_from_our_cpio_writer_boots_and_powers_off() {
-    if !qemu_available() {
-        return;
-    }
-    let Some(kernel) = test_kernel() else { return };
+/// An initramfs (written with our cpio writer) holding busybox and an
+/// `/init` shell script running `script`; `None` (loudly; a failure in
+/// CI) without `$KILN_TEST_BUSYBOX`.
+pub(crate) fn busybox_initramfs(d: &std::path::Path, script: &str) -> Option<PathBuf> {
     let busybox = match std::env::var_os("KILN_TEST_BUSYBOX").map(PathBuf::from) {
         Some(b) if b.is_file() => b,
         _ => {
             let msg = "KILN_TEST_BUSYBOX not set (scripts/test unpacks busybox-static)";
             assert!(std::env::var("CI").is_err(), "{msg}: required in CI");
             eprintln!("\n\n!!!!! SKIPPING: {msg} !!!!!\n\n");
-            return;
+            return None;
         }
     };
-    let d = dir("initramfs");
     let initrd = d.join("initrd.cpio");
     let mut cpio = kiln_vmm::CpioWriter::new(std::fs::File::create(&initrd).unwrap());
     cpio.dir("bin", 0o755).unwrap();
@@ -243,13 +246,25 @@ fn an_initramfs_from_our_cpio_writer_boots_and_powers_off() {
     cpio.file("bin/busybox", 0o755, &std::fs::read(&busybox).unwrap())
         .unwrap();
     cpio.symlink("bin/sh", "busybox").unwrap();
-    cpio.file(
-        "init",
-        0o755,
-        b"#!/bin/sh\n/bin/busybox echo KILN-INITRAMFS-OK \"$(/bin/busybox uname -r)\"\n/bin/busybox poweroff -f\n",
-    )
-    .unwrap();
+    cpio.file("init", 0o755, format!("#!/bin/sh\n{script}").as_bytes())
+        .unwrap();
     cpio.finish().unwrap();
+    Some(initrd)
+}
+
+#[test]
+fn an_initramfs_from_our_cpio_writer_boots_and_powers_off() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(kernel) = test_kernel() else { return };
+    let d = dir("initramfs");
+    let Some(initrd) = busybox_initramfs(
+        &d,
+        "/bin/busybox echo KILN-INITRAMFS-OK \"$(/bin/busybox uname -r)\"\n/bin/busybox poweroff -f\n",
+    ) else {
+        return;
+    };
     // The Debian cpio tool reads our archive back.
     let listing = Command::new("sh")
         .arg("-c")

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Helpers for scripts/ext4-test-images (Python standard library only).
+"""Helpers for scripts/test-images (Python standard library only).
 
 Subcommands: mirror | write PATH OFFSET N SEED | many-files ROOT |
-layer-d OUT.tar | extras LAYOUT | summary LAYOUT.  Everything is deterministic
+layer-d OUT.tar | extras LAYOUT | index LAYOUT NAME TAG... | summary LAYOUT.  Everything is deterministic
 (seeded pseudo-random data, fixed mtimes and creation times).
 """
 import glob, gzip, hashlib, io, json, os, random, re, subprocess, sys, tarfile
@@ -169,6 +169,11 @@ def extras(path):
                               arch, variant) for arch, variant in (("amd64", None), ("arm64", "v8"))]
     tags["multi"] = lay.json_blob(INDEX, {"schemaVersion": 2, "mediaType": INDEX, "manifests": per_platform})
 
+    set_tags(path, tags)
+
+
+def set_tags(path, tags):
+    """Points each tag name of index.json at its descriptor."""
     index = json.load(open(f"{path}/index.json"))
     for name, desc in tags.items():
         desc.pop("platform", None)
@@ -177,6 +182,21 @@ def extras(path):
     with open(f"{path}/index.json.new", "w") as f:
         json.dump(index, f, indent=1)
     os.rename(f"{path}/index.json.new", f"{path}/index.json")
+
+
+def index(path, name, *tags):
+    """Tags NAME as an index of the image manifests tagged TAGS (platforms from their configs)."""
+    lay, by_tag = Layout(path), {}
+    for desc in json.load(open(f"{path}/index.json"))["manifests"]:
+        by_tag[desc.get("annotations", {}).get(REF)] = desc
+    children = []
+    for tag in tags:
+        desc = {k: v for k, v in by_tag[tag].items() if k != "annotations"}
+        manifest = json.load(open(f"{path}/blobs/{desc['digest'].replace(':', '/')}"))
+        config = json.load(open(f"{path}/blobs/{manifest['config']['digest'].replace(':', '/')}"))
+        desc["platform"] = {k: config[k] for k in ("architecture", "os", "variant") if k in config}
+        children.append(desc)
+    set_tags(path, {name: lay.json_blob(INDEX, {"schemaVersion": 2, "mediaType": INDEX, "manifests": children})})
 
 
 def summary(path):
@@ -199,4 +219,4 @@ def summary(path):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"mirror": mirror, "write": write, "many-files": many_files, "layer-d": layer_d,
-     "extras": extras, "summary": summary}[cmd](*args)
+     "extras": extras, "index": index, "summary": summary}[cmd](*args)
