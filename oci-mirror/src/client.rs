@@ -3,7 +3,6 @@
 //! plain HTTP per registry, and retries with backoff.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -11,98 +10,13 @@ use kiln_registry_token::Challenge;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
-use crate::Error;
+use crate::{Credentials, Error};
 
 /// Manifest media types a copy accepts.
 pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// The largest manifest read (manifests are small; this bounds memory).
 pub(crate) const MAX_MANIFEST: usize = 4 * 1024 * 1024;
-
-/// Username and password.
-#[derive(Clone)]
-pub struct Credentials {
-    user: String,
-    password: String,
-}
-
-impl Credentials {
-    /// Credentials for basic auth and token requests.
-    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
-        Self {
-            user: user.into(),
-            password: password.into(),
-        }
-    }
-}
-
-impl Credentials {
-    /// The credentials `config.json` (Docker's client configuration) holds
-    /// for `registry`: `auths.{registry}.auth` (base64 `user:password`) or
-    /// `username`/`password`. Docker Hub is also looked up under its legacy
-    /// `https://index.docker.io/v1/` key. Credential helpers are not run.
-    ///
-    /// # Errors
-    ///
-    /// When the file is not valid JSON; `Ok(None)` when it has no entry.
-    pub fn from_docker_config(json: &str, registry: &str) -> Result<Option<Self>, Error> {
-        #[derive(serde::Deserialize)]
-        struct Entry {
-            auth: Option<String>,
-            username: Option<String>,
-            password: Option<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Config {
-            #[serde(default)]
-            auths: std::collections::HashMap<String, Entry>,
-        }
-        let bad = |reason: String| Error::Auth {
-            registry: registry.to_owned(),
-            reason,
-        };
-        let config: Config =
-            serde_json::from_str(json).map_err(|e| bad(format!("docker config: {e}")))?;
-        let keys = [
-            registry.to_owned(),
-            format!("https://{registry}"),
-            format!("http://{registry}"),
-        ];
-        let legacy = (registry == "docker.io").then_some("https://index.docker.io/v1/");
-        let entry = keys
-            .iter()
-            .map(String::as_str)
-            .chain(legacy)
-            .find_map(|k| config.auths.get(k));
-        let Some(entry) = entry else {
-            return Ok(None);
-        };
-        if let Some(auth) = &entry.auth {
-            use base64::Engine;
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(auth.trim())
-                .map_err(|e| bad(format!("docker config auth: {e}")))?;
-            let text = String::from_utf8(decoded).map_err(|e| bad(e.to_string()))?;
-            let (user, password) = text
-                .split_once(':')
-                .ok_or_else(|| bad("docker config auth is not user:password".into()))?;
-            return Ok(Some(Self::new(user, password)));
-        }
-        Ok(match (&entry.username, &entry.password) {
-            (Some(u), Some(p)) => Some(Self::new(u, p)),
-            _ => None,
-        })
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
 
 /// How to reach one registry.
 #[derive(Debug, Clone)]
@@ -224,7 +138,7 @@ impl RegistryClient {
         }
         let basic = self.basic.lock().is_ok_and(|b| *b);
         match (&self.config.credentials, basic) {
-            (Some(c), true) => req.basic_auth(&c.user, Some(&c.password)),
+            (Some(c), true) => req.basic_auth(c.user(), Some(c.password())),
             _ => req,
         }
     }
@@ -263,7 +177,7 @@ impl RegistryClient {
         query.push(("scope", scope.to_owned()));
         req = req.query(&query);
         if let Some(c) = &self.config.credentials {
-            req = req.basic_auth(&c.user, Some(&c.password));
+            req = req.basic_auth(c.user(), Some(c.password()));
         }
         let resp = req.send().await.map_err(|source| Error::Request {
             operation: "token request",
@@ -379,7 +293,12 @@ impl RegistryClient {
         let resp = self
             .send("ping", Method::GET, "/v2/", repository, true, &[])
             .await?;
-        check(resp, "ping", &self.url("/v2/")).await.map(drop)
+        // Some registries answer /v2/ with 401/404 even to a good client;
+        // the requests that matter say what is wrong with more precision.
+        if resp.status().is_server_error() {
+            check(resp, "ping", &self.url("/v2/")).await?;
+        }
+        Ok(())
     }
 
     /// GET a manifest by tag or digest.
@@ -609,29 +528,4 @@ async fn read_limited(mut resp: Response, max: usize, url: &str) -> Result<Vec<u
         out.extend_from_slice(&chunk);
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn docker_config_credentials() {
-        let json = r#"{"auths": {"127.0.0.1:5000": {"auth": "a2lsbjpzM2NyZXQ="}, "https://index.docker.io/v1/": {"username": "u", "password": "p"}}}"#;
-        let c = Credentials::from_docker_config(json, "127.0.0.1:5000")
-            .unwrap()
-            .unwrap();
-        assert_eq!((c.user.as_str(), c.password.as_str()), ("kiln", "s3cret"));
-        let hub = Credentials::from_docker_config(json, "docker.io")
-            .unwrap()
-            .unwrap();
-        assert_eq!(hub.user, "u");
-        assert!(
-            Credentials::from_docker_config(json, "other:1")
-                .unwrap()
-                .is_none()
-        );
-        assert!(Credentials::from_docker_config("{", "x").is_err());
-        assert!(format!("{c:?}").contains("redacted"));
-    }
 }

@@ -34,11 +34,13 @@
 
 mod client;
 mod copy;
+mod credentials;
 mod error;
 mod location;
 mod referrers;
 
-pub use client::{Credentials, Manifest, RegistryClient, RegistryConfig};
+pub use client::{Manifest, RegistryClient, RegistryConfig};
 pub use copy::{CopyOptions, CopyReport, Platforms, Progress, ProgressFn, copy};
+pub use credentials::Credentials;
 pub use error::Error;
 pub use location::{ImageLocation, mirrored};

@@ -47,7 +47,8 @@ pub(crate) struct MirrorArgs {
     dest_ca: Option<PathBuf>,
     /// Docker client config with credentials (default:
     /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`), used when
-    /// no `--*-creds` are given.
+    /// no `--*-creds` are given: `auths`, `credHelpers` and `credsStore`
+    /// (helpers run as `docker-credential-NAME get`).
     #[arg(long, value_name = "FILE")]
     docker_config: Option<PathBuf>,
     /// Blobs in flight at once.

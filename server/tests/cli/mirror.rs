@@ -3,6 +3,12 @@
 
 use std::process::Command;
 
+#[path = "../../../oci-mirror/tests/integration/peers.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod peers;
+
+use peers::{Layout, Registry, have, htpasswd_registry, ok, scratch, skopeo, tools};
+
 #[test]
 fn bad_locations_and_unreachable_registries_fail_clearly() {
     let run = |args: &[&str]| {
@@ -26,4 +32,88 @@ fn bad_locations_and_unreachable_registries_fail_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("127.0.0.1:9"), "{err}");
+}
+
+#[test]
+fn credentials_come_from_a_docker_credential_helper() {
+    if !tools() || !have("htpasswd") {
+        return;
+    }
+    let dir = scratch("cli-helper");
+    let a = Registry::start(&dir.join("a"));
+    let b = htpasswd_registry(&dir.join("b"));
+    let layout = Layout::new(&dir.join("layout"));
+    let m = layout.image(5, &[256 << 10], "amd64");
+    layout.tag("v1", &[(m.0.clone(), m.1, "amd64")]);
+    layout.push("v1", &format!("{}/src/app:v1", a.host), false);
+    // A helper speaking the docker-credential-helpers protocol: the
+    // server on stdin, JSON on stdout, "credentials not found" otherwise.
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-kilntest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r server\necho \"$server\" >> {log}\n\
+             if [ \"$server\" = {host} ]; then echo '{{\"Username\":\"kiln\",\"Secret\":\"s3cret\"}}'; \
+             else echo 'credentials not found in native keychain'; exit 1; fi\n",
+            log = dir.join("helper.log").display(),
+            host = b.host
+        ),
+    )
+    .unwrap();
+    ok(Command::new("chmod")
+        .arg("+x")
+        .arg(&helper)
+        .output()
+        .unwrap());
+    // The destination through credHelpers, everything else through the
+    // credsStore (which knows nothing of the source: anonymous).
+    let config = dir.join("config.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"credsStore": "kilntest", "credHelpers": {{"{}": "kilntest"}}}}"#,
+            b.host
+        ),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("PATH", path)
+        .args([
+            "mirror",
+            "--src-insecure",
+            "--dest-insecure",
+            "--docker-config",
+        ])
+        .arg(&config)
+        .arg(format!("docker://{}/src/app:v1", a.host))
+        .arg(format!("{}/mirror/app:v1", b.host))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let asked = std::fs::read_to_string(dir.join("helper.log")).unwrap();
+    assert_eq!(
+        asked.lines().collect::<Vec<_>>(),
+        [a.host.as_str(), b.host.as_str()]
+    );
+    ok(skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        "kiln:s3cret",
+        &format!("docker://{}/mirror/app:v1", b.host),
+    ]));
+    drop((a, b));
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -473,6 +473,81 @@ fn real_cloud_hypervisor_answers_when_available() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The whole backend on the real thing, when this machine can run it: a
+/// `cloud-hypervisor` binary and a KVM that boots stock kernels (the QEMU
+/// canary decides). Boots the test kernel with a busybox initramfs through
+/// [`kiln_vmm::CloudHypervisor`], pauses, resumes, snapshots, kills,
+/// restores. Never run on the machines these tests were written on (no
+/// binary, no usable KVM): it says so.
+#[test]
+fn real_cloud_hypervisor_boots_snapshots_and_restores_when_kvm_works() {
+    use kiln_vmm::{
+        Accel, CloudHypervisor, GuestKernel, Hypervisor, Serial, Vm, VmState as State, accel_canary,
+    };
+    let binary = std::process::Command::new("sh")
+        .args(["-c", "command -v cloud-hypervisor"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !binary {
+        eprintln!("\n!!!!! NOT RUN: no cloud-hypervisor binary !!!!!\n");
+        return;
+    }
+    let (Some(kernel), Some(init)) = (crate::qemu::test_kernel(), crate::guest::init_binary())
+    else {
+        return;
+    };
+    let dir = dir("ch-boot");
+    let guest_kernel = GuestKernel::from_image(&kernel).unwrap();
+    let (accel, why) = runtime().block_on(accel_canary(
+        &guest_kernel,
+        &init,
+        &dir.join("canary"),
+        std::time::Duration::from_secs(30),
+    ));
+    if accel != Accel::Kvm {
+        eprintln!("\n!!!!! NOT RUN: KVM cannot boot the test kernel here ({why}) !!!!!\n");
+        return;
+    }
+    let Some(initrd) = crate::qemu::busybox_initramfs(
+        &dir,
+        "/bin/busybox echo KILN-CH-UP\nexec /bin/busybox sleep 600\n",
+    ) else {
+        return;
+    };
+    let serial = dir.join("serial.log");
+    let mut config = kiln_vmm::VmConfig::new(kernel);
+    config.initrd = Some(initrd);
+    config.cmdline = "console=ttyS0 panic=-1".into();
+    config.serial = Serial::File(serial.clone());
+    let ch = CloudHypervisor::new("cloud-hypervisor");
+    let deadline = std::time::Duration::from_secs(60);
+    runtime().block_on(async {
+        let mut vm = ch.start(&config, &dir.join("one")).await.unwrap();
+        let started = std::time::Instant::now();
+        while !std::fs::read_to_string(&serial)
+            .unwrap_or_default()
+            .contains("KILN-CH-UP")
+        {
+            assert!(started.elapsed() < deadline, "the guest never came up");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(vm.info().await.unwrap().state, State::Running);
+        vm.pause().await.unwrap();
+        assert_eq!(vm.info().await.unwrap().state, State::Paused);
+        vm.resume().await.unwrap();
+        let snapshot = dir.join("snapshot");
+        vm.snapshot(&snapshot, deadline).await.unwrap();
+        vm.kill().await.unwrap();
+        let mut restored = ch
+            .restore(&config, &dir.join("two"), &snapshot, deadline)
+            .await
+            .unwrap();
+        assert_eq!(restored.info().await.unwrap().state, State::Running);
+        restored.kill().await.unwrap();
+    });
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn the_backend_drives_a_vm_through_the_documented_api() {
     use kiln_vmm::{ChVm, Disk, IoLimits, Serial, Vm, VmState as State, cloud_hypervisor};

@@ -43,7 +43,7 @@ fn modules_resolve_with_dependencies_first() {
     ));
 }
 
-fn init_binary() -> Option<PathBuf> {
+pub(crate) fn init_binary() -> Option<PathBuf> {
     match std::env::var_os("KILN_INIT").map(PathBuf::from) {
         Some(p) if p.is_file() => Some(p),
         _ => {
