@@ -2,15 +2,17 @@
 
 #![forbid(unsafe_code)]
 
+mod channel;
 mod net;
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use channel::Channel;
 use kiln_init::{CONFIG_PATH, InitConfig, MODULE_DIR, environment, resolve_user};
 use nix::kmod::{ModuleInitFlags, finit_module};
 use nix::mount::{MsFlags, mount};
@@ -19,15 +21,15 @@ use nix::sys::reboot::{RebootMode, reboot};
 type Result<T> = std::result::Result<T, String>;
 
 fn main() {
-    let mut channel = None;
+    let mut channel = Channel::none();
     let code = match run(&mut channel) {
         Ok(code) => {
-            report(&mut channel, &format!("exit={code}"));
+            channel.report(&format!("exit={code}"));
             code
         }
         Err(e) => {
             eprintln!("kiln-init: {e}");
-            report(&mut channel, &format!("error={e}"));
+            channel.report(&format!("error={e}"));
             255
         }
     };
@@ -39,14 +41,6 @@ fn main() {
     // kernel panics, which `panic=-1 -no-reboot` also turns into an exit.
     let _ = reboot(RebootMode::RB_POWER_OFF);
     std::process::exit(code);
-}
-
-/// Writes one line to the host channel (if there is one).
-fn report(channel: &mut Option<File>, line: &str) {
-    if let Some(c) = channel {
-        let _ = writeln!(c, "{line}");
-        let _ = c.flush();
-    }
 }
 
 fn mount_fs(
@@ -61,16 +55,23 @@ fn mount_fs(
         .map_err(|e| format!("mount {fstype} on {target}: {e}"))
 }
 
-fn load_modules(config: &InitConfig) -> Result<()> {
+/// Loads the modules in order, except the host channel's driver (when
+/// there is a channel): that one is returned, opened, to load later.
+fn load_modules(config: &InitConfig) -> Result<Option<File>> {
+    let mut deferred = None;
     for name in &config.modules {
         let path = Path::new(MODULE_DIR).join(name);
         let file = File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        if !config.channel.is_empty() && name.ends_with(&format!("-{}", channel::DRIVER)) {
+            deferred = Some(file);
+            continue;
+        }
         match finit_module(&file, c"", ModuleInitFlags::empty()) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(format!("load module {name}: {e}")),
         }
     }
-    Ok(())
+    Ok(deferred)
 }
 
 fn wait_for(path: &Path, deadline: Duration) -> Result<()> {
@@ -82,24 +83,6 @@ fn wait_for(path: &Path, deadline: Duration) -> Result<()> {
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
-}
-
-/// The `/dev` node of the virtio-serial port named `name`.
-fn find_port(name: &str) -> Option<PathBuf> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(2) {
-        for entry in fs::read_dir("/sys/class/virtio-ports").ok()?.flatten() {
-            let port_name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
-            if port_name.trim() == name {
-                let dev = Path::new("/dev").join(entry.file_name());
-                if dev.exists() {
-                    return Some(dev);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 /// The console as a pipe would be: no `\n` → `\r\n` translation, so the
@@ -181,7 +164,7 @@ fn reap_until(pid: u32) -> Result<i32> {
     }
 }
 
-fn run(channel: &mut Option<File>) -> Result<i32> {
+fn run(channel: &mut Channel) -> Result<i32> {
     raw_console_output();
     mount_fs("devtmpfs", "/dev", "devtmpfs", MsFlags::empty(), None)?;
     mount_fs("proc", "/proc", "proc", MsFlags::empty(), None)?;
@@ -189,11 +172,7 @@ fn run(channel: &mut Option<File>) -> Result<i32> {
     let text = fs::read_to_string(CONFIG_PATH).map_err(|e| format!("read {CONFIG_PATH}: {e}"))?;
     let config: InitConfig =
         serde_json::from_str(&text).map_err(|e| format!("parse {CONFIG_PATH}: {e}"))?;
-    load_modules(&config)?;
-    if !config.channel.is_empty() {
-        *channel = find_port(&config.channel)
-            .and_then(|p| fs::OpenOptions::new().write(true).open(p).ok());
-    }
+    *channel = Channel::new(&config.channel, load_modules(&config)?);
     if config.argv.is_empty() {
         return Err("nothing to run: the image has no entrypoint or cmd".into());
     }
@@ -263,6 +242,9 @@ fn run(channel: &mut Option<File>) -> Result<i32> {
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("run {:?}: {e}", config.argv[0]))?;
+    // The workload runs: now the channel's driver (probing the port costs
+    // boot time the workload need not wait for).
+    channel.load_driver();
     if let Some(button) = button {
         forward_power_button(button, child.id(), stop_signal(&config.stop_signal));
     }
