@@ -18,6 +18,9 @@ pub enum Error {
     /// A snapshot path with characters QEMU's shell would interpret.
     #[error("invalid snapshot path {0:?}: only [A-Za-z0-9/._+-] may be used")]
     InvalidSnapshotPath(PathBuf),
+    /// A configuration the backend cannot boot as given.
+    #[error("invalid VM configuration: {0}")]
+    InvalidConfig(String),
     /// The backend (or this host) cannot do what the configuration or call
     /// asks (check [`crate::Capabilities`] first).
     #[error("{backend} cannot do {feature}")]

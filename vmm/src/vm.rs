@@ -50,9 +50,10 @@ pub enum Serial {
     /// Nowhere.
     #[default]
     None,
-    /// Appended to this file.
+    /// Written to this file (truncated first).
     File(PathBuf),
-    /// A byte stream the caller reads ([`Vm::take_console`]).
+    /// A byte stream the caller reads ([`Vm::take_console`]); a guest
+    /// whose console is not read blocks once the pipe (64 KiB) is full.
     Stream,
 }
 
@@ -83,6 +84,9 @@ pub struct VmConfig {
     pub cpus: u8,
     /// Guest memory.
     pub memory: MemorySize,
+    /// The most memory [`Vm::resize_memory`] may give the guest (backends
+    /// reserve it at boot); `None`: fixed at `memory`.
+    pub memory_max: Option<MemorySize>,
     /// Block devices, in order.
     pub disks: Vec<Disk>,
     /// The serial console.
@@ -106,6 +110,7 @@ impl VmConfig {
             cmdline: String::new(),
             cpus: 1,
             memory: MemorySize::from_mib(256).unwrap_or_else(|_| unreachable!()),
+            memory_max: None,
             disks: Vec::new(),
             serial: Serial::None,
             channel: None,
@@ -173,8 +178,9 @@ pub trait Vm: Send {
     /// Runs the vCPUs again.
     fn resume(&mut self) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Writes the VM's whole state into the directory `dir` (created if
-    /// missing); the VM is paused first and stays paused. Restore with
+    /// Writes the VM's state (vCPUs, devices, memory; not the disks'
+    /// contents) into the directory `dir` (created if missing); the VM is
+    /// paused first (if it runs) and stays paused. Restore with
     /// [`crate::Hypervisor::restore`] and the same [`VmConfig`].
     fn snapshot(
         &mut self,

@@ -11,13 +11,14 @@ use std::fs::File;
 use std::io::{BufWriter, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use kiln_ext4::{Error, Image, OciLayout, Options, Reference, Selector, convert};
 use sha2::{Digest, Sha256};
 
 use crate::oracle::{e2fsck_clean, scratch};
+use crate::test_images::test_images;
 
 /// What both sides must agree on for one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,27 +36,6 @@ struct Entry {
     rdev: Option<(u32, u32)>,
     xattrs: BTreeMap<String, Vec<u8>>,
     mtime: (i64, u32),
-}
-
-/// The test images' layout, built by `scripts/test-images` (which the
-/// README's test command runs). Outside CI a missing layout is a loud skip.
-pub(crate) fn test_images() -> Option<PathBuf> {
-    let dir = std::env::var_os("KILN_TEST_IMAGES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-images"),
-        PathBuf::from,
-    );
-    let layout = dir.join("layout");
-    if layout.join("index.json").exists() {
-        return Some(layout);
-    }
-    let message = format!(
-        "test images missing at {}: run scripts/test-images {}",
-        layout.display(),
-        dir.display()
-    );
-    assert!(std::env::var_os("CI").is_none(), "{message}");
-    eprintln!("SKIPPED (not in CI): {message}");
-    None
 }
 
 fn sha256_of(mut r: impl Read) -> String {

@@ -7,4 +7,5 @@ mod fuzz_corpus;
 mod hostile;
 mod layout;
 mod oracle;
+mod test_images;
 mod writer;

@@ -4,34 +4,18 @@
 //! wants basic auth, then checked with skopeo: the same manifest bytes
 //! (hence digests) as umoci wrote, and a pull back that skopeo verifies.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kiln_oci_mirror::{CopyOptions, Credentials, RegistryClient, RegistryConfig, copy};
+
+#[path = "../../../ext4-convert/tests/integration/test_images.rs"]
+mod test_images;
+
+use test_images::test_images;
 
 use crate::peers::{
     Registry, have, htpasswd_registry, ok, runtime, scratch, sha256, skopeo, tools,
 };
-
-/// The umoci-built layout, from `$KILN_TEST_IMAGES` (default
-/// `target/test-images`). Missing: a failure in CI, a loud skip elsewhere.
-fn test_images() -> Option<PathBuf> {
-    let dir = std::env::var_os("KILN_TEST_IMAGES").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-images"),
-        PathBuf::from,
-    );
-    let layout = dir.join("layout");
-    if layout.join("index.json").exists() {
-        return Some(layout);
-    }
-    let message = format!(
-        "test images missing at {}: run scripts/test-images {}",
-        layout.display(),
-        dir.display()
-    );
-    assert!(std::env::var_os("CI").is_none(), "{message}");
-    eprintln!("\n\n!!!!! SKIPPING (not in CI): {message} !!!!!\n\n");
-    None
-}
 
 /// The manifest (or index) digest umoci's layout gives `tag`.
 fn layout_digest(layout: &Path, tag: &str) -> String {

@@ -35,13 +35,20 @@ const RTPROT_BOOT: u8 = 3;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RTN_UNICAST: u8 = 1;
 
-/// Brings `lo` up and, with `config`, configures `eth0`.
+/// Brings `lo` up and, with `config`, configures `eth0`. Without a
+/// network asked for, a failure is only a warning.
 pub(crate) fn configure(config: Option<&NetworkConfig>) -> Result<()> {
-    let rtnl = Rtnl::open()?;
-    rtnl.link_up(ifindex("lo")?)?;
+    let loopback = Rtnl::open().and_then(|rtnl| {
+        rtnl.link_up(ifindex("lo")?)?;
+        Ok(rtnl)
+    });
     let Some(net) = config else {
+        if let Err(e) = loopback {
+            eprintln!("kiln-init: loopback: {e}");
+        }
         return Ok(());
     };
+    let rtnl = loopback?;
     crate::wait_for(Path::new("/sys/class/net/eth0"), Duration::from_secs(10))?;
     let eth0 = ifindex("eth0")?;
     rtnl.link_up(eth0)?;
@@ -49,10 +56,12 @@ pub(crate) fn configure(config: Option<&NetworkConfig>) -> Result<()> {
     rtnl.add_default_route(eth0, net.gateway)
 }
 
-/// `/etc/resolv.conf` naming `config`'s DNS server (in the current root).
+/// `/etc/resolv.conf` naming `config`'s DNS server (in the current root;
+/// an image's symlink there, e.g. into `/run`, is replaced).
 pub(crate) fn write_resolv_conf(config: &NetworkConfig) -> Result<()> {
     let [a, b, c, d] = config.dns;
     std::fs::create_dir_all("/etc").map_err(|e| format!("mkdir /etc: {e}"))?;
+    let _ = std::fs::remove_file("/etc/resolv.conf");
     std::fs::write("/etc/resolv.conf", format!("nameserver {a}.{b}.{c}.{d}\n"))
         .map_err(|e| format!("write /etc/resolv.conf: {e}"))
 }
@@ -101,7 +110,7 @@ impl Rtnl {
             Some(0) => Ok(()),
             Some(errno) => Err(format!(
                 "{what}: {}",
-                nix::errno::Errno::from_raw(-errno).desc()
+                nix::errno::Errno::from_raw(errno.checked_neg().unwrap_or(0)).desc()
             )),
             None => Err(format!("{what}: no acknowledgement")),
         }

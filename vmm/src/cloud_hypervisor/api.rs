@@ -38,10 +38,17 @@ pub struct CpusConfig {
 }
 
 /// `MemoryConfig`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryConfig {
     /// `size` in bytes.
     pub size: u64,
+    /// `hotplug_size`: how much memory `vm.resize` may add, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotplug_size: Option<u64>,
+    /// `hotplug_method`: `Acpi` (the default; shrinking needs a reboot)
+    /// or `VirtioMem` (grows and shrinks while the guest runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotplug_method: Option<String>,
 }
 
 /// `PayloadConfig`.

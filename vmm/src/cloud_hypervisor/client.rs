@@ -273,6 +273,15 @@ impl ChClient {
         self.call(endpoint, None).await.map(drop)
     }
 
+    /// The same client with another per-request timeout (snapshots and
+    /// restores of large guests take longer than the default 30 s).
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            socket: self.socket.clone(),
+            timeout,
+        }
+    }
+
     /// `vm.snapshot` into `dir`.
     ///
     /// # Errors

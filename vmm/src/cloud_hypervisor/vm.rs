@@ -88,6 +88,7 @@ impl CloudHypervisor {
             child: Some(child),
             client,
             console,
+            memory_max: None,
         })
     }
 }
@@ -114,7 +115,12 @@ impl Hypervisor for CloudHypervisor {
 
     async fn start(&self, config: &crate::VmConfig, work_dir: &Path) -> Result<ChVm, Error> {
         let api_config = api_config(config, work_dir)?;
-        let vm = self.spawn(work_dir, &config.serial).await?;
+        if let Some(vsock) = &api_config.vsock {
+            // Cloud Hypervisor binds it and fails if a killed VM left it.
+            let _ = std::fs::remove_file(&vsock.socket);
+        }
+        let mut vm = self.spawn(work_dir, &config.serial).await?;
+        vm.memory_max = memory_max(&api_config);
         vm.client.create(&api_config).await?;
         vm.client.action(Endpoint::VmBoot).await?;
         Ok(vm)
@@ -127,16 +133,15 @@ impl Hypervisor for CloudHypervisor {
         snapshot: &Path,
         deadline: Duration,
     ) -> Result<ChVm, Error> {
-        // The snapshot holds the configuration; what it cannot hold is
-        // still refused up front.
-        api_config(config, work_dir)?;
+        // The snapshot holds the configuration (incl. the original vsock
+        // socket path, which the snapshotted VM must no longer use); what
+        // it cannot hold is still refused up front.
+        let api_config = api_config(config, work_dir)?;
+        remove_stale_vsock_socket(snapshot);
         let mut vm = self.spawn(work_dir, &config.serial).await?;
-        tokio::time::timeout(deadline, vm.client.restore(snapshot))
-            .await
-            .map_err(|_| Error::Timeout {
-                what: "snapshot restore".into(),
-                after: deadline,
-            })??;
+        vm.memory_max = memory_max(&api_config);
+        vm.client.with_timeout(deadline).restore(snapshot).await?;
+        // A restored VM comes back paused.
         vm.resume().await?;
         Ok(vm)
     }
@@ -181,13 +186,37 @@ pub fn api_config(vm: &crate::VmConfig, work_dir: &Path) -> Result<api::VmConfig
         },
     };
     let cpus = vm.cpus.max(1);
+    let size = vm.memory.mib() << 20;
+    let hotplug_size = match vm.memory_max {
+        Some(max) if max.mib() > vm.memory.mib() => {
+            let extra = (max.mib() - vm.memory.mib()) << 20;
+            // virtio-mem hands memory out in 128 MiB blocks.
+            if !extra.is_multiple_of(128 << 20) {
+                return Err(Error::InvalidConfig(format!(
+                    "memory_max - memory = {} MiB: Cloud Hypervisor hotplugs 128 MiB blocks",
+                    extra >> 20
+                )));
+            }
+            Some(extra)
+        }
+        _ => None,
+    };
+    let vsock = match vm.vsock {
+        Some(cid) => Some(VsockConfig {
+            cid: u64::from(cid.get()),
+            socket: path(SocketPath::new(work_dir.join("vsock.sock"))?.as_path()),
+        }),
+        None => None,
+    };
     Ok(api::VmConfig {
         cpus: CpusConfig {
             boot_vcpus: cpus,
             max_vcpus: cpus,
         },
         memory: MemoryConfig {
-            size: vm.memory.mib() << 20,
+            size,
+            hotplug_method: hotplug_size.map(|_| "VirtioMem".to_owned()),
+            hotplug_size,
         },
         payload: PayloadConfig {
             kernel: Some(path(&vm.kernel)),
@@ -210,11 +239,33 @@ pub fn api_config(vm: &crate::VmConfig, work_dir: &Path) -> Result<api::VmConfig
             file: None,
             socket: None,
         }),
-        vsock: vm.vsock.map(|cid| VsockConfig {
-            cid: u64::from(cid.get()),
-            socket: path(&work_dir.join("vsock.sock")),
-        }),
+        vsock,
     })
+}
+
+/// The most memory a VM booted with `config` can be resized to.
+fn memory_max(config: &api::VmConfig) -> Option<u64> {
+    config
+        .memory
+        .hotplug_size
+        .map(|extra| config.memory.size + extra)
+}
+
+/// Removes the vsock socket a snapshot's configuration names, if nothing
+/// listens on it any more (a killed VM leaves it behind; Cloud Hypervisor
+/// will not bind over it).
+fn remove_stale_vsock_socket(snapshot: &Path) {
+    let Ok(text) = std::fs::read_to_string(snapshot.join("config.json")) else {
+        return;
+    };
+    let Ok(config) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return;
+    };
+    if let Some(socket) = config["vsock"]["socket"].as_str()
+        && std::os::unix::net::UnixStream::connect(socket).is_err()
+    {
+        let _ = std::fs::remove_file(socket);
+    }
 }
 
 /// Per-second limits as token buckets refilled every 1000 ms.
@@ -237,6 +288,8 @@ pub struct ChVm {
     child: Option<Child>,
     client: ChClient,
     console: Option<ChildStdout>,
+    /// The resize bound in bytes (`None`: booted without hotplug memory).
+    memory_max: Option<u64>,
 }
 
 impl ChVm {
@@ -256,6 +309,7 @@ impl ChVm {
             child: None,
             client,
             console: None,
+            memory_max: memory_max(config),
         })
     }
 
@@ -296,16 +350,27 @@ impl Vm for ChVm {
             path: dir.to_owned(),
             source,
         })?;
-        self.pause().await?;
-        tokio::time::timeout(deadline, self.client.snapshot(dir))
-            .await
-            .map_err(|_| Error::Timeout {
-                what: "snapshot".into(),
-                after: deadline,
-            })?
+        // Cloud Hypervisor snapshots only a paused VM, and refuses to pause
+        // one that is paused already.
+        if self.client.info().await?.state != api::VmState::Paused {
+            self.pause().await?;
+        }
+        self.client.with_timeout(deadline).snapshot(dir).await
     }
 
     async fn resize_memory(&mut self, memory: MemorySize) -> Result<(), Error> {
+        let Some(max) = self.memory_max else {
+            return Err(Error::Unsupported {
+                backend: BACKEND,
+                feature: "memory resize of a VM booted without VmConfig::memory_max",
+            });
+        };
+        if memory.mib() << 20 > max {
+            return Err(Error::InvalidConfig(format!(
+                "{memory} is more than the {} MiB the VM was booted to allow",
+                max >> 20
+            )));
+        }
         self.client
             .resize(&VmResize {
                 desired_vcpus: None,
@@ -324,16 +389,22 @@ impl Vm for ChVm {
 
     async fn wait(mut self, deadline: Duration) -> Result<VmExit, Error> {
         let started = Instant::now();
+        let mut failures = 0;
         loop {
             let stopped = match &mut self.child {
                 Some(child) => child.try_wait().map_err(Error::Io)?.is_some(),
-                // Another process's VMM: the guest is done when it says so
-                // (or when the VMM is gone).
-                None => self
-                    .client
-                    .info()
-                    .await
-                    .map_or(true, |i| i.state == api::VmState::Shutdown),
+                // Another process's VMM: the guest is done when it says so,
+                // or when the VMM stops answering (not at one slow answer).
+                None => match self.client.info().await {
+                    Ok(info) => {
+                        failures = 0;
+                        info.state == api::VmState::Shutdown
+                    }
+                    Err(_) => {
+                        failures += 1;
+                        failures >= 3
+                    }
+                },
             };
             if stopped {
                 break;
@@ -367,6 +438,9 @@ impl ChVm {
     async fn stop(&mut self) -> Result<Option<std::process::ExitStatus>, Error> {
         match &mut self.child {
             Some(child) => {
+                if let Some(status) = child.try_wait().map_err(Error::Io)? {
+                    return Ok(Some(status));
+                }
                 child.kill().await.map_err(Error::Io)?;
                 child.try_wait().map_err(Error::Io)
             }
@@ -399,8 +473,18 @@ mod tests {
         }];
         vm.serial = Serial::File("/w/console.log".into());
         vm.vsock = Some(Cid::new(9).unwrap());
+        vm.memory_max = Some(MemorySize::from_mib(512).unwrap());
         let api = api_config(&vm, Path::new("/w")).unwrap();
         assert_eq!((api.cpus.boot_vcpus, api.memory.size), (2, 256 << 20));
+        assert_eq!(api.memory.hotplug_size, Some(256 << 20));
+        assert_eq!(api.memory.hotplug_method.as_deref(), Some("VirtioMem"));
+        assert_eq!(memory_max(&api), Some(512 << 20));
+        vm.memory_max = Some(MemorySize::from_mib(300).unwrap());
+        assert!(matches!(
+            api_config(&vm, Path::new("/w")),
+            Err(Error::InvalidConfig(_))
+        ));
+        vm.memory_max = None;
         assert_eq!(api.payload.initramfs.as_deref(), Some("/k/initrd"));
         let limiter = api.disks[0].rate_limiter_config.unwrap();
         assert_eq!(limiter.bandwidth.unwrap().size, 1 << 20);

