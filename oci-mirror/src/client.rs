@@ -132,20 +132,28 @@ impl RegistryClient {
         }
     }
 
-    fn authorize(&self, req: RequestBuilder, scope: &str) -> RequestBuilder {
+    /// Adds the cached token for `scope` (or basic auth); returns the
+    /// request and the token it carries.
+    fn authorize(&self, req: RequestBuilder, scope: &str) -> (RequestBuilder, Option<String>) {
         if let Some(token) = self.tokens.lock().ok().and_then(|t| t.get(scope).cloned()) {
-            return req.bearer_auth(token);
+            return (req.bearer_auth(&token), Some(token));
         }
         let basic = self.basic.lock().is_ok_and(|b| *b);
         match (&self.config.credentials, basic) {
-            (Some(c), true) => req.basic_auth(c.user(), Some(c.password())),
-            _ => req,
+            (Some(c), true) => (req.basic_auth(c.user(), Some(c.password())), None),
+            _ => (req, None),
         }
     }
 
-    /// Reacts to a 401: fetches a token for `scope` (or switches to basic
-    /// auth). Returns whether a retry can succeed.
-    async fn authenticate(&self, headers: &HeaderMap, scope: &str) -> Result<bool, Error> {
+    /// Reacts to a 401 of a request that carried `sent`: fetches a token
+    /// for `scope` (or switches to basic auth). Returns whether a retry can
+    /// succeed.
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        scope: &str,
+        sent: Option<&str>,
+    ) -> Result<bool, Error> {
         let auth_err = |reason: String| Error::Auth {
             registry: self.config.host.clone(),
             reason,
@@ -204,14 +212,14 @@ impl RegistryClient {
             .or(body.access_token)
             .ok_or_else(|| auth_err("token response without token".into()))?;
         let fresh = token.clone();
-        let had = self
-            .tokens
+        self.tokens
             .lock()
             .map_err(|_| auth_err("lock".into()))?
             .insert(scope.to_owned(), token);
-        // Retry with a new token (the first, or one replacing an expired
-        // one); the same token refused again would only loop.
-        Ok(had.as_deref() != Some(fresh.as_str()))
+        // Retry with a token other than the refused one (another task may
+        // have fetched the same one meanwhile: that is fine); the same token
+        // refused again would only loop.
+        Ok(sent != Some(fresh.as_str()))
     }
 
     /// Sends a bodiless request with auth and retries; returns the response
@@ -235,12 +243,15 @@ impl RegistryClient {
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
-            req = self.authorize(req, &scope);
+            let (req, sent) = self.authorize(req, &scope);
             let result = req.send().await;
             let retry_after = match &result {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated => {
                     authenticated = true;
-                    if self.authenticate(resp.headers(), &scope).await? {
+                    if self
+                        .authenticate(resp.headers(), &scope, sent.as_deref())
+                        .await?
+                    {
                         continue;
                     }
                     return result.map_err(|source| Error::Request {
@@ -396,17 +407,16 @@ impl RegistryClient {
                 .put(&url)
                 .header(CONTENT_TYPE, &manifest.media_type)
                 .body(manifest.bytes.clone());
-            let resp =
-                self.authorize(req, &scope)
-                    .send()
-                    .await
-                    .map_err(|source| Error::Request {
-                        operation: "put manifest",
-                        url: url.clone(),
-                        source,
-                    })?;
+            let (req, sent) = self.authorize(req, &scope);
+            let resp = req.send().await.map_err(|source| Error::Request {
+                operation: "put manifest",
+                url: url.clone(),
+                source,
+            })?;
             if resp.status() == StatusCode::UNAUTHORIZED
-                && self.authenticate(resp.headers(), &scope).await?
+                && self
+                    .authenticate(resp.headers(), &scope, sent.as_deref())
+                    .await?
             {
                 continue;
             }
@@ -439,6 +449,11 @@ impl RegistryClient {
         self.config.attempts
     }
 
+    /// Whether 429 answers are retried.
+    pub(crate) fn retries_rate_limited(&self) -> bool {
+        self.config.retry_rate_limited
+    }
+
     /// [`check`] for a push whose body cannot be replayed: a 401 refreshes
     /// the token (so that a retry of the whole transfer can succeed) and
     /// is returned as the status error it is.
@@ -451,7 +466,7 @@ impl RegistryClient {
     ) -> Result<Response, Error> {
         if resp.status() == StatusCode::UNAUTHORIZED {
             let _ = self
-                .authenticate(resp.headers(), &scope(repository, true))
+                .authenticate(resp.headers(), &scope(repository, true), None)
                 .await;
         }
         check(resp, operation, url).await
@@ -467,7 +482,7 @@ impl RegistryClient {
         repository: &str,
         push: bool,
     ) -> RequestBuilder {
-        self.authorize(req, &scope(repository, push))
+        self.authorize(req, &scope(repository, push)).0
     }
 }
 
@@ -482,7 +497,7 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + jitter)
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let secs: u64 = headers
         .get("Retry-After")?
         .to_str()

@@ -61,13 +61,9 @@ impl Credentials {
         &self.password
     }
 
-    /// The credentials Docker's `config.json` gives `registry`, looked up
-    /// as the Docker client does: a `credHelpers` entry for the registry,
-    /// else an inline `auths` entry (`auth` = base64 `user:password`, or
-    /// `username`/`password`), else the `credsStore` helper. Helpers are
-    /// run as `docker-credential-NAME get` with the registry on stdin (the
-    /// docker-credential-helpers protocol). Docker Hub is also looked up
-    /// under its legacy `https://index.docker.io/v1/` key.
+    /// The credentials Docker's `config.json` gives `registry`: where
+    /// [`CredentialSource::from_docker_config`] says they are, fetched
+    /// (running the credential helper if it names one).
     ///
     /// # Errors
     ///
@@ -75,6 +71,42 @@ impl Credentials {
     /// malformed, or a helper cannot run or answers garbage. `Ok(None)`
     /// when nothing names the registry (or its helper knows nothing).
     pub fn from_docker_config(json: &str, registry: &str) -> Result<Option<Self>, Error> {
+        CredentialSource::from_docker_config(json, registry)?.fetch()
+    }
+}
+
+/// Where Docker's `config.json` keeps a registry's credentials.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum CredentialSource {
+    /// Nowhere: anonymous.
+    None,
+    /// In the file itself.
+    Inline(Credentials),
+    /// With the credential helper `docker-credential-{name}`.
+    Helper {
+        /// The helper's name.
+        name: String,
+        /// The server it is asked about.
+        server: String,
+        /// The registry, for error messages.
+        registry: String,
+    },
+}
+
+impl CredentialSource {
+    /// Looks `registry` up as the Docker client does (nothing is run): the
+    /// registry's `credHelpers` entry, else the `credsStore` default
+    /// (either alone: what the helper does not know is unknown), else an
+    /// inline `auths` entry (`auth` = base64 `user:password`, or
+    /// `username`/`password`). Docker Hub is also looked up under its
+    /// legacy `https://index.docker.io/v1/` key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Auth`] for invalid JSON, a malformed `auth` entry or a
+    /// helper name that is not one.
+    pub fn from_docker_config(json: &str, registry: &str) -> Result<Self, Error> {
         let bad = |reason: String| Error::Auth {
             registry: registry.to_owned(),
             reason,
@@ -90,28 +122,64 @@ impl Credentials {
         .into_iter()
         .chain(legacy.map(str::to_owned))
         .collect();
-        if let Some(helper) = keys.iter().find_map(|k| config.cred_helpers.get(k)) {
-            return from_helper(helper, legacy.unwrap_or(registry), registry);
-        }
-        if let Some(entry) = keys.iter().find_map(|k| config.auths.get(k)) {
-            if let Some(auth) = &entry.auth {
-                use base64::Engine;
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(auth.trim())
-                    .map_err(|e| bad(format!("docker config auth: {e}")))?;
-                let text = String::from_utf8(decoded).map_err(|e| bad(e.to_string()))?;
-                let (user, password) = text
-                    .split_once(':')
-                    .ok_or_else(|| bad("docker config auth is not user:password".into()))?;
-                return Ok(Some(Self::new(user, password)));
+        let helper = keys
+            .iter()
+            .find_map(|k| config.cred_helpers.get(k))
+            .or(config.creds_store.as_ref())
+            .filter(|name| !name.is_empty());
+        if let Some(name) = helper {
+            let valid = name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !valid {
+                return Err(bad(format!(
+                    "credential helper {name:?} is not a helper name"
+                )));
             }
-            if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
-                return Ok(Some(Self::new(u, p)));
-            }
+            return Ok(Self::Helper {
+                name: name.clone(),
+                server: legacy.unwrap_or(registry).to_owned(),
+                registry: registry.to_owned(),
+            });
         }
-        match &config.creds_store {
-            Some(store) => from_helper(store, legacy.unwrap_or(registry), registry),
-            None => Ok(None),
+        let Some(entry) = keys.iter().find_map(|k| config.auths.get(k)) else {
+            return Ok(Self::None);
+        };
+        if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .map_err(|e| bad(format!("docker config auth: {e}")))?;
+            let text = String::from_utf8(decoded).map_err(|e| bad(e.to_string()))?;
+            let (user, password) = text
+                .split_once(':')
+                .ok_or_else(|| bad("docker config auth is not user:password".into()))?;
+            return Ok(Self::Inline(Credentials::new(user, password)));
+        }
+        Ok(match (&entry.username, &entry.password) {
+            (Some(u), Some(p)) => Self::Inline(Credentials::new(u, p)),
+            _ => Self::None,
+        })
+    }
+
+    /// The credentials: as they are, or from the helper, run as
+    /// `docker-credential-NAME get` with the server on stdin (the
+    /// docker-credential-helpers protocol; "credentials not found" is
+    /// none). Identity tokens (the user `<token>`) are refused: the OAuth
+    /// refresh flow they need is not implemented.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Auth`] when the helper cannot run or answers garbage.
+    pub fn fetch(self) -> Result<Option<Credentials>, Error> {
+        match self {
+            Self::None => Ok(None),
+            Self::Inline(c) => Ok(Some(c)),
+            Self::Helper {
+                name,
+                server,
+                registry,
+            } => from_helper(&name, &server, &registry),
         }
     }
 }
@@ -126,13 +194,6 @@ fn from_helper(
         registry: registry.to_owned(),
         reason: format!("credential helper docker-credential-{helper}: {reason}"),
     };
-    if helper.is_empty()
-        || !helper
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
-        return Err(bad("not a helper name".into()));
-    }
     let mut child = Command::new(format!("docker-credential-{helper}"))
         .arg("get")
         .stdin(Stdio::piped())
@@ -163,6 +224,11 @@ fn from_helper(
     }
     let answer: Answer =
         serde_json::from_slice(&out.stdout).map_err(|e| bad(format!("answer: {e}")))?;
+    if answer.username == "<token>" {
+        return Err(bad(
+            "an identity token (OAuth refresh token) is not supported; use a password or access token".into(),
+        ));
+    }
     Ok(Some(Credentials::new(answer.username, answer.secret)))
 }
 
@@ -191,9 +257,32 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_store_takes_precedence_over_inline_auths() {
+        // The store is consulted (and here cannot run) even though an
+        // inline entry exists, as in Docker; an empty store name is none.
+        let json = r#"{"auths": {"r:1": {"auth": "a2lsbjpzM2NyZXQ="}}, "credsStore": "kiln-no-such-helper"}"#;
+        let err = Credentials::from_docker_config(json, "r:1").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("docker-credential-kiln-no-such-helper"),
+            "{err}"
+        );
+        let json = r#"{"auths": {"r:1": {"auth": "a2lsbjpzM2NyZXQ="}}, "credsStore": ""}"#;
+        let c = Credentials::from_docker_config(json, "r:1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.user(), "kiln");
+    }
+
+    #[test]
     fn helper_names_cannot_smuggle_paths() {
         let json = r#"{"credHelpers": {"r:1": "../../bin/sh"}}"#;
-        let err = Credentials::from_docker_config(json, "r:1").unwrap_err();
+        let err = CredentialSource::from_docker_config(json, "r:1").unwrap_err();
         assert!(err.to_string().contains("not a helper name"), "{err}");
+        let json = r#"{"credHelpers": {"r:1": "ecr-login"}}"#;
+        assert!(matches!(
+            CredentialSource::from_docker_config(json, "r:1").unwrap(),
+            CredentialSource::Helper { name, .. } if name == "ecr-login"
+        ));
     }
 }

@@ -41,6 +41,6 @@ mod referrers;
 
 pub use client::{Manifest, RegistryClient, RegistryConfig};
 pub use copy::{CopyOptions, CopyReport, Platforms, Progress, ProgressFn, copy};
-pub use credentials::Credentials;
+pub use credentials::{CredentialSource, Credentials};
 pub use error::Error;
 pub use location::{ImageLocation, mirrored};

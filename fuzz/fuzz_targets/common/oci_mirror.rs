@@ -1,11 +1,12 @@
 //! The oci-mirror fuzz check, shared by the fuzz target and the corpus
 //! replay in `cargo test` (`oci-mirror/tests/integration/fuzz_corpus.rs`).
 
-use kiln_oci_mirror::{Credentials, ImageLocation, mirrored};
+use kiln_oci_mirror::{CredentialSource, ImageLocation, mirrored};
 
 /// Image locations print and parse back to themselves; mirrored names of
-/// valid locations are valid or a typed error; Docker config parsing never
-/// panics. Returns whether anything parsed.
+/// valid locations are valid or a typed error; Docker config lookups never
+/// panic (and never run a credential helper: only the lookup is fuzzed).
+/// Returns whether anything parsed.
 pub(crate) fn check(data: &[u8]) -> bool {
     let text = String::from_utf8_lossy(data);
     let location = text.parse::<ImageLocation>().ok();
@@ -14,6 +15,7 @@ pub(crate) fn check(data: &[u8]) -> bool {
         assert_eq!(&again, l);
         let _ = mirrored(l, "127.0.0.1:5000/m");
     }
-    let creds = Credentials::from_docker_config(&text, "127.0.0.1:5000").is_ok_and(|c| c.is_some());
+    let creds = CredentialSource::from_docker_config(&text, "127.0.0.1:5000")
+        .is_ok_and(|c| !matches!(c, CredentialSource::None));
     location.is_some() || creds
 }

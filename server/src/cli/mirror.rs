@@ -142,6 +142,9 @@ pub(crate) fn run(args: MirrorArgs) -> anyhow::Result<()> {
         Progress::Planned { bytes, .. } => events.inc_length(*bytes),
         Progress::BlobSkipped { size, .. } => events.inc(*size),
         Progress::BlobBytes { bytes, .. } => events.inc(*bytes),
+        Progress::BlobRestarted { bytes, .. } => {
+            events.set_position(events.position().saturating_sub(*bytes));
+        }
         Progress::ManifestWritten { reference } => events.set_message(format!("wrote {reference}")),
         _ => {}
     }));

@@ -46,34 +46,36 @@ fn credentials_come_from_a_docker_credential_helper() {
     let m = layout.image(5, &[256 << 10], "amd64");
     layout.tag("v1", &[(m.0.clone(), m.1, "amd64")]);
     layout.push("v1", &format!("{}/src/app:v1", a.host), false);
-    // A helper speaking the docker-credential-helpers protocol: the
-    // server on stdin, JSON on stdout, "credentials not found" otherwise.
+    // Helpers speaking the docker-credential-helpers protocol (the server
+    // on stdin, JSON on stdout, "credentials not found" otherwise): one for
+    // the destination (credHelpers), a store that knows nothing
+    // (credsStore). Each logs what it was asked.
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    let helper = bin.join("docker-credential-kilntest");
-    std::fs::write(
-        &helper,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r server\necho \"$server\" >> {log}\n\
-             if [ \"$server\" = {host} ]; then echo '{{\"Username\":\"kiln\",\"Secret\":\"s3cret\"}}'; \
-             else echo 'credentials not found in native keychain'; exit 1; fi\n",
-            log = dir.join("helper.log").display(),
-            host = b.host
-        ),
-    )
-    .unwrap();
-    ok(Command::new("chmod")
-        .arg("+x")
-        .arg(&helper)
-        .output()
-        .unwrap());
-    // The destination through credHelpers, everything else through the
-    // credsStore (which knows nothing of the source: anonymous).
+    let log = dir.join("helper.log");
+    for (name, knows) in [("kilndest", b.host.as_str()), ("kilnstore", "nothing")] {
+        let helper = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(
+            &helper,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r server\necho \"{name} $server\" >> {log}\n\
+                 if [ \"$server\" = {knows} ]; then echo '{{\"Username\":\"kiln\",\"Secret\":\"s3cret\"}}'; \
+                 else echo 'credentials not found in native keychain'; exit 1; fi\n",
+                log = log.display(),
+            ),
+        )
+        .unwrap();
+        ok(Command::new("chmod")
+            .arg("+x")
+            .arg(&helper)
+            .output()
+            .unwrap());
+    }
     let config = dir.join("config.json");
     std::fs::write(
         &config,
         format!(
-            r#"{{"credsStore": "kilntest", "credHelpers": {{"{}": "kilntest"}}}}"#,
+            r#"{{"credsStore": "kilnstore", "credHelpers": {{"{}": "kilndest"}}}}"#,
             b.host
         ),
     )
@@ -101,10 +103,15 @@ fn credentials_come_from_a_docker_credential_helper() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let asked = std::fs::read_to_string(dir.join("helper.log")).unwrap();
+    // The source asked the store (which knew nothing: anonymous), the
+    // destination its own helper.
+    let asked = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         asked.lines().collect::<Vec<_>>(),
-        [a.host.as_str(), b.host.as_str()]
+        [
+            format!("kilnstore {}", a.host),
+            format!("kilndest {}", b.host)
+        ]
     );
     ok(skopeo(&[
         "inspect",

@@ -2,18 +2,17 @@
 //! then manifests, then the index, then the tag — so no tag ever points at
 //! incomplete content, and a re-run skips whatever is already there.
 
+mod blob;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt, stream};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
-use reqwest::{Method, StatusCode};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::Error;
-use crate::client::{Manifest, RegistryClient, backoff, check, sha256_digest};
+use crate::client::{Manifest, RegistryClient, sha256_digest};
 use crate::location::ImageLocation;
 
 /// Which platforms of an index to copy.
@@ -51,6 +50,13 @@ pub enum Progress {
         /// The blob.
         digest: String,
         /// Bytes in this step.
+        bytes: u64,
+    },
+    /// A blob transfer broke and starts over: its bytes so far do not count.
+    BlobRestarted {
+        /// The blob.
+        digest: String,
+        /// Bytes reported for it that are now undone.
         bytes: u64,
     },
     /// A blob is stored at the destination.
@@ -412,6 +418,19 @@ impl Copier<'_> {
     /// Copies blobs, several at once, the largest first (the longest
     /// transfers bound the copy's time), each digest once.
     async fn copy_blobs(&self, mut blobs: Vec<&Descriptor>) -> Result<(), Error> {
+        // Each digest once; one digest with two sizes is a broken manifest.
+        let mut sizes = std::collections::HashMap::new();
+        for d in &blobs {
+            if let Some(other) = sizes.insert(d.digest.as_str(), d.size)
+                && other != d.size
+            {
+                return Err(Error::SizeMismatch {
+                    digest: d.digest.clone(),
+                    expected: other,
+                    actual: d.size,
+                });
+            }
+        }
         blobs.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.digest.cmp(&b.digest)));
         blobs.dedup_by(|a, b| a.digest == b.digest);
         self.report(Progress::Planned {
@@ -425,260 +444,6 @@ impl Copier<'_> {
             .await?;
         Ok(())
     }
-
-    async fn copy_blob(&self, d: &Descriptor) -> Result<(), Error> {
-        let present = self.dst.has_blob(self.dst_repo, &d.digest).await?
-            || (self.src.host() == self.dst.host() && self.try_mount(&d.digest).await?);
-        if present {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
-            self.report(Progress::BlobSkipped {
-                digest: d.digest.clone(),
-                size: d.size,
-            });
-            return Ok(());
-        }
-        // A transfer cut short (a dropped connection, a 5xx or 401 on the
-        // upload itself) starts the blob over with a fresh upload session;
-        // a digest or size mismatch never is retried.
-        let attempts = self.src.attempts().min(self.dst.attempts()).max(1);
-        let mut attempt = 0;
-        let seen = loop {
-            attempt += 1;
-            match self.upload_blob(d).await {
-                Ok(seen) => break seen,
-                Err(e) if attempt < attempts && retryable(&e) => {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        self.copied.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(seen, Ordering::Relaxed);
-        self.report(Progress::BlobDone {
-            digest: d.digest.clone(),
-            size: seen,
-        });
-        Ok(())
-    }
-
-    /// One attempt at moving a blob: a new upload session, the source
-    /// streamed into it (in chunks when large), verified on the way.
-    /// Returns the bytes moved.
-    async fn upload_blob(&self, d: &Descriptor) -> Result<u64, Error> {
-        let up_path = format!("/v2/{}/blobs/uploads/", self.dst_repo);
-        let start = self
-            .dst
-            .send(
-                "start upload",
-                Method::POST,
-                &up_path,
-                self.dst_repo,
-                true,
-                &[],
-            )
-            .await?;
-        let start = check(start, "start upload", &self.dst.url(&up_path)).await?;
-        let mut location = upload_location(&start, &d.digest)?;
-        let hasher = Arc::new(std::sync::Mutex::new((Sha256::new(), 0u64)));
-        let src_path = format!("/v2/{}/blobs/{}", self.src_repo, d.digest);
-        let chunked = d.size > self.chunk_threshold && self.chunk_size > 0;
-        let (put, url) = if chunked {
-            // Chunked: each chunk is a ranged GET streamed into a PATCH, so
-            // memory stays bounded and no single request carries the blob.
-            let mut offset = 0;
-            while offset < d.size {
-                let end = (offset + self.chunk_size).min(d.size);
-                let range = format!("bytes={offset}-{}", end - 1);
-                let resp = self.get_source(&src_path, Some(range)).await?;
-                if resp.status() != StatusCode::PARTIAL_CONTENT {
-                    return Err(Error::Manifest {
-                        reference: d.digest.clone(),
-                        reason: "source ignored the Range request needed for a chunked copy".into(),
-                    });
-                }
-                let body = self.verifying(resp, &hasher, end, &d.digest);
-                let url = self.dst.url(&location);
-                let req = self
-                    .dst
-                    .http()
-                    .patch(&url)
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, end - offset)
-                    .header("Content-Range", format!("{offset}-{}", end - 1))
-                    .body(reqwest::Body::wrap_stream(body));
-                let resp = self
-                    .dst
-                    .authorized(req, self.dst_repo, true)
-                    .send()
-                    .await
-                    .map_err(|source| Error::Request {
-                        operation: "upload chunk",
-                        url: url.clone(),
-                        source,
-                    })?;
-                let resp = self
-                    .dst
-                    .check_push(resp, self.dst_repo, "upload chunk", &url)
-                    .await?;
-                location = upload_location(&resp, &d.digest)?;
-                offset = end;
-            }
-            let url = with_digest(&self.dst.url(&location), &d.digest);
-            let req = self
-                .dst
-                .http()
-                .put(&url)
-                .header(CONTENT_LENGTH, 0)
-                .body(Vec::new());
-            (
-                self.dst.authorized(req, self.dst_repo, true).send().await,
-                url,
-            )
-        } else {
-            let resp = self.get_source(&src_path, None).await?;
-            let body = self.verifying(resp, &hasher, d.size, &d.digest);
-            let url = with_digest(&self.dst.url(&location), &d.digest);
-            let req = self
-                .dst
-                .http()
-                .put(&url)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, d.size)
-                .body(reqwest::Body::wrap_stream(body));
-            (
-                self.dst.authorized(req, self.dst_repo, true).send().await,
-                url,
-            )
-        };
-        let (hash, seen) = {
-            let g = hasher.lock().map_err(|_| Error::Manifest {
-                reference: d.digest.clone(),
-                reason: "hasher lock".into(),
-            })?;
-            (format!("sha256:{:x}", g.0.clone().finalize()), g.1)
-        };
-        // More bytes than the descriptor says is the source's fault: never
-        // retried. Fewer with a failed request is a cut transfer.
-        if seen > d.size || (seen < d.size && put.is_ok()) {
-            return Err(Error::SizeMismatch {
-                digest: d.digest.clone(),
-                expected: d.size,
-                actual: seen,
-            });
-        }
-        let put = put.map_err(|source| Error::Request {
-            operation: "upload blob",
-            url: url.clone(),
-            source,
-        })?;
-        if hash != d.digest {
-            return Err(Error::DigestMismatch {
-                what: "blob",
-                expected: d.digest.clone(),
-                actual: hash,
-                size: seen,
-            });
-        }
-        if put.status() != StatusCode::CREATED {
-            self.dst
-                .check_push(put, self.dst_repo, "upload blob", &url)
-                .await?;
-        }
-        Ok(seen)
-    }
-
-    /// GET a source blob (or a byte range of it).
-    async fn get_source(
-        &self,
-        path: &str,
-        range: Option<String>,
-    ) -> Result<reqwest::Response, Error> {
-        let headers: Vec<(&'static str, String)> =
-            range.map(|r| ("Range", r)).into_iter().collect();
-        let resp = self
-            .src
-            .send(
-                "get blob",
-                Method::GET,
-                path,
-                self.src_repo,
-                false,
-                &headers,
-            )
-            .await?;
-        check(resp, "get blob", &self.src.url(path)).await
-    }
-
-    /// The source body, hashed and counted on the way; more than `limit`
-    /// bytes in all aborts the stream.
-    fn verifying(
-        &self,
-        resp: reqwest::Response,
-        hasher: &Arc<std::sync::Mutex<(Sha256, u64)>>,
-        limit: u64,
-        digest: &str,
-    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static
-    {
-        let h = hasher.clone();
-        let progress = self.progress.clone();
-        let digest = digest.to_owned();
-        resp.bytes_stream().map(move |chunk| {
-            let chunk = chunk.map_err(std::io::Error::other)?;
-            let mut g = h.lock().map_err(|_| std::io::Error::other("hasher lock"))?;
-            g.1 += chunk.len() as u64;
-            if g.1 > limit {
-                return Err(std::io::Error::other("blob longer than its descriptor"));
-            }
-            g.0.update(&chunk);
-            if let Some(p) = &progress {
-                p(&Progress::BlobBytes {
-                    digest: digest.clone(),
-                    bytes: chunk.len() as u64,
-                });
-            }
-            Ok(chunk)
-        })
-    }
-
-    /// Cross-repository mount within one registry.
-    async fn try_mount(&self, digest: &str) -> Result<bool, Error> {
-        let path = format!(
-            "/v2/{}/blobs/uploads/?mount={digest}&from={}",
-            self.dst_repo, self.src_repo
-        );
-        let resp = self
-            .dst
-            .send("mount blob", Method::POST, &path, self.dst_repo, true, &[])
-            .await?;
-        Ok(resp.status() == StatusCode::CREATED)
-    }
-}
-
-/// Whether starting a blob over can help: the transfer broke, or the
-/// registry failed (5xx) or refused a stale token (401) mid-upload.
-fn retryable(e: &Error) -> bool {
-    match e {
-        Error::Request { source, .. } => !source.is_builder() && !source.is_redirect(),
-        Error::Status { status, .. } => *status == 401 || *status >= 500,
-        _ => false,
-    }
-}
-
-/// The upload URL a registry answered with.
-fn upload_location(resp: &reqwest::Response, digest: &str) -> Result<String, Error> {
-    resp.headers()
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Manifest {
-            reference: digest.to_owned(),
-            reason: "upload without Location".into(),
-        })
-}
-
-fn with_digest(url: &str, digest: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}digest={digest}")
 }
 
 /// The index with only `chosen` manifests (other fields kept).
