@@ -141,8 +141,14 @@ fn bare_once(
     i: usize,
 ) -> (Duration, Duration, f64) {
     let rss = inputs.work.join(format!("bare-rss-{i}"));
-    let (machine, block, cmdline) = match machine {
-        Machine::Q35 => ("q35", "virtio-blk-pci", CMDLINE.to_owned()),
+    let (machine, block, cmdline, kernel) = match machine {
+        Machine::Q35 => (
+            "q35",
+            "virtio-blk-pci",
+            CMDLINE.to_owned(),
+            inputs.kernel.image.clone(),
+        ),
+        // The same kernel form kiln boots there: the PVH vmlinux.
         _ => (
             "microvm",
             "virtio-blk-device",
@@ -150,6 +156,10 @@ fn bare_once(
                 "{CMDLINE} tsc_early_khz={}",
                 host_tsc_khz().expect("TSC frequency")
             ),
+            inputs
+                .kernel
+                .pvh_image(&std::env::temp_dir().join("kiln-kernels"))
+                .unwrap_or_else(|_| inputs.kernel.image.clone()),
         ),
     };
     let start = Instant::now();
@@ -175,7 +185,7 @@ fn bare_once(
             "-no-reboot",
             "-kernel",
         ])
-        .arg(&inputs.kernel.image)
+        .arg(&kernel)
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", &cmdline])

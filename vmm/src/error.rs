@@ -18,6 +18,10 @@ pub enum Error {
     /// A snapshot path with characters QEMU's shell would interpret.
     #[error("invalid snapshot path {0:?}: only [A-Za-z0-9/._+-] may be used")]
     InvalidSnapshotPath(PathBuf),
+    /// A kernel image that cannot be booted directly (see
+    /// [`crate::GuestKernel::pvh_image`]).
+    #[error("kernel image: {0}")]
+    KernelImage(String),
     /// A configuration the backend cannot boot as given.
     #[error("invalid VM configuration: {0}")]
     InvalidConfig(String),

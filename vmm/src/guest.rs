@@ -61,6 +61,38 @@ impl GuestKernel {
         Ok(Self { image, modules })
     }
 
+    /// The uncompressed, PVH-bootable `vmlinux` inside the bzImage,
+    /// extracted once into `cache_dir` (named by the image's SHA-256, so a
+    /// changed kernel is extracted again; written under a temporary name
+    /// and renamed). QEMU's microvm boots it directly, skipping the
+    /// real-mode setup and the in-guest decompression.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GuestFile`] for unreadable or unwritable files,
+    /// [`Error::KernelImage`] for a kernel that cannot be booted this way.
+    pub fn pvh_image(&self, cache_dir: &Path) -> Result<PathBuf, Error> {
+        use sha2::{Digest, Sha256};
+        let file_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::GuestFile { path, source }
+        };
+        let bzimage = std::fs::read(&self.image).map_err(file_err(&self.image))?;
+        let out = cache_dir.join(format!("vmlinux-{:x}", Sha256::digest(&bzimage)));
+        if out.exists() {
+            return Ok(out);
+        }
+        let elf = crate::vmlinux::extract(&bzimage, crate::vmlinux::MAX_VMLINUX)?;
+        std::fs::create_dir_all(cache_dir).map_err(file_err(cache_dir))?;
+        // A name of its own for every writer (threads of one process too).
+        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = out.with_extension(format!("tmp{}-{n}", std::process::id()));
+        std::fs::write(&tmp, &elf).map_err(file_err(&tmp))?;
+        std::fs::rename(&tmp, &out).map_err(file_err(&out))?;
+        Ok(out)
+    }
+
     /// The `.ko` files to load for `names`, dependencies first (from each
     /// module's own `depends=` in `.modinfo`, so an unpacked kernel package
     /// without `modules.dep` works); modules built into the kernel

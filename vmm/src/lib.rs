@@ -55,6 +55,7 @@ mod qemu;
 mod qmp;
 mod run;
 mod vm;
+pub mod vmlinux;
 
 pub use backend::{Capabilities, Cid, Hypervisor};
 pub use cloud_hypervisor::{ChVm, CloudHypervisor};

@@ -40,8 +40,11 @@ pub struct RunSpec {
     pub memory: MemorySize,
     /// vCPUs.
     pub cpus: u8,
-    /// Machine type: microvm boots fastest; it needs the host's TSC
-    /// frequency ([`host_tsc_khz`]) and falls back to q35 without it.
+    /// Machine type: microvm boots fastest (the kernel's `vmlinux`, see
+    /// [`GuestKernel::pvh_image`], cached in the temp directory's
+    /// `kiln-kernels`, when the kernel has PVH support); it needs the
+    /// host's TSC frequency ([`host_tsc_khz`]) and falls back to q35
+    /// without it.
     pub machine: Machine,
     /// The guest's network: with [`Network::User`], `kiln-init` configures
     /// `eth0` for QEMU's user-mode NAT (10.0.2.15/24, gateway 10.0.2.2 =
@@ -259,10 +262,23 @@ fn prepare(spec: &RunSpec, fresh: bool) -> Result<(Qemu, VmConfig), Error> {
     qemu.binary.clone_from(&spec.qemu);
     qemu.machine = spec.machine;
     let mut cmdline = CMDLINE.to_owned();
+    let mut kernel = spec.kernel.image.clone();
     if qemu.machine == Machine::Microvm {
         match host_tsc_khz() {
             Some(khz) => cmdline.push_str(&format!(" tsc_early_khz={khz}")),
             None => qemu.machine = Machine::Q35,
+        }
+    }
+    if qemu.machine == Machine::Microvm {
+        // PVH boot of the uncompressed kernel where the kernel allows it
+        // (else the bzImage boots as it is).
+        match spec
+            .kernel
+            .pvh_image(&std::env::temp_dir().join("kiln-kernels"))
+        {
+            Ok(vmlinux) => kernel = vmlinux,
+            Err(Error::KernelImage(_)) => {}
+            Err(e) => return Err(e),
         }
     }
     let channel = spec.work_dir.join("channel.sock");
@@ -276,7 +292,7 @@ fn prepare(spec: &RunSpec, fresh: bool) -> Result<(Qemu, VmConfig), Error> {
         serial: Serial::File(spec.work_dir.join("console.log")),
         channel: Some(SocketPath::new(channel)?),
         network: spec.network,
-        ..VmConfig::new(&spec.kernel.image)
+        ..VmConfig::new(kernel)
     };
     Ok((qemu, config))
 }

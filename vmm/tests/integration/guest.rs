@@ -299,3 +299,29 @@ fn user_mode_network_reaches_a_server_on_the_host_loopback() {
     assert!(request.starts_with("GET /kiln "), "{request}");
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn the_test_kernel_yields_a_pvh_vmlinux_once() {
+    let Some(kernel) = test_kernel() else { return };
+    let kernel = GuestKernel::from_image(kernel).unwrap();
+    let d = dir("pvh");
+    let vmlinux = kernel.pvh_image(&d).unwrap();
+    let elf = std::fs::read(&vmlinux).unwrap();
+    assert!(elf.starts_with(b"\x7fELF\x02\x01"));
+    let bzimage = std::fs::metadata(&kernel.image).unwrap().len();
+    assert!(elf.len() as u64 > 2 * bzimage, "{} vs {bzimage}", elf.len());
+    // Cached: the same file, not written again.
+    let modified = std::fs::metadata(&vmlinux).unwrap().modified().unwrap();
+    assert_eq!(kernel.pvh_image(&d).unwrap(), vmlinux);
+    assert_eq!(
+        std::fs::metadata(&vmlinux).unwrap().modified().unwrap(),
+        modified
+    );
+    // `file` (libmagic), an independent reader, agrees.
+    let out = Command::new("file").arg(&vmlinux).output();
+    if let Ok(out) = out {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("ELF 64-bit LSB executable"), "{text}");
+    }
+    std::fs::remove_dir_all(&d).ok();
+}
