@@ -62,9 +62,9 @@ impl GuestKernel {
     }
 
     /// The uncompressed, PVH-bootable `vmlinux` inside the bzImage,
-    /// extracted once into `cache_dir` (named by the image's SHA-256, so a
-    /// changed kernel is extracted again; written under a temporary name
-    /// and renamed). QEMU's microvm boots it directly, skipping the
+    /// extracted once into `cache_dir` (named by a hash of the image's path,
+    /// inode, size and mtime, so a changed kernel is extracted again;
+    /// written under a temporary name and renamed). QEMU's microvm boots it directly, skipping the
     /// real-mode setup and the in-guest decompression.
     ///
     /// # Errors
@@ -77,11 +77,23 @@ impl GuestKernel {
             let path = path.to_owned();
             move |source| Error::GuestFile { path, source }
         };
-        let bzimage = std::fs::read(&self.image).map_err(file_err(&self.image))?;
-        let out = cache_dir.join(format!("vmlinux-{:x}", Sha256::digest(&bzimage)));
+        // Keyed by what identifies the file (path, inode, size, mtime), so
+        // a cached kernel costs a stat, not a read.
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&self.image).map_err(file_err(&self.image))?;
+        let identity = format!(
+            "{}\0{}\0{}\0{}.{}",
+            self.image.display(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        );
+        let out = cache_dir.join(format!("vmlinux-{:x}", Sha256::digest(identity.as_bytes())));
         if out.exists() {
             return Ok(out);
         }
+        let bzimage = std::fs::read(&self.image).map_err(file_err(&self.image))?;
         let elf = crate::vmlinux::extract(&bzimage, crate::vmlinux::MAX_VMLINUX)?;
         std::fs::create_dir_all(cache_dir).map_err(file_err(cache_dir))?;
         // A name of its own for every writer (threads of one process too).

@@ -1,7 +1,10 @@
 //! The host channel: the virtio-serial port the host named, found by its
 //! name. Its driver (`virtio_console`) is loaded only once the workload
 //! runs (or when a report is due earlier): probing the port costs boot time
-//! the workload need not wait for.
+//! the workload need not wait for. The workload cannot claim the port
+//! first unless it runs as root (the node is `root` 0600), and a root
+//! workload owns the guest kernel anyway: the exit status is the guest's
+//! word either way.
 
 use std::fs::{self, File};
 use std::io::Write;
