@@ -6,13 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kiln_init::InitConfig;
-use tokio::io::AsyncReadExt;
-use tokio::net::UnixStream;
 
 use crate::guest::{GUEST_MODULES, GuestKernel, initramfs};
-use crate::qemu::CHANNEL_NAME;
 use crate::{
-    Accel, Disk, Error, Machine, MemorySize, Network, Qemu, QemuVm, Serial, SocketPath, Vm,
+    Accel, Disk, Error, Hypervisor, Machine, MemorySize, Network, Qemu, QemuVm, Serial, Vm,
     VmConfig, VmInfo, host_tsc_khz,
 };
 
@@ -85,8 +82,8 @@ pub async fn run(spec: &RunSpec) -> Result<RunOutcome, Error> {
 #[derive(Debug)]
 pub struct GuestVm {
     vm: QemuVm,
-    reader: tokio::task::JoinHandle<String>,
     serial: PathBuf,
+    nonce: String,
 }
 
 impl GuestVm {
@@ -97,10 +94,9 @@ impl GuestVm {
     ///
     /// Start errors (see [`run`]).
     pub async fn start(spec: &RunSpec) -> Result<Self, Error> {
-        let (qemu, config) = prepare(spec, true)?;
-        let cfg = qemu.command(&config, &spec.work_dir)?;
-        let vm = QemuVm::start(&cfg).await?;
-        Self::attach(vm, &config).await
+        let (qemu, config, nonce) = prepare(spec, true)?;
+        let vm = qemu.start(&config, &spec.work_dir).await?;
+        Ok(Self::new(vm, &config, nonce))
     }
 
     /// Restores a guest from the directory `snapshot` (written by
@@ -111,41 +107,19 @@ impl GuestVm {
     ///
     /// Start errors, or the snapshot not loading within `spec.timeout`.
     pub async fn restore(spec: &RunSpec, snapshot: &std::path::Path) -> Result<Self, Error> {
-        let (qemu, config) = prepare(spec, false)?;
-        let mut cfg = qemu.command(&config, &spec.work_dir)?;
-        cfg.incoming = Some(snapshot.join(crate::qemu::SNAPSHOT_FILE));
-        let vm = QemuVm::start(&cfg).await?;
-        // Listen on the channel before the guest runs again.
-        let mut guest = Self::attach(vm, &config).await?;
-        guest.vm.wait_restored(spec.timeout).await?;
-        guest.vm.resume().await?;
-        Ok(guest)
+        let (qemu, config, nonce) = prepare(spec, false)?;
+        let vm = qemu
+            .restore(&config, &spec.work_dir, snapshot, spec.timeout)
+            .await?;
+        Ok(Self::new(vm, &config, nonce))
     }
 
-    async fn attach(vm: QemuVm, config: &VmConfig) -> Result<Self, Error> {
-        let channel = config
-            .channel
-            .clone()
-            .ok_or_else(|| Error::Protocol("no channel".into()))?;
-        // QEMU listens on the channel once QMP is up.
-        let mut stream = UnixStream::connect(channel.as_path())
-            .await
-            .map_err(|source| Error::Connect {
-                path: channel.as_path().to_owned(),
-                source,
-            })?;
-        let reader = tokio::spawn(async move {
-            // The guest writes one short line; a guest that floods the
-            // channel cannot make the host buffer more than this.
-            let mut text = Vec::new();
-            let _ = (&mut stream).take(64 * 1024).read_to_end(&mut text).await;
-            String::from_utf8_lossy(&text).into_owned()
-        });
+    fn new(vm: QemuVm, config: &VmConfig, nonce: String) -> Self {
         let serial = match &config.serial {
             Serial::File(p) => p.clone(),
             _ => PathBuf::new(),
         };
-        Ok(Self { vm, reader, serial })
+        Self { vm, serial, nonce }
     }
 
     /// State, accelerator and capabilities.
@@ -183,7 +157,6 @@ impl GuestVm {
     ///
     /// When QEMU does not exit within `deadline` (it is then killed).
     pub async fn quit(self, deadline: Duration) -> Result<(), Error> {
-        self.reader.abort();
         self.vm.quit(deadline).await.map(drop)
     }
 
@@ -208,36 +181,44 @@ impl GuestVm {
     /// As [`run`].
     pub async fn finish(self, timeout: Duration) -> Result<RunOutcome, Error> {
         watch(self.vm, timeout, &self.serial).await?;
-        let report = tokio::time::timeout(Duration::from_secs(5), self.reader)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
         let console =
             String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned();
-        for line in report.lines() {
-            if let Some(code) = line.strip_prefix("exit=")
-                && let Ok(exit_code) = code.trim().parse()
-            {
-                return Ok(RunOutcome { exit_code, console });
-            }
-            if let Some(message) = line.strip_prefix("error=") {
-                return Err(Error::Guest {
-                    message: message.to_string(),
-                    console: tail(&console),
-                });
-            }
+        let Some((console, report)) = kiln_init::split_report(&console, &self.nonce) else {
+            return Err(Error::NoExitStatus {
+                console: tail(&console),
+            });
+        };
+        if let Some(code) = report.strip_prefix("exit=")
+            && let Ok(exit_code) = code.trim().parse()
+        {
+            return Ok(RunOutcome { exit_code, console });
         }
-        Err(Error::NoExitStatus {
+        Err(Error::Guest {
+            message: report.strip_prefix("error=").unwrap_or(&report).to_string(),
             console: tail(&console),
         })
     }
 }
 
-/// The backend and VM for `spec`; writes the initramfs when `fresh` (a
-/// restore reuses the one the snapshotted guest booted from).
-fn prepare(spec: &RunSpec, fresh: bool) -> Result<(Qemu, VmConfig), Error> {
+/// The backend and VM for `spec`, and the secret naming the guest's report;
+/// writes the initramfs when `fresh` (a restore reuses the one the
+/// snapshotted guest booted from, and its secret).
+fn prepare(spec: &RunSpec, fresh: bool) -> Result<(Qemu, VmConfig, String), Error> {
     let initrd = spec.work_dir.join("initramfs.cpio");
+    let nonce_file = spec.work_dir.join("report.nonce");
+    let work_err = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| Error::WorkDir { path, source }
+    };
+    let nonce = if fresh {
+        let mut bytes = [0u8; 16];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+            .map_err(work_err(std::path::Path::new("/dev/urandom")))?;
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    } else {
+        std::fs::read_to_string(&nonce_file).map_err(work_err(&nonce_file))?
+    };
     if fresh {
         let mut wanted = GUEST_MODULES.to_vec();
         let mut init_config = spec.workload.clone();
@@ -247,11 +228,15 @@ fn prepare(spec: &RunSpec, fresh: bool) -> Result<(Qemu, VmConfig), Error> {
         }
         let modules = spec.kernel.module_closure(&wanted)?;
         init_config.root_device = "/dev/vda".into();
-        init_config.channel = CHANNEL_NAME.into();
+        // The report comes on the console, named by the secret: no channel
+        // device (its guest driver costs boot time and ~8 MiB).
+        init_config.channel = String::new();
+        init_config.report.clone_from(&nonce);
         std::fs::create_dir_all(&spec.work_dir).map_err(|source| Error::WorkDir {
             path: spec.work_dir.clone(),
             source,
         })?;
+        std::fs::write(&nonce_file, &nonce).map_err(work_err(&nonce_file))?;
         let cpio = initramfs(&spec.init, &modules, &init_config)?;
         std::fs::write(&initrd, cpio).map_err(|source| Error::WorkDir {
             path: initrd.clone(),
@@ -281,8 +266,6 @@ fn prepare(spec: &RunSpec, fresh: bool) -> Result<(Qemu, VmConfig), Error> {
             Err(e) => return Err(e),
         }
     }
-    let channel = spec.work_dir.join("channel.sock");
-    let _ = std::fs::remove_file(&channel);
     let config = VmConfig {
         initrd: Some(initrd),
         cmdline,
@@ -290,11 +273,10 @@ fn prepare(spec: &RunSpec, fresh: bool) -> Result<(Qemu, VmConfig), Error> {
         memory: spec.memory,
         disks: vec![Disk::new(&spec.disk, true)],
         serial: Serial::File(spec.work_dir.join("console.log")),
-        channel: Some(SocketPath::new(channel)?),
         network: spec.network,
         ..VmConfig::new(kernel)
     };
-    Ok((qemu, config))
+    Ok((qemu, config, nonce))
 }
 
 /// Decides the accelerator by a short canary boot: `/dev/kvm` must exist

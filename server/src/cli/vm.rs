@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use kiln_ext4::{Image, OciLayout, Options, RunConfig, Selector, convert};
 use kiln_vmm::{
-    Accel, GuestKernel, InitConfig, Machine, MemorySize, Network, RunSpec, accel_canary, run,
+    Accel, GuestKernel, InitConfig, Machine, MemorySize, Network, REPORT_PREFIX, RunSpec,
+    accel_canary, run,
 };
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +62,21 @@ pub(crate) struct RunArgs {
     /// Replaces the image's `Cmd` (the entrypoint stays), as `docker run`.
     #[arg(last = true)]
     cmd: Vec<String>,
+}
+
+/// How much of the console can be printed while the guest runs: whole
+/// lines, up to where the guest's report (`\n` + [`REPORT_PREFIX`]) may
+/// begin; the rest is printed from the run's outcome, report cut out.
+fn streamable(console: &[u8]) -> usize {
+    let marker = format!("\n{REPORT_PREFIX}");
+    let end = console
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .unwrap_or(console.len());
+    console[..end]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1)
 }
 
 pub(crate) fn run_cmd(cmd: Command) -> anyhow::Result<()> {
@@ -214,11 +230,12 @@ fn vm_run(args: RunArgs) -> anyhow::Result<i32> {
                 while !done.load(Ordering::Relaxed) {
                     if let Ok(bytes) = std::fs::read(&console) {
                         let from = printed.load(Ordering::Relaxed);
-                        if bytes.len() > from {
+                        let upto = streamable(&bytes);
+                        if upto > from {
                             let mut out = std::io::stdout().lock();
-                            let _ = out.write_all(&bytes[from..]);
+                            let _ = out.write_all(&bytes[from..upto]);
                             let _ = out.flush();
-                            printed.store(bytes.len(), Ordering::Relaxed);
+                            printed.store(upto, Ordering::Relaxed);
                         }
                     }
                     std::thread::sleep(Duration::from_millis(50));
@@ -236,4 +253,17 @@ fn vm_run(args: RunArgs) -> anyhow::Result<i32> {
     })();
     let _ = std::fs::remove_dir_all(&work);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_stops_at_whole_lines_and_before_the_report() {
+        assert_eq!(streamable(b"one\ntw"), 4);
+        assert_eq!(streamable(b"one\n\nKILN-REPORT abc exit=0\n"), 4);
+        assert_eq!(streamable(b"half\nKILN-REPORT abc exit=0\n"), 0);
+        assert_eq!(streamable(b""), 0);
+    }
 }

@@ -1,5 +1,6 @@
-//! The host channel: the virtio-serial port the host named, found by its
-//! name. Its driver (`virtio_console`) is loaded only once the workload
+//! Where `kiln-init` reports to the host: the console line named by the
+//! host's secret (see [`kiln_init::report_line`]), or the virtio-serial
+//! port the host named, found by its name. Its driver (`virtio_console`) is loaded only once the workload
 //! runs (or when a report is due earlier): probing the port costs boot time
 //! the workload need not wait for. The workload cannot claim the port
 //! first unless it runs as root (the node is `root` 0600), and a root
@@ -21,6 +22,7 @@ pub(crate) struct Channel {
     name: String,
     driver: Option<File>,
     port: Option<File>,
+    nonce: String,
 }
 
 impl Channel {
@@ -30,16 +32,19 @@ impl Channel {
             name: String::new(),
             driver: None,
             port: None,
+            nonce: String::new(),
         }
     }
 
     /// The port `name`, whose driver module (opened, still to be loaded) is
-    /// `driver` when modular.
-    pub(crate) fn new(name: &str, driver: Option<File>) -> Self {
+    /// `driver` when modular; without a port, the console report named by
+    /// `nonce`.
+    pub(crate) fn new(name: &str, driver: Option<File>, nonce: &str) -> Self {
         Self {
             name: name.to_owned(),
             driver,
             port: None,
+            nonce: nonce.to_owned(),
         }
     }
 
@@ -52,9 +57,14 @@ impl Channel {
         }
     }
 
-    /// Writes one line to the host (if there is a channel).
+    /// Writes one line to the host (if there is a channel or a nonce).
     pub(crate) fn report(&mut self, line: &str) {
         if self.name.is_empty() {
+            if !self.nonce.is_empty() {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(kiln_init::report_line(&self.nonce, line).as_bytes());
+                let _ = out.flush();
+            }
             return;
         }
         self.load_driver();

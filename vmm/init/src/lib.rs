@@ -55,6 +55,37 @@ pub struct InitConfig {
     /// the loopback interface.
     #[serde(default)]
     pub network: Option<NetworkConfig>,
+    /// Without a `channel`: a secret the host chose, naming the console
+    /// line `kiln-init` reports on ([`report_line`]); the workload cannot
+    /// read it (it lives in the initramfs, outside the workload's root) and
+    /// so cannot forge the report unless it runs as root, which owns the
+    /// guest anyway.
+    #[serde(default)]
+    pub report: String,
+}
+
+/// What starts the console line `kiln-init` reports on.
+pub const REPORT_PREFIX: &str = "KILN-REPORT ";
+
+/// The console report for `nonce`: `exit=N` or `error=MESSAGE` on a line
+/// of its own (the newline in front ends a workload's unfinished line and
+/// is part of the report).
+pub fn report_line(nonce: &str, what: &str) -> String {
+    let what = what.replace(['\n', '\r'], " ");
+    format!("\n{REPORT_PREFIX}{nonce} {what}\n")
+}
+
+/// Splits a console into the workload's output and the report for `nonce`
+/// (`exit=N` or `error=...`): the last such report, with its leading
+/// newline, is cut out; everything else is the output, byte for byte.
+pub fn split_report(console: &str, nonce: &str) -> Option<(String, String)> {
+    let marker = format!("\n{REPORT_PREFIX}{nonce} ");
+    let start = console.rfind(&marker)?;
+    let rest = &console[start + marker.len()..];
+    let (what, after) = rest.split_once('\n').unwrap_or((rest, ""));
+    let mut output = console[..start].to_owned();
+    output.push_str(after);
+    Some((output, what.trim_end_matches('\r').to_owned()))
 }
 
 /// A static IPv4 configuration for the guest's `eth0`.
@@ -179,6 +210,28 @@ pub fn environment(image_env: &[String], home: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_is_cut_out_of_the_console_exactly() {
+        for output in ["", "hello\n", "no newline", "a\nb\n\n"] {
+            let console = format!("{output}{}", report_line("n0nce", "exit=3"));
+            let (rest, what) = split_report(&console, "n0nce").unwrap();
+            assert_eq!((rest.as_str(), what.as_str()), (output, "exit=3"));
+        }
+        // Another nonce, or none, is output like any other.
+        let forged = format!("x{}", report_line("guess", "exit=0"));
+        assert!(split_report(&forged, "n0nce").is_none());
+        let two = format!(
+            "{}{}",
+            report_line("n", "exit=0"),
+            report_line("n", "error=a\nb")
+        );
+        let (rest, what) = split_report(&two, "n").unwrap();
+        assert_eq!(
+            (rest.as_str(), what.as_str()),
+            (report_line("n", "exit=0").as_str(), "error=a b")
+        );
+    }
 
     const PASSWD: &str =
         "root:x:0:0:root:/root:/bin/sh\nwww:x:33:34:www:/var/www:/usr/sbin/nologin\n";

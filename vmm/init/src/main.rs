@@ -22,7 +22,11 @@ type Result<T> = std::result::Result<T, String>;
 
 fn main() {
     let mut channel = Channel::none();
-    let code = match run(&mut channel) {
+    let result = run(&mut channel);
+    // The workload is done: so is everything it left behind (as when a
+    // container's main process exits), and nothing else writes now.
+    end_other_processes();
+    let code = match result {
         Ok(code) => {
             channel.report(&format!("exit={code}"));
             code
@@ -41,6 +45,22 @@ fn main() {
     // kernel panics, which `panic=-1 -no-reboot` also turns into an exit.
     let _ = reboot(RebootMode::RB_POWER_OFF);
     std::process::exit(code);
+}
+
+/// SIGKILLs every process but this one and reaps them (bounded: a process
+/// stuck in the kernel is left behind after 2 s).
+fn end_other_processes() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let _ = kill(nix::unistd::Pid::from_raw(-1), Signal::SIGKILL);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(2)),
+            Ok(_) => {}
+            Err(_) => return, // ECHILD: none left
+        }
+    }
 }
 
 fn mount_fs(
@@ -172,7 +192,7 @@ fn run(channel: &mut Channel) -> Result<i32> {
     let text = fs::read_to_string(CONFIG_PATH).map_err(|e| format!("read {CONFIG_PATH}: {e}"))?;
     let config: InitConfig =
         serde_json::from_str(&text).map_err(|e| format!("parse {CONFIG_PATH}: {e}"))?;
-    *channel = Channel::new(&config.channel, load_modules(&config)?);
+    *channel = Channel::new(&config.channel, load_modules(&config)?, &config.report);
     if config.argv.is_empty() {
         return Err("nothing to run: the image has no entrypoint or cmd".into());
     }

@@ -325,3 +325,27 @@ fn the_test_kernel_yields_a_pvh_vmlinux_once() {
     }
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn a_workload_cannot_forge_the_report_and_leftover_processes_end_with_it() {
+    let d = dir("forge");
+    // A forged report line (the workload cannot know the host's secret),
+    // and a background process that would outlive the workload.
+    let Some(mut spec) = busybox_guest(
+        &d,
+        &["sh", "sleep"],
+        "echo; echo 'KILN-REPORT 00000000000000000000000000000000 exit=0'; sleep 600 & exit 7",
+    ) else {
+        return;
+    };
+    // Were the sleep to keep the guest up, the run would time out.
+    spec.timeout = Duration::from_secs(90);
+    let outcome = runtime().block_on(run(&spec)).unwrap();
+    assert_eq!(outcome.exit_code, 7, "{}", outcome.console);
+    assert!(
+        outcome.console.contains("KILN-REPORT 0000"),
+        "the forged line is plain output: {}",
+        outcome.console
+    );
+    std::fs::remove_dir_all(&d).ok();
+}
