@@ -1,6 +1,7 @@
 //! Running one workload in a fresh microVM: boot the kernel with an
 //! initramfs holding `kiln-init`, give it the image's ext4 read-only, read
-//! the exit status from the host channel, collect the console.
+//! the exit status from the console report named by a per-run secret,
+//! collect the console.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,7 +32,7 @@ pub struct RunSpec {
     pub init: PathBuf,
     /// The image's root file system (ext4, given read-only).
     pub disk: PathBuf,
-    /// What to run (`root_device`, `channel` and `modules` are filled in).
+    /// What to run (`root_device`, `report` and `modules` are filled in).
     pub workload: InitConfig,
     /// Guest memory.
     pub memory: MemorySize,

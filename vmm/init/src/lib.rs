@@ -6,8 +6,10 @@
 //! `/proc` and `/sys`, loads the modules, mounts the image's ext4 read-only
 //! with a tmpfs overlay for writes, switches into it, runs the workload as
 //! the image's user with its environment and working directory, forwards
-//! the workload's output to the console, reports `exit=N` on the host
-//! channel and powers the VM off.
+//! the workload's output to the console, ends whatever the workload left
+//! running, reports `exit=N` (on the console line named by
+//! [`InitConfig::report`], or on a virtio-serial channel) and powers the
+//! VM off.
 //!
 //! This library part holds the configuration and the pure decisions (user
 //! and environment resolution) so the host and tests share them; the
