@@ -349,3 +349,53 @@ fn a_workload_cannot_forge_the_report_and_leftover_processes_end_with_it() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn kiln_init_reports_on_a_virtio_serial_channel_when_one_is_configured() {
+    use kiln_vmm::{CHANNEL_NAME, Disk, Hypervisor, Qemu, Serial, SocketPath, Vm, VmConfig};
+    use tokio::io::AsyncReadExt;
+    let d = dir("channel");
+    let Some(spec) = busybox_guest(&d, &["sh"], "echo via the channel; exit 9") else {
+        return;
+    };
+    // The backend-neutral API with the channel `GuestVm` no longer uses:
+    // kiln-init reports there instead of on the console.
+    let modules = spec.kernel.module_closure(GUEST_MODULES).unwrap();
+    let mut init = spec.workload.clone();
+    init.root_device = "/dev/vda".into();
+    init.channel = CHANNEL_NAME.into();
+    let initrd = d.join("initramfs.cpio");
+    std::fs::write(
+        &initrd,
+        kiln_vmm::initramfs(&spec.init, &modules, &init).unwrap(),
+    )
+    .unwrap();
+    let channel = SocketPath::new(d.join("ch.sock")).unwrap();
+    let mut config = VmConfig::new(&spec.kernel.image);
+    config.initrd = Some(initrd);
+    config.cmdline = "console=ttyS0 quiet panic=-1 no_timer_check rdinit=/init".into();
+    config.disks = vec![Disk::new(&spec.disk, true)];
+    config.serial = Serial::File(d.join("console.log"));
+    config.channel = Some(channel.clone());
+    let mut qemu = Qemu::new(Accel::Tcg);
+    qemu.machine = Machine::Q35;
+    let report = runtime().block_on(async {
+        let vm = qemu.start(&config, &d.join("vm")).await.unwrap();
+        let mut stream = tokio::net::UnixStream::connect(channel.as_path())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(120), stream.read_to_string(&mut text))
+            .await
+            .expect("the guest reports within the deadline")
+            .unwrap();
+        let exit = vm.wait(Duration::from_secs(30)).await.unwrap();
+        assert!(!exit.killed, "{exit:?}");
+        text
+    });
+    assert_eq!(report.trim(), "exit=9");
+    let console = std::fs::read_to_string(d.join("console.log")).unwrap();
+    assert!(console.contains("via the channel"), "{console}");
+    assert!(!console.contains("KILN-REPORT"), "{console}");
+    std::fs::remove_dir_all(&d).ok();
+}
