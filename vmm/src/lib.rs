@@ -63,7 +63,7 @@ pub use config::{MAX_SOCKET_PATH, MemorySize, SocketPath};
 pub use cpio::CpioWriter;
 pub use error::Error;
 pub use guest::{GUEST_MODULES, GuestKernel, initramfs};
-pub use kiln_init::{InitConfig, NetworkConfig, REPORT_PREFIX};
+pub use kiln_init::{InitConfig, NetworkConfig, REPORT_PREFIX, split_report, streamable};
 pub use qemu::{Accel, CHANNEL_NAME, Machine, Qemu, QemuConfig, QemuVm, host_tsc_khz};
 pub use qmp::{Event, Message, Qmp, decode};
 pub use run::{GuestVm, RunOutcome, RunSpec, accel_canary, run};

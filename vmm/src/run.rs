@@ -50,8 +50,9 @@ pub struct RunSpec {
     pub network: Network,
     /// Accelerator (see [`accel_canary`] to choose).
     pub accel: Accel,
-    /// Where sockets, the initramfs and logs go (keep it short: socket
-    /// paths are limited to 107 bytes).
+    /// Where sockets, the initramfs, the console (`console.log`), the
+    /// report secret (`report.nonce`, which a restore needs) and logs go
+    /// (keep it short: socket paths are limited to 107 bytes).
     pub work_dir: PathBuf,
     /// How long the whole run may take.
     pub timeout: Duration,
@@ -63,7 +64,9 @@ pub struct RunSpec {
 pub struct RunOutcome {
     /// The workload's exit status (128 + signal when killed by one).
     pub exit_code: i32,
-    /// Everything the guest printed on its console.
+    /// Everything the guest printed on its console but `kiln-init`'s report
+    /// (invalid UTF-8 replaced; the raw bytes are the work dir's
+    /// `console.log`).
     pub console: String,
 }
 
@@ -182,13 +185,13 @@ impl GuestVm {
     /// As [`run`].
     pub async fn finish(self, timeout: Duration) -> Result<RunOutcome, Error> {
         watch(self.vm, timeout, &self.serial).await?;
-        let console =
-            String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned();
-        let Some((console, report)) = kiln_init::split_report(&console, &self.nonce) else {
+        let raw = std::fs::read(&self.serial).unwrap_or_default();
+        let Some((output, report)) = kiln_init::split_report(&raw, &self.nonce) else {
             return Err(Error::NoExitStatus {
-                console: tail(&console),
+                console: tail(&String::from_utf8_lossy(&raw)),
             });
         };
+        let console = String::from_utf8_lossy(&output).into_owned();
         if let Some(code) = report.strip_prefix("exit=")
             && let Ok(exit_code) = code.trim().parse()
         {
@@ -215,13 +218,25 @@ fn prepare(spec: &RunSpec, fresh: bool) -> Result<(Qemu, VmConfig, String), Erro
         let mut bytes = [0u8; 16];
         std::fs::File::open("/dev/urandom")
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-            .map_err(work_err(std::path::Path::new("/dev/urandom")))?;
+            .map_err(Error::Io)?;
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
     } else {
-        std::fs::read_to_string(&nonce_file).map_err(work_err(&nonce_file))?
+        let nonce = std::fs::read_to_string(&nonce_file).map_err(work_err(&nonce_file))?;
+        if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidConfig(format!(
+                "{} does not hold a report secret",
+                nonce_file.display()
+            )));
+        }
+        nonce
     };
     if fresh {
-        let mut wanted = GUEST_MODULES.to_vec();
+        // The console carries the report: no virtio-serial driver needed.
+        let mut wanted: Vec<&str> = GUEST_MODULES
+            .iter()
+            .copied()
+            .filter(|m| *m != "virtio_console")
+            .collect();
         let mut init_config = spec.workload.clone();
         if spec.network == Network::User {
             wanted.push(NET_MODULE);

@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use kiln_ext4::{Image, OciLayout, Options, RunConfig, Selector, convert};
 use kiln_vmm::{
-    Accel, GuestKernel, InitConfig, Machine, MemorySize, Network, REPORT_PREFIX, RunSpec,
-    accel_canary, run,
+    Accel, GuestKernel, InitConfig, Machine, MemorySize, Network, RunSpec, accel_canary, run,
+    split_report, streamable,
 };
 
 #[derive(Debug, Subcommand)]
@@ -62,21 +62,6 @@ pub(crate) struct RunArgs {
     /// Replaces the image's `Cmd` (the entrypoint stays), as `docker run`.
     #[arg(last = true)]
     cmd: Vec<String>,
-}
-
-/// How much of the console can be printed while the guest runs: whole
-/// lines, up to where the guest's report (`\n` + [`REPORT_PREFIX`]) may
-/// begin; the rest is printed from the run's outcome, report cut out.
-fn streamable(console: &[u8]) -> usize {
-    let marker = format!("\n{REPORT_PREFIX}");
-    let end = console
-        .windows(marker.len())
-        .position(|w| w == marker.as_bytes())
-        .unwrap_or(console.len());
-    console[..end]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1)
 }
 
 pub(crate) fn run_cmd(cmd: Command) -> anyhow::Result<()> {
@@ -245,25 +230,15 @@ fn vm_run(args: RunArgs) -> anyhow::Result<i32> {
         let result = runtime.block_on(run(&spec));
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = tail.join();
-        let outcome = result?;
+        // What the tail held back, from the raw console (byte for byte),
+        // the guest's report cut out; printed on failures too.
+        let raw = std::fs::read(work.join("console.log")).unwrap_or_default();
+        let nonce = std::fs::read_to_string(work.join("report.nonce")).unwrap_or_default();
+        let output = split_report(&raw, &nonce).map_or(raw, |(output, _)| output);
         let from = printed.load(std::sync::atomic::Ordering::Relaxed);
-        let rest = outcome.console.as_bytes().get(from..).unwrap_or_default();
-        std::io::stdout().write_all(rest)?;
-        Ok(outcome.exit_code)
+        std::io::stdout().write_all(output.get(from..).unwrap_or_default())?;
+        Ok(result?.exit_code)
     })();
     let _ = std::fs::remove_dir_all(&work);
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn streaming_stops_at_whole_lines_and_before_the_report() {
-        assert_eq!(streamable(b"one\ntw"), 4);
-        assert_eq!(streamable(b"one\n\nKILN-REPORT abc exit=0\n"), 4);
-        assert_eq!(streamable(b"half\nKILN-REPORT abc exit=0\n"), 0);
-        assert_eq!(streamable(b""), 0);
-    }
 }

@@ -1,6 +1,7 @@
-//! Where `kiln-init` reports to the host: the console line named by the
+//! Where `kiln-init` reports to the host: the console report named by the
 //! host's secret (see [`kiln_init::report_line`]), or the virtio-serial
-//! port the host named, found by its name. Its driver (`virtio_console`) is loaded only once the workload
+//! port the host named, found by its name. The port's driver
+//! (`virtio_console`) is loaded only once the workload
 //! runs (or when a report is due earlier): probing the port costs boot time
 //! the workload need not wait for. The workload cannot claim the port
 //! first unless it runs as root (the node is `root` 0600), and a root

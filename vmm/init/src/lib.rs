@@ -66,28 +66,47 @@ pub struct InitConfig {
     pub report: String,
 }
 
-/// What starts the console line `kiln-init` reports on.
-pub const REPORT_PREFIX: &str = "KILN-REPORT ";
+/// What starts the console report `kiln-init` writes: a NUL byte (so a
+/// reader streaming the console can hold back a report that is still
+/// arriving without holding back newlines) and a word.
+pub const REPORT_PREFIX: &str = "\0KILN-REPORT ";
 
-/// The console report for `nonce`: `exit=N` or `error=MESSAGE` on a line
-/// of its own (the newline in front ends a workload's unfinished line and
-/// is part of the report).
+/// The console report for `nonce`: `exit=N` or `error=MESSAGE`, ended by a
+/// newline.
 pub fn report_line(nonce: &str, what: &str) -> String {
     let what = what.replace(['\n', '\r'], " ");
-    format!("\n{REPORT_PREFIX}{nonce} {what}\n")
+    format!("{REPORT_PREFIX}{nonce} {what}\n")
 }
 
 /// Splits a console into the workload's output and the report for `nonce`
-/// (`exit=N` or `error=...`): the last such report, with its leading
-/// newline, is cut out; everything else is the output, byte for byte.
-pub fn split_report(console: &str, nonce: &str) -> Option<(String, String)> {
-    let marker = format!("\n{REPORT_PREFIX}{nonce} ");
-    let start = console.rfind(&marker)?;
+/// (`exit=N` or `error=...`): the last complete report for that nonce is
+/// cut out; everything else is the output, byte for byte. `None` when
+/// there is no complete report (a report cut short is none).
+pub fn split_report(console: &[u8], nonce: &str) -> Option<(Vec<u8>, String)> {
+    let marker = format!("{REPORT_PREFIX}{nonce} ");
+    let marker = marker.as_bytes();
+    let start = console.windows(marker.len()).rposition(|w| w == marker)?;
     let rest = &console[start + marker.len()..];
-    let (what, after) = rest.split_once('\n').unwrap_or((rest, ""));
-    let mut output = console[..start].to_owned();
-    output.push_str(after);
-    Some((output, what.trim_end_matches('\r').to_owned()))
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let mut output = console[..start].to_vec();
+    output.extend_from_slice(&rest[end + 1..]);
+    Some((output, String::from_utf8_lossy(&rest[..end]).into_owned()))
+}
+
+/// How much of a console still being written can be shown: everything
+/// before the first report marker, less a trailing part that may be the
+/// start of one.
+pub fn streamable(console: &[u8]) -> usize {
+    let marker = REPORT_PREFIX.as_bytes();
+    let end = console
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap_or(console.len());
+    let held = (1..marker.len())
+        .rev()
+        .find(|&n| n <= end && console[end - n..end] == marker[..n])
+        .unwrap_or(0);
+    end - held
 }
 
 /// A static IPv4 configuration for the guest's `eth0`.
@@ -215,24 +234,39 @@ mod tests {
 
     #[test]
     fn the_report_is_cut_out_of_the_console_exactly() {
-        for output in ["", "hello\n", "no newline", "a\nb\n\n"] {
+        for output in ["", "hello\n", "no newline", "a\nb\n\n", "crlf\r\n"] {
             let console = format!("{output}{}", report_line("n0nce", "exit=3"));
-            let (rest, what) = split_report(&console, "n0nce").unwrap();
-            assert_eq!((rest.as_str(), what.as_str()), (output, "exit=3"));
+            let (rest, what) = split_report(console.as_bytes(), "n0nce").unwrap();
+            assert_eq!(
+                (rest.as_slice(), what.as_str()),
+                (output.as_bytes(), "exit=3")
+            );
         }
-        // Another nonce, or none, is output like any other.
+        // Another nonce, an empty one, or a report cut short is no report.
         let forged = format!("x{}", report_line("guess", "exit=0"));
-        assert!(split_report(&forged, "n0nce").is_none());
-        let two = format!(
-            "{}{}",
-            report_line("n", "exit=0"),
-            report_line("n", "error=a\nb")
-        );
+        assert!(split_report(forged.as_bytes(), "n0nce").is_none());
+        assert!(split_report(forged.as_bytes(), "").is_none());
+        let cut = report_line("n0nce", "exit=127");
+        assert!(split_report(&cut.as_bytes()[..cut.len() - 2], "n0nce").is_none());
+        // The last report counts; an earlier (forged) one stays output, and
+        // invalid UTF-8 around it survives byte for byte.
+        let mut two = b"\xff".to_vec();
+        two.extend_from_slice(report_line("n", "exit=0").as_bytes());
+        two.extend_from_slice(report_line("n", "error=a\nb").as_bytes());
         let (rest, what) = split_report(&two, "n").unwrap();
-        assert_eq!(
-            (rest.as_str(), what.as_str()),
-            (report_line("n", "exit=0").as_str(), "error=a b")
-        );
+        let mut want = b"\xff".to_vec();
+        want.extend_from_slice(report_line("n", "exit=0").as_bytes());
+        assert_eq!((rest, what.as_str()), (want, "error=a b"));
+    }
+
+    #[test]
+    fn streaming_holds_back_only_what_may_be_a_report() {
+        assert_eq!(streamable(b"one\ntw"), 6, "partial lines stream");
+        assert_eq!(streamable(b"one\n"), 4, "newlines are never held");
+        assert_eq!(streamable(b"one\n\0KILN-RE"), 4);
+        assert_eq!(streamable(b"one\0"), 3);
+        assert_eq!(streamable(b"one\0KILN-REPORT abc exit=0\nmore"), 3);
+        assert_eq!(streamable(b""), 0);
     }
 
     const PASSWD: &str =

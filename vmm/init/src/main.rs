@@ -26,6 +26,10 @@ fn main() {
     // The workload is done: so is everything it left behind (as when a
     // container's main process exits), and nothing else writes now.
     end_other_processes();
+    // The workload may have changed the console's settings (flow stopped,
+    // output processing): the report needs it raw and flowing.
+    raw_console_output();
+    let _ = nix::sys::termios::tcflow(std::io::stdout(), nix::sys::termios::FlowArg::TCOON);
     let code = match result {
         Ok(code) => {
             channel.report(&format!("exit={code}"));
@@ -38,6 +42,8 @@ fn main() {
         }
     };
     let _ = std::io::stdout().flush();
+    // Until the UART has sent it all (the report is the last thing out).
+    let _ = nix::sys::termios::tcdrain(std::io::stdout());
     // Keep the kernel's "reboot: Power down" off the workload's console.
     let _ = fs::write("/proc/sys/kernel/printk", "0");
     nix::unistd::sync();
@@ -192,6 +198,8 @@ fn run(channel: &mut Channel) -> Result<i32> {
     let text = fs::read_to_string(CONFIG_PATH).map_err(|e| format!("read {CONFIG_PATH}: {e}"))?;
     let config: InitConfig =
         serde_json::from_str(&text).map_err(|e| format!("parse {CONFIG_PATH}: {e}"))?;
+    // It holds the report secret: gone before anything else runs.
+    let _ = fs::remove_file(CONFIG_PATH);
     *channel = Channel::new(&config.channel, load_modules(&config)?, &config.report);
     if config.argv.is_empty() {
         return Err("nothing to run: the image has no entrypoint or cmd".into());

@@ -1,6 +1,6 @@
 //! The guest side: module resolution against the real Debian kernel, and a
 //! whole run (initramfs with `kiln-init`, an ext4 made by `mkfs.ext4 -d`,
-//! exit status over the virtio-serial channel).
+//! exit status from the console report, or a virtio-serial channel).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -327,25 +327,38 @@ fn the_test_kernel_yields_a_pvh_vmlinux_once() {
 }
 
 #[test]
-fn a_workload_cannot_forge_the_report_and_leftover_processes_end_with_it() {
+fn a_workload_cannot_learn_or_forge_the_report_and_leftovers_end_with_it() {
     let d = dir("forge");
-    // A forged report line (the workload cannot know the host's secret),
-    // and a background process that would outlive the workload.
+    // As a user: look for the secret where it was, print a forged report,
+    // and leave a process behind that ignores SIGTERM/SIGHUP and keeps
+    // writing to the console.
     let Some(mut spec) = busybox_guest(
         &d,
-        &["sh", "sleep"],
-        "echo; echo 'KILN-REPORT 00000000000000000000000000000000 exit=0'; sleep 600 & exit 7",
+        &["sh", "sleep", "cat", "printf"],
+        "cat /kiln/init.json /proc/1/root/kiln/init.json /proc/2/root/kiln/init.json /proc/1/environ; \
+         printf '\\000KILN-REPORT 00000000000000000000000000000000 exit=0\\n'; \
+         (trap '' TERM HUP; while :; do echo tick; done) & sleep 1; exit 7",
     ) else {
         return;
     };
-    // Were the sleep to keep the guest up, the run would time out.
-    spec.timeout = Duration::from_secs(90);
+    spec.workload.user = "1000:1000".into();
     let outcome = runtime().block_on(run(&spec)).unwrap();
     assert_eq!(outcome.exit_code, 7, "{}", outcome.console);
+    let nonce = std::fs::read_to_string(d.join("vm/report.nonce")).unwrap();
+    assert!(!outcome.console.contains(&nonce), "{}", outcome.console);
     assert!(
         outcome.console.contains("KILN-REPORT 0000"),
-        "the forged line is plain output: {}",
+        "the forged report is plain output: {}",
         outcome.console
+    );
+    // The ticking process was ended: kiln-init's report is the last thing
+    // on the raw console.
+    let raw = std::fs::read(d.join("vm/console.log")).unwrap();
+    let report = kiln_init::report_line(&nonce, "exit=7");
+    assert!(
+        raw.ends_with(report.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&raw[raw.len().saturating_sub(200)..])
     );
     std::fs::remove_dir_all(&d).ok();
 }
