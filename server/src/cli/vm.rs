@@ -206,37 +206,42 @@ fn vm_run(args: RunArgs) -> anyhow::Result<i32> {
         // Stream the console while the workload runs (a server's output
         // should not wait for it to exit); the rest is printed at the end.
         let console = work.join("console.log");
-        let printed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tail = {
-            let (printed, done) = (printed.clone(), done.clone());
+            let (console, done) = (console.clone(), done.clone());
+            // Reads only what the guest appended since the last poll;
+            // returns how much it printed.
             std::thread::spawn(move || {
-                use std::sync::atomic::Ordering;
-                while !done.load(Ordering::Relaxed) {
-                    if let Ok(bytes) = std::fs::read(&console) {
-                        let from = printed.load(Ordering::Relaxed);
-                        let upto = streamable(&bytes);
-                        if upto > from {
-                            let mut out = std::io::stdout().lock();
-                            let _ = out.write_all(&bytes[from..upto]);
-                            let _ = out.flush();
-                            printed.store(upto, Ordering::Relaxed);
-                        }
+                use std::io::{Read, Seek, SeekFrom};
+                let mut printed = 0;
+                let mut fresh = Vec::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    fresh.clear();
+                    let read = std::fs::File::open(&console).and_then(|mut f| {
+                        f.seek(SeekFrom::Start(printed as u64))?;
+                        f.read_to_end(&mut fresh)
+                    });
+                    let upto = if read.is_ok() { streamable(&fresh) } else { 0 };
+                    if upto > 0 {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(&fresh[..upto]);
+                        let _ = out.flush();
+                        printed += upto;
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
+                printed
             })
         };
         let result = runtime.block_on(run(&spec));
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = tail.join();
+        let printed = tail.join().unwrap_or(0);
         // What the tail held back, from the raw console (byte for byte),
         // the guest's report cut out; printed on failures too.
-        let raw = std::fs::read(work.join("console.log")).unwrap_or_default();
+        let raw = std::fs::read(&console).unwrap_or_default();
         let nonce = std::fs::read_to_string(work.join("report.nonce")).unwrap_or_default();
         let output = split_report(&raw, &nonce).map_or(raw, |(output, _)| output);
-        let from = printed.load(std::sync::atomic::Ordering::Relaxed);
-        std::io::stdout().write_all(output.get(from..).unwrap_or_default())?;
+        std::io::stdout().write_all(output.get(printed..).unwrap_or_default())?;
         Ok(result?.exit_code)
     })();
     let _ = std::fs::remove_dir_all(&work);

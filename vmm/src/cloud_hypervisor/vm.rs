@@ -20,6 +20,18 @@ use crate::{
 
 const BACKEND: &str = "cloud-hypervisor";
 
+/// What Cloud Hypervisor can do (it always runs on KVM).
+const CAPABILITIES: Capabilities = Capabilities {
+    pause: true,
+    snapshot: true,
+    memory_resize: true,
+    vsock: true,
+    disk_io_limits: true,
+    graceful_shutdown: true,
+    user_network: false,
+    hardware_virtualization: true,
+};
+
 /// Cloud Hypervisor (always KVM).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudHypervisor {
@@ -101,16 +113,7 @@ impl Hypervisor for CloudHypervisor {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            pause: true,
-            snapshot: true,
-            memory_resize: true,
-            vsock: true,
-            disk_io_limits: true,
-            graceful_shutdown: true,
-            user_network: false,
-            hardware_virtualization: true,
-        }
+        CAPABILITIES
     }
 
     async fn start(&self, config: &crate::VmConfig, work_dir: &Path) -> Result<ChVm, Error> {
@@ -333,7 +336,7 @@ impl Vm for ChVm {
             state,
             hypervisor: BACKEND,
             hardware_virtualization: true,
-            capabilities: CloudHypervisor::new("").capabilities(),
+            capabilities: CAPABILITIES,
         })
     }
 

@@ -65,18 +65,7 @@ impl Hypervisor for Qemu {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            pause: true,
-            snapshot: true,
-            // No balloon or memory hotplug wired up.
-            memory_resize: false,
-            // Needs /dev/vhost-vsock on the host (absent on the CI machines).
-            vsock: vhost_vsock(),
-            disk_io_limits: true,
-            graceful_shutdown: true,
-            user_network: true,
-            hardware_virtualization: self.accel == Accel::Kvm,
-        }
+        capabilities(self.accel)
     }
 
     async fn start(&self, vm: &VmConfig, work_dir: &Path) -> Result<QemuVm, Error> {
@@ -96,6 +85,22 @@ impl Hypervisor for Qemu {
         qemu.wait_restored(deadline).await?;
         qemu.resume().await?;
         Ok(qemu)
+    }
+}
+
+/// What QEMU with `accel` can do on this host.
+fn capabilities(accel: Accel) -> Capabilities {
+    Capabilities {
+        pause: true,
+        snapshot: true,
+        // No balloon or memory hotplug wired up.
+        memory_resize: false,
+        // Needs /dev/vhost-vsock on the host (absent on the CI machines).
+        vsock: vhost_vsock(),
+        disk_io_limits: true,
+        graceful_shutdown: true,
+        user_network: true,
+        hardware_virtualization: accel == Accel::Kvm,
     }
 }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::{Child, ChildStdout, Command};
 
-use super::{Accel, Qemu, QemuConfig};
+use super::{Accel, QemuConfig};
 use crate::qmp::Qmp;
-use crate::{Console, Error, Hypervisor, MemorySize, Serial, Vm, VmExit, VmInfo, VmState};
+use crate::{Console, Error, MemorySize, Serial, Vm, VmExit, VmInfo, VmState};
 
 /// A running QEMU, killed when dropped (no orphaned processes).
 #[derive(Debug)]
@@ -197,20 +197,6 @@ impl QemuVm {
         }
     }
 
-    /// QEMU's exit status within `deadline`, else kills it and fails.
-    async fn exit_within(&mut self, deadline: Duration) -> Result<ExitStatus, Error> {
-        match tokio::time::timeout(deadline, self.child.wait()).await {
-            Ok(status) => status.map_err(Error::Io),
-            Err(_) => {
-                let _ = self.child.kill().await;
-                Err(Error::Timeout {
-                    what: "QEMU exit".into(),
-                    after: deadline,
-                })
-            }
-        }
-    }
-
     /// QEMU's exit status if it has exited, without waiting.
     ///
     /// # Errors
@@ -228,7 +214,16 @@ impl QemuVm {
     pub async fn quit(mut self, deadline: Duration) -> Result<ExitStatus, Error> {
         // QEMU may close the socket before it answers; either is fine.
         let _ = self.qmp.execute("quit", None).await;
-        self.exit_within(deadline).await
+        match Vm::wait(self, deadline).await? {
+            VmExit {
+                status: Some(status),
+                killed: false,
+            } => Ok(status),
+            _ => Err(Error::Timeout {
+                what: "QEMU exit".into(),
+                after: deadline,
+            }),
+        }
     }
 }
 
@@ -250,7 +245,7 @@ impl Vm for QemuVm {
             state,
             hypervisor: "qemu",
             hardware_virtualization: self.accel == Accel::Kvm,
-            capabilities: Qemu::new(self.accel).capabilities(),
+            capabilities: super::capabilities(self.accel),
         })
     }
 

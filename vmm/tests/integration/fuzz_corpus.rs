@@ -7,31 +7,32 @@ mod fuzz_check;
 #[path = "../../../fuzz/fuzz_targets/common/vmlinux.rs"]
 mod vmlinux_check;
 
-#[test]
-fn fuzz_corpus_replays() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/qmp");
-    let (mut files, mut decoded) = (0, 0);
+/// Runs every file of `fuzz/corpus/{target}` (at least 10) through `check`;
+/// returns how many it accepted.
+fn replay(target: &str, check: fn(&[u8]) -> bool) -> usize {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let (mut files, mut accepted) = (0, 0);
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         files += 1;
-        if fuzz_check::check(&std::fs::read(entry.unwrap().path()).unwrap()) {
-            decoded += 1;
+        if check(&std::fs::read(entry.unwrap().path()).unwrap()) {
+            accepted += 1;
         }
     }
-    assert!(files >= 10, "fuzz corpus too small: {files}");
+    assert!(files >= 10, "{target} fuzz corpus too small: {files}");
+    accepted
+}
+
+#[test]
+fn fuzz_corpus_replays() {
+    let decoded = replay("qmp", fuzz_check::check);
     assert!(decoded >= 6);
 }
 
 #[test]
 fn vmlinux_fuzz_corpus_replays() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/vmlinux");
-    let (mut files, mut extracted) = (0, 0);
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        files += 1;
-        if vmlinux_check::check(&std::fs::read(entry.unwrap().path()).unwrap()) {
-            extracted += 1;
-        }
-    }
-    assert!(files >= 10, "fuzz corpus too small: {files}");
     // The LZ4 (one and two frames), gzip and zstd seeds.
+    let extracted = replay("vmlinux", vmlinux_check::check);
     assert!(extracted >= 4, "{extracted}");
 }
