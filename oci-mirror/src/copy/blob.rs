@@ -126,17 +126,7 @@ impl Copier<'_> {
             None => self.put_chunks(d, tally, &src_path, &mut location).await,
         };
         if result.is_err() {
-            let _ = self
-                .dst
-                .send(
-                    "cancel upload",
-                    Method::DELETE,
-                    &location,
-                    self.dst_repo,
-                    true,
-                    &[],
-                )
-                .await;
+            self.cancel_upload(&location).await;
         }
         result
     }
@@ -343,6 +333,22 @@ impl Copier<'_> {
         body.chain(end)
     }
 
+    /// Best effort: ends an upload session (distribution would keep its
+    /// partial data for days).
+    async fn cancel_upload(&self, location: &str) {
+        let _ = self
+            .dst
+            .send(
+                "cancel upload",
+                Method::DELETE,
+                location,
+                self.dst_repo,
+                true,
+                &[],
+            )
+            .await;
+    }
+
     /// Cross-repository mount within one registry.
     async fn try_mount(&self, digest: &str) -> Result<bool, Error> {
         let path = format!(
@@ -360,17 +366,7 @@ impl Copier<'_> {
         if resp.status() == StatusCode::ACCEPTED
             && let Some(location) = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok())
         {
-            let _ = self
-                .dst
-                .send(
-                    "cancel upload",
-                    Method::DELETE,
-                    location,
-                    self.dst_repo,
-                    true,
-                    &[],
-                )
-                .await;
+            self.cancel_upload(location).await;
         }
         Ok(false)
     }
