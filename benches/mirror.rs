@@ -4,7 +4,7 @@
 //! registry per run) and warm (everything present). Needs `docker-registry` and `skopeo`
 //! (`scripts/test` installs them); says so and skips otherwise.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use kiln_oci_mirror::{CopyOptions, ImageLocation, RegistryClient, RegistryConfig
 #[allow(dead_code, unreachable_pub)]
 mod peers;
 
-use peers::{Layout, Registry, scratch, tools};
+use peers::{Layout, Registry, cpu_seconds, scratch, tools};
 
 fn client(host: &str) -> RegistryClient {
     let mut cfg = RegistryConfig::new(host);
@@ -77,6 +77,46 @@ fn skopeo_copy(home: &Path, src: &str, dst: &str, all: bool) -> Duration {
     t.elapsed()
 }
 
+/// A destination registry of one run, whose storage goes with it: no run
+/// pays for the kernel writing back an earlier run's data.
+struct Fresh {
+    registry: Option<Registry>,
+    dir: PathBuf,
+}
+
+impl Fresh {
+    fn start(dir: PathBuf) -> Self {
+        Self {
+            registry: Some(Registry::start(&dir)),
+            dir,
+        }
+    }
+}
+
+impl std::ops::Deref for Fresh {
+    type Target = Registry;
+
+    fn deref(&self) -> &Registry {
+        self.registry.as_ref().expect("running until dropped")
+    }
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        drop(self.registry.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// CPU seconds summed over the cold runs.
+#[derive(Default)]
+struct Cpu {
+    kiln: f64,
+    skopeo: f64,
+    kiln_registry: f64,
+    skopeo_registry: f64,
+}
+
 fn best(n: usize, mut f: impl FnMut(usize) -> Duration) -> Duration {
     (0..n).map(&mut f).min().unwrap_or_default()
 }
@@ -133,6 +173,9 @@ fn criterion_groups(_c: &mut Criterion) {
     layout.tag("small", &[(small.0.clone(), small.1, "amd64")]);
     layout.push("small", &format!("{}/src/small:1", a.host), false);
 
+    // The source's data on disk before any timing, not written back
+    // during it.
+    let _ = Command::new("sync").status();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,29 +191,41 @@ fn criterion_groups(_c: &mut Criterion) {
     let mut fresh = 0;
     let mut fresh_registry = || {
         fresh += 1;
-        Registry::start(&dir.join(format!("fresh-{fresh}")))
+        Fresh::start(dir.join(format!("fresh-{fresh}")))
     };
     for (name, src, all) in [
         ("9-layer image", format!("{}/src/big:1", a.host), false),
         ("2-platform index", format!("{}/src/multi:1", a.host), true),
         ("5 MB image", format!("{}/src/small:1", a.host), false),
     ] {
-        // Cold copies are bound by the destination registry's CPU, which
-        // varies run to run on a shared 2-core machine: best of 5, the two
-        // tools interleaved so that both see the same conditions.
+        // Cold copies are bound by CPU, most of it the destination
+        // registry's, which varies run to run on a shared 2-core machine:
+        // best of 5, the two tools interleaved so that both see the same
+        // conditions. The CPU each run costs, client and destination
+        // registry, shows where the time goes.
         let (mut kiln_cold, mut skopeo_cold) = (Duration::MAX, Duration::MAX);
+        let mut cpu = Cpu::default();
         for i in 0..5 {
-            let r = fresh_registry();
-            kiln_cold = kiln_cold.min(kiln_copy(&rt, &src, &format!("{}/mirror/x:1", r.host)));
+            {
+                let r = fresh_registry();
+                let before = (cpu_seconds("self").0, r.cpu_seconds());
+                kiln_cold = kiln_cold.min(kiln_copy(&rt, &src, &format!("{}/mirror/x:1", r.host)));
+                cpu.kiln += cpu_seconds("self").0 - before.0;
+                cpu.kiln_registry += r.cpu_seconds() - before.1;
+            }
             let r = fresh_registry();
             let h = home.join(format!("s{i}{}", name.len()));
             std::fs::create_dir_all(&h).expect("home");
+            // skopeo is a child that has been waited for when it returns.
+            let before = (cpu_seconds("self").1, r.cpu_seconds());
             skopeo_cold = skopeo_cold.min(skopeo_copy(
                 &h,
                 &src,
                 &format!("{}/mirror/x:1", r.host),
                 all,
             ));
+            cpu.skopeo += cpu_seconds("self").1 - before.0;
+            cpu.skopeo_registry += r.cpu_seconds() - before.1;
         }
         let warm = fresh_registry();
         let warm_dst = format!("{}/mirror/x:1", warm.host);
@@ -185,6 +240,16 @@ fn criterion_groups(_c: &mut Criterion) {
             kiln_warm.as_secs_f64(),
             skopeo_warm.as_secs_f64(),
             skopeo_warm.as_secs_f64() / kiln_warm.as_secs_f64(),
+        );
+        println!(
+            "{:>16}  cold CPU per copy, mean of 5: client kiln {:.2}s skopeo {:.2}s ({:.1}x less); destination registry {:.2}s / {:.2}s ({} cores)",
+            "",
+            cpu.kiln / 5.0,
+            cpu.skopeo / 5.0,
+            cpu.skopeo / cpu.kiln.max(0.01),
+            cpu.kiln_registry / 5.0,
+            cpu.skopeo_registry / 5.0,
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         );
     }
     // Client memory, one cold copy of the 9-layer image each, alone in a

@@ -110,8 +110,14 @@ impl RegistryClient {
         }
         let http = builder.build().map_err(Error::Client)?;
         let scheme = if config.insecure { "http" } else { "https" };
+        // Docker Hub's name is not where its API is (as in the Docker
+        // client and containerd); credentials still go by the name.
+        let endpoint = match config.host.as_str() {
+            "docker.io" | "index.docker.io" => "registry-1.docker.io",
+            host => host,
+        };
         Ok(Self {
-            base: format!("{scheme}://{}", config.host),
+            base: format!("{scheme}://{endpoint}"),
             http,
             config,
             tokens: Mutex::new(HashMap::new()),
@@ -122,6 +128,45 @@ impl RegistryClient {
     /// The registry host.
     pub fn host(&self) -> &str {
         &self.config.host
+    }
+
+    /// The next page a paginated answer names in its `Link` header
+    /// (`<URL>; rel="next"`), as a path on this registry. A link to
+    /// another host is refused: following it would hand this registry's
+    /// credentials to whoever the answer names.
+    pub(crate) fn next_page(&self, headers: &HeaderMap) -> Result<Option<String>, Error> {
+        for value in headers.get_all(reqwest::header::LINK) {
+            let Ok(value) = value.to_str() else { continue };
+            for link in value.split(',') {
+                let Some((target, params)) = link.trim().split_once(';') else {
+                    continue;
+                };
+                let next = params.split(';').any(|p| {
+                    p.trim()
+                        .strip_prefix("rel=")
+                        .is_some_and(|r| r.trim_matches('"') == "next")
+                });
+                let Some(target) = target
+                    .trim()
+                    .strip_prefix('<')
+                    .and_then(|t| t.strip_suffix('>'))
+                else {
+                    continue;
+                };
+                if !next {
+                    continue;
+                }
+                let path = target.strip_prefix(self.base.as_str()).unwrap_or(target);
+                if !path.starts_with('/') || path.starts_with("//") {
+                    return Err(Error::Manifest {
+                        reference: target.to_owned(),
+                        reason: format!("next page is not on {}", self.config.host),
+                    });
+                }
+                return Ok(Some(path.to_owned()));
+            }
+        }
+        Ok(None)
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -527,7 +572,11 @@ pub(crate) async fn check(
     })
 }
 
-async fn read_limited(mut resp: Response, max: usize, url: &str) -> Result<Vec<u8>, Error> {
+pub(crate) async fn read_limited(
+    mut resp: Response,
+    max: usize,
+    url: &str,
+) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Request {
         operation: "read manifest",
@@ -543,4 +592,68 @@ async fn read_limited(mut resp: Response, max: usize, url: &str) -> Result<Vec<u
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::{HeaderValue, LINK};
+
+    use super::*;
+
+    fn next(link: &[&str]) -> Result<Option<String>, Error> {
+        let mut config = RegistryConfig::new("reg.example:5000");
+        config.insecure = true;
+        let client = RegistryClient::new(config).unwrap();
+        let mut headers = HeaderMap::new();
+        for l in link {
+            headers.append(LINK, HeaderValue::from_str(l).unwrap());
+        }
+        client.next_page(&headers)
+    }
+
+    #[test]
+    fn docker_hub_is_reached_at_its_api_host() {
+        let hub = RegistryClient::new(RegistryConfig::new("docker.io")).unwrap();
+        assert_eq!(
+            hub.url("/v2/library/alpine/manifests/3.20"),
+            "https://registry-1.docker.io/v2/library/alpine/manifests/3.20"
+        );
+        assert_eq!(hub.host(), "docker.io");
+        let other = RegistryClient::new(RegistryConfig::new("ghcr.io")).unwrap();
+        assert_eq!(other.url("/v2/"), "https://ghcr.io/v2/");
+    }
+
+    #[test]
+    fn next_pages_stay_on_the_registry() {
+        assert_eq!(next(&[]).unwrap(), None);
+        assert_eq!(
+            next(&[r#"</v2/a/referrers/sha256:1?n=1&last=x>; rel="next""#]).unwrap(),
+            Some("/v2/a/referrers/sha256:1?n=1&last=x".into())
+        );
+        assert_eq!(
+            next(&["<http://reg.example:5000/v2/a/tags/list?n=2>;rel=next"]).unwrap(),
+            Some("/v2/a/tags/list?n=2".into())
+        );
+        assert_eq!(
+            next(&[r#"</v2/a/x?p=0>; rel="prev", </v2/a/x?p=2>; rel="next""#]).unwrap(),
+            Some("/v2/a/x?p=2".into())
+        );
+        assert_eq!(
+            next(&[
+                r#"</v2/a/x?p=0>; rel="prev""#,
+                r#"</v2/a/x?p=2>; rel="next""#
+            ])
+            .unwrap(),
+            Some("/v2/a/x?p=2".into())
+        );
+        assert_eq!(next(&[r#"</v2/a/x?p=0>; rel="prev""#]).unwrap(), None);
+        for elsewhere in [
+            r#"<http://evil.example/v2/a/x>; rel="next""#,
+            r#"<http://reg.example:5000.evil.example/v2/a>; rel="next""#,
+            r#"<//evil.example/v2/a>; rel="next""#,
+            r#"<https://reg.example:5000/v2/a>; rel="next""#,
+        ] {
+            assert!(next(&[elsewhere]).is_err(), "{elsewhere}");
+        }
+    }
 }

@@ -63,7 +63,9 @@ fn is_component(s: &str) -> bool {
         && !s.contains("..")
 }
 
-fn is_digest(d: &str) -> bool {
+/// A SHA-256 digest (`sha256:` and 64 lower-case hex digits): the only
+/// kind a copy verifies, and safe to put in a URL.
+pub(crate) fn is_digest(d: &str) -> bool {
     d.strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }

@@ -8,12 +8,24 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::Error;
-use crate::client::Manifest;
+use crate::client::{MAX_MANIFEST, Manifest, check, read_limited};
 use crate::copy::{Copier, parse};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Referrers of referrers (a signature of an SBOM) are followed this deep.
 const MAX_DEPTH: usize = 3;
+
+/// The referrers API is followed for at most this many pages.
+const MAX_PAGES: usize = 100;
+
+/// The `manifests` of an index (none when absent).
+fn manifests(bytes: &[u8], reference: impl FnOnce() -> String) -> Result<Vec<Value>, Error> {
+    let index: Value = serde_json::from_slice(bytes).map_err(|e| Error::Manifest {
+        reference: reference(),
+        reason: e.to_string(),
+    })?;
+    Ok(index["manifests"].as_array().cloned().unwrap_or_default())
+}
 
 /// The fallback tag for `digest` (`sha256:abc` → `sha256-abc`).
 pub(crate) fn fallback_tag(digest: &str) -> String {
@@ -33,8 +45,17 @@ impl Copier<'_> {
             };
             let mut written = Vec::new();
             for descriptor in list {
-                let Some(digest) = descriptor["digest"].as_str() else {
-                    continue;
+                let Some(digest) = descriptor["digest"]
+                    .as_str()
+                    .filter(|d| crate::location::is_digest(d))
+                else {
+                    return Err(Error::Manifest {
+                        reference: format!("referrers of {subject}"),
+                        reason: format!(
+                            "a referrer without a sha256 digest: {:.200}",
+                            descriptor.to_string()
+                        ),
+                    });
                 };
                 let m = self.src.get_manifest(self.src_repo, digest).await?;
                 let doc = parse(&m)?;
@@ -51,49 +72,53 @@ impl Copier<'_> {
         Ok(copied)
     }
 
-    /// The referrer descriptors of `subject` at the source, or `None`.
+    /// The referrer descriptors of `subject` at the source (every page of
+    /// the referrers API, else the fallback tag's index), or `None`.
     async fn source_referrers(&self, subject: &str) -> Result<Option<Vec<Value>>, Error> {
-        let path = format!("/v2/{}/referrers/{subject}", self.src_repo);
-        let resp = self
-            .src
-            .send(
-                "list referrers",
-                Method::GET,
-                &path,
-                self.src_repo,
-                false,
-                &[("Accept", OCI_INDEX.to_owned())],
-            )
-            .await?;
-        let index: Value = if resp.status() == StatusCode::OK {
-            let bytes = resp.bytes().await.map_err(|source| Error::Request {
-                operation: "list referrers",
-                url: self.src.url(&path),
-                source,
-            })?;
-            serde_json::from_slice(&bytes).map_err(|e| Error::Manifest {
-                reference: format!("referrers of {subject}"),
-                reason: e.to_string(),
-            })?
-        } else {
-            // No referrers API: the tag schema.
-            match self
-                .src
-                .get_manifest(self.src_repo, &fallback_tag(subject))
-                .await
-            {
-                Ok(m) => serde_json::from_slice(&m.bytes).map_err(|e| Error::Manifest {
-                    reference: fallback_tag(subject),
-                    reason: e.to_string(),
-                })?,
-                Err(Error::Status { status: 404, .. }) => return Ok(None),
-                Err(e) => return Err(e),
+        let mut path = format!("/v2/{}/referrers/{subject}", self.src_repo);
+        let mut found = Vec::new();
+        for page in 0.. {
+            if page == MAX_PAGES {
+                return Err(Error::Manifest {
+                    reference: format!("referrers of {subject}"),
+                    reason: format!("more than {MAX_PAGES} pages"),
+                });
             }
-        };
-        Ok(index["manifests"]
-            .as_array()
-            .cloned()
-            .filter(|l| !l.is_empty()))
+            let resp = self
+                .src
+                .send(
+                    "list referrers",
+                    Method::GET,
+                    &path,
+                    self.src_repo,
+                    false,
+                    &[("Accept", OCI_INDEX.to_owned())],
+                )
+                .await?;
+            if page == 0 && resp.status() != StatusCode::OK {
+                // No referrers API: the tag schema.
+                return self.fallback_referrers(subject).await;
+            }
+            let resp = check(resp, "list referrers", &self.src.url(&path)).await?;
+            let next = self.src.next_page(resp.headers())?;
+            let bytes = read_limited(resp, MAX_MANIFEST, &self.src.url(&path)).await?;
+            found.extend(manifests(&bytes, || format!("referrers of {subject}"))?);
+            match next {
+                Some(next) => path = next,
+                None => break,
+            }
+        }
+        Ok(Some(found).filter(|l| !l.is_empty()))
+    }
+
+    /// The referrers the fallback tag of `subject` lists at the source.
+    async fn fallback_referrers(&self, subject: &str) -> Result<Option<Vec<Value>>, Error> {
+        let tag = fallback_tag(subject);
+        match self.src.get_manifest(self.src_repo, &tag).await {
+            Ok(m) => Ok(Some(manifests(&m.bytes, || tag.clone())?).filter(|l| !l.is_empty())),
+            Err(Error::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes the copied referrers findable at the destination: a registry

@@ -4,7 +4,9 @@
 //!
 //! Only a failure of a request carrying the body can be helped by starting
 //! the blob over (a dropped connection, a 5xx, a 401 of an expired token, a
-//! 429 when allowed): the bodiless requests already retried themselves. A
+//! 429 when allowed): the bodiless requests already retried themselves. In
+//! a chunked upload only the failed chunk goes again when the registry
+//! still holds exactly the chunks before it. A
 //! blob longer or shorter than its descriptor, or with another digest, is
 //! the source's fault and aborts at once.
 
@@ -37,13 +39,16 @@ impl From<Error> for Failed {
 }
 
 /// What the body stream saw: bytes hashed and counted, and whether the
-/// source sent more than the descriptor says or ended early.
+/// source sent more than the descriptor says or ended early. A chunk sent
+/// again bumps the generation: a body stream of the failed request that
+/// is still being polled then fails instead of counting.
 #[derive(Default)]
 struct Tally {
     hasher: Sha256,
     seen: u64,
     overflow: bool,
     short: bool,
+    generation: u64,
 }
 
 type Shared = Arc<Mutex<Tally>>;
@@ -77,6 +82,7 @@ impl Copier<'_> {
                 Err(Failed::Retry(_, after)) if attempt < attempts => {
                     self.report(Progress::BlobRestarted {
                         digest: d.digest.clone(),
+                        from: 0,
                         bytes: lock(&tally).seen,
                     });
                     tokio::time::sleep(after.unwrap_or_else(|| backoff(attempt))).await;
@@ -155,7 +161,10 @@ impl Copier<'_> {
     }
 
     /// Ranged GETs streamed into PATCHes (memory stays bounded and no
-    /// single request carries the blob), then the closing PUT.
+    /// single request carries the blob), then the closing PUT. A chunk
+    /// that fails goes again on its own when the registry holds exactly
+    /// the chunks before it (the failure wrote nothing: a 5xx, 429 or 401
+    /// answer); otherwise the blob starts over.
     async fn put_chunks(
         &self,
         d: &Descriptor,
@@ -164,32 +173,45 @@ impl Copier<'_> {
         location: &mut String,
     ) -> Result<(), Failed> {
         let mut offset = 0;
+        // The hash of the bytes before `offset`, to go back to.
+        let mut checkpoint = Sha256::new();
+        let mut tries = 0;
         while offset < d.size {
             let end = (offset + self.chunk_size).min(d.size);
-            let range = format!("bytes={offset}-{}", end - 1);
-            let source = self.get_source(src_path, Some(range)).await?;
-            if source.status() != StatusCode::PARTIAL_CONTENT {
-                return Err(Failed::Fatal(Error::Manifest {
-                    reference: d.digest.clone(),
-                    reason: "source ignored the Range request needed for a chunked copy".into(),
-                }));
+            match self
+                .put_chunk(d, tally, src_path, location, offset, end)
+                .await
+            {
+                Ok(()) => {
+                    offset = end;
+                    checkpoint = lock(tally).hasher.clone();
+                    tries = 0;
+                }
+                Err(Failed::Retry(e, after)) => {
+                    tries += 1;
+                    if offset == 0
+                        || tries >= self.dst.attempts()
+                        || !self.resumable_at(location, offset).await
+                    {
+                        return Err(Failed::Retry(e, after));
+                    }
+                    let undone = {
+                        let mut t = lock(tally);
+                        let undone = t.seen - offset;
+                        t.seen = offset;
+                        t.hasher = checkpoint.clone();
+                        t.generation += 1;
+                        undone
+                    };
+                    self.report(Progress::BlobRestarted {
+                        digest: d.digest.clone(),
+                        from: offset,
+                        bytes: undone,
+                    });
+                    tokio::time::sleep(after.unwrap_or_else(|| backoff(tries))).await;
+                }
+                Err(fatal) => return Err(fatal),
             }
-            let body = self.verifying(source, tally, end, &d.digest);
-            let url = self.dst.url(location);
-            let req = self
-                .dst
-                .http()
-                .patch(&url)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, end - offset)
-                .header("Content-Range", format!("{offset}-{}", end - 1))
-                .body(reqwest::Body::wrap_stream(body));
-            let sent = self.dst.authorized(req, self.dst_repo, true).send().await;
-            let resp = self
-                .settle(d, tally, end, sent, "upload chunk", &url)
-                .await?;
-            *location = upload_location(&resp, &d.digest)?;
-            offset = end;
         }
         let url = with_digest(&self.dst.url(location), &d.digest);
         let req = self
@@ -202,6 +224,76 @@ impl Copier<'_> {
         self.settle(d, tally, d.size, sent, "upload blob", &url)
             .await
             .map(drop)
+    }
+
+    /// Bytes `offset..end` of the blob: a ranged GET into a PATCH.
+    async fn put_chunk(
+        &self,
+        d: &Descriptor,
+        tally: &Shared,
+        src_path: &str,
+        location: &mut String,
+        offset: u64,
+        end: u64,
+    ) -> Result<(), Failed> {
+        let range = format!("bytes={offset}-{}", end - 1);
+        let source = self.get_source(src_path, Some(range)).await?;
+        if source.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(Failed::Fatal(Error::Manifest {
+                reference: d.digest.clone(),
+                reason: "source ignored the Range request needed for a chunked copy".into(),
+            }));
+        }
+        let body = self.verifying(source, tally, end, &d.digest);
+        let url = self.dst.url(location);
+        let req = self
+            .dst
+            .http()
+            .patch(&url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, end - offset)
+            .header("Content-Range", format!("{offset}-{}", end - 1))
+            .body(reqwest::Body::wrap_stream(body));
+        let sent = self.dst.authorized(req, self.dst_repo, true).send().await;
+        let resp = self
+            .settle(d, tally, end, sent, "upload chunk", &url)
+            .await?;
+        *location = upload_location(&resp, &d.digest)?;
+        Ok(())
+    }
+
+    /// Whether the upload session at `location` holds exactly `offset`
+    /// bytes (its status, `Range: 0-<last>`); takes the session's new
+    /// location.
+    async fn resumable_at(&self, location: &mut String, offset: u64) -> bool {
+        let Ok(resp) = self
+            .dst
+            .send(
+                "upload status",
+                Method::GET,
+                location,
+                self.dst_repo,
+                true,
+                &[],
+            )
+            .await
+        else {
+            return false;
+        };
+        let held = resp
+            .headers()
+            .get("Range")
+            .and_then(|r| r.to_str().ok())
+            .and_then(|r| r.strip_prefix("0-"))
+            .and_then(|last| last.parse::<u64>().ok())
+            .map(|last| last + 1);
+        if resp.status() != StatusCode::NO_CONTENT || held != Some(offset) {
+            return false;
+        }
+        if let Ok(next) = upload_location(&resp, "") {
+            *location = next;
+        }
+        true
     }
 
     /// Classifies the outcome of a request whose body brought the blob up
@@ -301,11 +393,15 @@ impl Copier<'_> {
         digest: &str,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         let counted = tally.clone();
+        let generation = lock(tally).generation;
         let progress = self.progress.clone();
         let digest = digest.to_owned();
         let body = source.bytes_stream().map(move |chunk| {
             let chunk = chunk.map_err(std::io::Error::other)?;
             let mut t = lock(&counted);
+            if t.generation != generation {
+                return Err(std::io::Error::other("superseded by a retry"));
+            }
             t.seen += chunk.len() as u64;
             if t.seen > limit {
                 t.overflow = true;
@@ -324,7 +420,7 @@ impl Copier<'_> {
         let ended = tally.clone();
         let end = stream::once(async move {
             let mut t = lock(&ended);
-            (t.seen < limit).then(|| {
+            (t.generation == generation && t.seen < limit).then(|| {
                 t.short = true;
                 Err(std::io::Error::other("blob shorter than its descriptor"))
             })

@@ -52,10 +52,13 @@ pub enum Progress {
         /// Bytes in this step.
         bytes: u64,
     },
-    /// A blob transfer broke and starts over: its bytes so far do not count.
+    /// A blob transfer broke and goes again from byte `from` (0: from the
+    /// start, in a new upload session): bytes reported since do not count.
     BlobRestarted {
         /// The blob.
         digest: String,
+        /// Where it goes on from.
+        from: u64,
         /// Bytes reported for it that are now undone.
         bytes: u64,
     },
@@ -147,10 +150,23 @@ pub struct CopyReport {
 
 #[derive(Debug, Deserialize)]
 struct Descriptor {
+    #[serde(deserialize_with = "digest")]
     digest: String,
     size: u64,
     #[serde(default)]
     platform: Option<PlatformSpec>,
+}
+
+/// A descriptor's digest, checked before it goes into any URL (a hostile
+/// manifest could otherwise name `../other/...` or add query parameters).
+fn digest<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let digest = String::deserialize(d)?;
+    if !crate::location::is_digest(&digest) {
+        return Err(serde::de::Error::custom(format!(
+            "digest {digest:?} is not sha256: and 64 lower-case hex digits"
+        )));
+    }
+    Ok(digest)
 }
 
 #[derive(Debug, Deserialize)]
@@ -466,4 +482,43 @@ fn filtered_index(index: &Manifest, chosen: &[&Descriptor]) -> Result<Manifest, 
         media_type: index.media_type.clone(),
         bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(json: &str) -> Result<ManifestDoc, Error> {
+        parse(&Manifest {
+            bytes: json.as_bytes().to_vec(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: sha256_digest(json.as_bytes()),
+        })
+    }
+
+    #[test]
+    fn descriptor_digests_are_checked_before_they_reach_a_url() {
+        let good = format!("sha256:{}", "a".repeat(64));
+        let ok = doc(&format!(r#"{{"layers":[{{"digest":"{good}","size":1}}]}}"#)).unwrap();
+        assert_eq!(ok.layers[0].digest, good);
+        for bad in [
+            format!(
+                "sha256:{}/../../other/blobs/sha256:{}",
+                "a".repeat(64),
+                "b".repeat(64)
+            ),
+            format!("sha256:{}&from=other", "a".repeat(64)),
+            format!("sha256:{}", "A".repeat(64)),
+            format!("sha512:{}", "a".repeat(128)),
+            "sha256:abc".into(),
+            "latest".into(),
+        ] {
+            let err = doc(&format!(
+                r#"{{"manifests":[{{"digest":"{bad}","size":1}}]}}"#
+            ))
+            .err()
+            .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(err.to_string().contains("not sha256:"), "{err}");
+        }
+    }
 }

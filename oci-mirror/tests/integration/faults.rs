@@ -4,16 +4,16 @@
 //! clear error — and the destination never has a tag naming incomplete
 //! content; a re-run then completes.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kiln_oci_mirror::{CopyOptions, Error, ImageLocation, RegistryClient, RegistryConfig, copy};
+use kiln_oci_mirror::{
+    CopyOptions, Error, ImageLocation, Progress, RegistryClient, RegistryConfig, copy,
+};
 
 use crate::peers::{Layout, Registry, raw_manifest, scratch, skopeo, tools};
+use crate::proxy::{Hook, Proxy, Request, body_start};
 
 /// What the proxy does to the next requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,133 +29,68 @@ enum Fault {
     CorruptBlob,
     /// Answer this many blob uploads (PUT/PATCH with the blob) with 500.
     FailUploads(usize),
+    /// Let this many blob uploads through, answer the next with 500.
+    FailUploadAfter(usize),
 }
 
-struct Proxy {
-    host: String,
-    fault: Arc<Mutex<Fault>>,
-    hits: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+/// The fault to inject, and how many requests the proxy has seen.
+struct Faults {
+    fault: Mutex<Fault>,
+    hits: AtomicUsize,
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+const SERVER_ERROR: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
+
+/// `fault` with one fewer request to go.
+fn spend(fault: &mut Fault, next: impl FnOnce(usize) -> Fault, n: usize) {
+    *fault = if n > 1 { next(n - 1) } else { Fault::None };
+}
+
+impl Hook for Faults {
+    fn answer(&self, request: &Request) -> Option<Vec<u8>> {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        let is_upload = matches!(request.method(), "PUT" | "PATCH")
+            && request.target().contains("/blobs/uploads/");
+        let mut f = self.fault.lock().unwrap();
+        match *f {
+            Fault::FailUploads(n) if n > 0 && is_upload => {
+                spend(&mut f, Fault::FailUploads, n);
+                Some(SERVER_ERROR.to_vec())
+            }
+            Fault::FailUploadAfter(n) if is_upload => {
+                if n == 0 {
+                    *f = Fault::None;
+                    return Some(SERVER_ERROR.to_vec());
+                }
+                *f = Fault::FailUploadAfter(n - 1);
+                None
+            }
+            Fault::ServerErrors(n) if n > 0 => {
+                spend(&mut f, Fault::ServerErrors, n);
+                Some(SERVER_ERROR.to_vec())
+            }
+            Fault::RateLimited(n) if n > 0 => {
+                spend(&mut f, Fault::RateLimited, n);
+                Some(
+                    b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+                        .to_vec(),
+                )
+            }
+            _ => None,
         }
     }
-}
 
-/// Reads one HTTP/1.1 request (head and a Content-Length body).
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<u8>)> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let end = line == "\r\n";
-        head.push_str(&line);
-        if end {
-            break;
-        }
-    }
-    let len = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    Some((head, body))
-}
-
-fn serve(client: TcpStream, upstream: &str, fault: &Mutex<Fault>, hits: &AtomicUsize) {
-    client.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let mut reader = BufReader::new(client.try_clone().unwrap());
-    let mut client = client;
-    while let Some((head, body)) = read_request(&mut reader) {
-        hits.fetch_add(1, Ordering::SeqCst);
-        let is_blob_get = head.starts_with("GET ") && head.contains("/blobs/sha256:");
-        let is_upload = (head.starts_with("PUT ") || head.starts_with("PATCH "))
-            && head.contains("/blobs/uploads/");
-        let canned = {
-            let mut f = fault.lock().unwrap();
-            match *f {
-                Fault::FailUploads(n) if n > 0 && is_upload => {
-                    *f = if n > 1 {
-                        Fault::FailUploads(n - 1)
-                    } else {
-                        Fault::None
-                    };
-                    Some("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
-                }
-                Fault::ServerErrors(n) if n > 0 => {
-                    *f = if n > 1 {
-                        Fault::ServerErrors(n - 1)
-                    } else {
-                        Fault::None
-                    };
-                    Some("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
-                }
-                Fault::RateLimited(n) if n > 0 => {
-                    *f = if n > 1 {
-                        Fault::RateLimited(n - 1)
-                    } else {
-                        Fault::None
-                    };
-                    Some(
-                        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
-                    )
-                }
-                _ => None,
-            }
-        };
-        if let Some(response) = canned {
-            if client.write_all(response.as_bytes()).is_err() {
-                return;
-            }
-            continue;
-        }
-        // Forward with `Connection: close` and read the answer to EOF.
-        let head = head
-            .lines()
-            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-            .collect::<Vec<_>>()
-            .join("\r\n");
-        let head = format!("{}\r\nConnection: close\r\n\r\n", head.trim_end());
-        let Ok(mut up) = TcpStream::connect(upstream) else {
-            return;
-        };
-        if up.write_all(head.as_bytes()).is_err() || up.write_all(&body).is_err() {
-            return;
-        }
-        let mut response = Vec::new();
-        if up.read_to_end(&mut response).is_err() {
-            return;
-        }
-        let split = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(response.len(), |p| p + 4);
-        let mut f = fault.lock().unwrap();
+    fn relay(&self, request: &Request, mut response: Vec<u8>) -> (Vec<u8>, bool) {
+        let is_blob_get = request.method() == "GET" && request.target().contains("/blobs/sha256:");
+        let split = body_start(&response);
         let ok = response.starts_with(b"HTTP/1.1 200");
+        let mut f = self.fault.lock().unwrap();
         match *f {
             Fault::DropMidBlob(n) if is_blob_get && ok && response.len() > split + 2 => {
-                *f = if n > 1 {
-                    Fault::DropMidBlob(n - 1)
-                } else {
-                    Fault::None
-                };
-                drop(f);
-                let half = split + (response.len() - split) / 2;
-                let _ = client.write_all(&response[..half]);
-                return; // close mid-body
+                spend(&mut f, Fault::DropMidBlob, n);
+                // Half the body, then the connection closes.
+                response.truncate(split + (response.len() - split) / 2);
+                return (response, false);
             }
             Fault::CorruptBlob if is_blob_get && ok && response.len() > split => {
                 *f = Fault::None;
@@ -164,45 +99,18 @@ fn serve(client: TcpStream, upstream: &str, fault: &Mutex<Fault>, hits: &AtomicU
             }
             _ => {}
         }
-        drop(f);
-        // The answer carries the registry's `Connection: close`, so the
-        // client opens a new connection for its next request.
-        if client.write_all(&response).is_err() {
-            return;
-        }
+        (response, true)
     }
 }
 
-fn proxy(upstream: String) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let host = listener.local_addr().unwrap().to_string();
-    let fault = Arc::new(Mutex::new(Fault::None));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (f, h, s) = (fault.clone(), hits.clone(), stop.clone());
-    let thread = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let mut workers = Vec::new();
-        while !s.load(Ordering::SeqCst) && Instant::now() < deadline {
-            match listener.accept() {
-                Ok((conn, _)) => {
-                    conn.set_nonblocking(false).ok();
-                    let (f, h, up) = (f.clone(), h.clone(), upstream.clone());
-                    workers.push(std::thread::spawn(move || serve(conn, &up, &f, &h)));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-        drop(workers);
-    });
-    Proxy {
-        host,
-        fault,
-        hits,
-        stop,
-        thread: Some(thread),
-    }
+fn proxy(upstream: String) -> Proxy<Faults> {
+    Proxy::start(
+        &upstream,
+        Faults {
+            fault: Mutex::new(Fault::None),
+            hits: AtomicUsize::new(0),
+        },
+    )
 }
 
 fn client(host: &str, retry_rate_limited: bool) -> RegistryClient {
@@ -330,6 +238,42 @@ fn faults_end_in_a_complete_copy_or_a_clear_error_never_a_dangling_tag() {
         raw_manifest(&format!("{}/upload-failed/app:v1", b.host)),
         want
     );
+
+    // In chunks, one blob at a time: the first chunk failing starts the
+    // blob over in a new session; a later one failing goes again on its
+    // own, the registry holding exactly the chunks before it.
+    let chunk = 700_000;
+    for (let_through, resumed_from) in [(0, 0), (1, chunk), (2, 2 * chunk)] {
+        let restarts = Arc::new(Mutex::new(Vec::new()));
+        let seen = restarts.clone();
+        let options = CopyOptions {
+            jobs: 1,
+            chunk_threshold: 1 << 20,
+            chunk_size: chunk,
+            progress: Some(Arc::new(move |event: &Progress| {
+                if let Progress::BlobRestarted { from, .. } = event {
+                    seen.lock().unwrap().push(*from);
+                }
+            })),
+            ..CopyOptions::default()
+        };
+        *q.fault.lock().unwrap() = Fault::FailUploadAfter(let_through);
+        let repo = format!("chunk-failed-{let_through}/app:v1");
+        let via: ImageLocation = format!("{}/{repo}", q.host).parse().unwrap();
+        let report = rt
+            .block_on(copy(
+                &client(&p.host, true),
+                &src,
+                &client(&q.host, true),
+                &via,
+                &options,
+            ))
+            .unwrap();
+        assert_eq!(*q.fault.lock().unwrap(), Fault::None, "a chunk failed");
+        assert_eq!(*restarts.lock().unwrap(), [resumed_from]);
+        assert_eq!(report.blobs_copied, 4, "{report:?}");
+        assert_eq!(raw_manifest(&format!("{}/{repo}", b.host)), want);
+    }
     drop(q);
 
     // A blob cut on every attempt, and a corrupted blob: clear errors, no

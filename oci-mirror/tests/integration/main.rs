@@ -10,5 +10,6 @@ mod copies;
 mod faults;
 mod fuzz_corpus;
 mod peers;
+mod proxy;
 mod referrers;
 mod umoci_images;

@@ -57,7 +57,32 @@ impl Drop for Registry {
     }
 }
 
+/// CPU seconds (user + system) of process `pid` (`self` for this one) and
+/// of its children that have been waited for, from `/proc/PID/stat`.
+#[allow(dead_code, reason = "for the mirror bench, which shares this file")]
+pub(crate) fn cpu_seconds(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which may hold spaces: state is the
+    // first, utime the 12th, stime, cutime, cstime the next three.
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0.0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let tick = |i: usize| fields.get(i).copied().unwrap_or(0.0) / 100.0;
+    (tick(11) + tick(12), tick(13) + tick(14))
+}
+
 impl Registry {
+    /// CPU seconds the registry has used so far.
+    #[allow(dead_code, reason = "for the mirror bench, which shares this file")]
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&self.child.id().to_string()).0
+    }
+
     pub(crate) fn start(dir: &Path) -> Self {
         Self::start_with(dir, "")
     }
