@@ -57,6 +57,14 @@ pub(crate) struct MirrorArgs {
     /// Fail fast on HTTP 429 instead of retrying after `Retry-After`.
     #[arg(long)]
     no_retry_rate_limited: bool,
+    /// Attempts per request (and per blob) on connection errors, 5xx and
+    /// 429, with exponential backoff.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    retries: Option<u32>,
+    /// Give up when the whole copy has not finished within this long
+    /// (`90s`, `10m`, `2h`).
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    timeout: Option<std::time::Duration>,
     /// Also copy referrers (signatures, SBOMs) of the copied manifests.
     #[arg(long)]
     referrers: bool,
@@ -126,8 +134,13 @@ pub(crate) fn run(args: MirrorArgs) -> anyhow::Result<()> {
     dst_cfg.credentials = creds(&args.dest_creds, args.dst.registry(), &args.docker_config)?;
     dst_cfg.ca_certificates = ca(&args.dest_ca)?;
     dst_cfg.retry_rate_limited = !args.no_retry_rate_limited;
+    if let Some(n) = args.retries {
+        src_cfg.attempts = n;
+        dst_cfg.attempts = n;
+    }
     let mut options = CopyOptions {
         referrers: args.referrers,
+        deadline: args.timeout,
         ..CopyOptions::default()
     };
     if !args.platform.is_empty() {

@@ -7,6 +7,8 @@ mod mirror;
 mod token;
 mod vm;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 
 /// Kiln: OCI images, build caches and microVMs.
@@ -47,5 +49,37 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mirror(args) => mirror::run(args),
         Command::Token(cmd) => token::run(cmd),
         Command::Vm(cmd) => vm::run_cmd(cmd),
+    }
+}
+
+/// A duration as `90`, `90s`, `10m` or `2h`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("invalid duration {s:?}: use s, m or h")),
+    };
+    let secs = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("duration {s:?} too long"))?;
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("m").is_err());
     }
 }

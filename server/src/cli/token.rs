@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+
+use super::parse_duration;
 use kiln_registry_token::{
     KeySet, MintRequest, Minter, Permission, SigningKey, Verifier, VerifyingKey, libtrust_key_id,
 };
@@ -91,23 +93,6 @@ pub(crate) struct VerifyArgs {
     /// Clock leeway for exp/nbf/iat.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     leeway: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let factor = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("invalid duration {s:?}: use s, m or h")),
-    };
-    let secs = n
-        .checked_mul(factor)
-        .ok_or_else(|| format!("duration {s:?} too long"))?;
-    Ok(Duration::from_secs(secs))
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -226,19 +211,5 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<()> {
             println!("{}", libtrust_key_id(&der));
             Ok(())
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert!(parse_duration("1d").is_err());
-        assert!(parse_duration("m").is_err());
     }
 }

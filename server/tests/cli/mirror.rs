@@ -32,6 +32,31 @@ fn bad_locations_and_unreachable_registries_fail_clearly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("127.0.0.1:9"), "{err}");
+
+    // A registry that takes connections and never answers: the total
+    // deadline ends the copy.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = silent.local_addr().unwrap().to_string();
+    let out = run(&[
+        "mirror",
+        &format!("docker://{host}/a:1"),
+        &format!("{host}/b:1"),
+        "--src-insecure",
+        "--dest-insecure",
+        "--retries",
+        "1",
+        "--timeout",
+        "2s",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not finish within 2s"), "{err}");
+    drop(silent);
+
+    let out = run(&["mirror", "docker://h.io/a:1", "h.io/b:1", "--retries", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--retries"), "{err}");
 }
 
 #[test]
