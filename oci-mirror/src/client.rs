@@ -15,8 +15,20 @@ use crate::{Credentials, Error};
 /// Manifest media types a copy accepts.
 pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
+/// The OCI index media type.
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Whether a manifest media type is an index or a Docker manifest list.
+pub(crate) fn is_index_type(media_type: &str) -> bool {
+    media_type == OCI_INDEX
+        || media_type == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
 /// The largest manifest read (manifests are small; this bounds memory).
 pub(crate) const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+
+/// The largest token endpoint answer read.
+const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
 
 /// How to reach one registry.
 #[derive(Debug, Clone)]
@@ -54,7 +66,9 @@ impl RegistryConfig {
 pub struct RegistryClient {
     http: reqwest::Client,
     config: RegistryConfig,
-    base: String,
+    /// `scheme://endpoint/`, what every path is resolved against and the
+    /// only origin credentials are sent to.
+    base: reqwest::Url,
     /// Bearer tokens by scope string.
     tokens: Mutex<HashMap<String, String>>,
     /// Whether the registry asked for basic auth.
@@ -102,7 +116,11 @@ impl RegistryClient {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
             .pool_max_idle_per_host(16)
-            .connect_timeout(Duration::from_secs(30));
+            .connect_timeout(Duration::from_secs(30))
+            // A peer that stops sending mid-body; the whole copy has its
+            // own deadline.
+            .read_timeout(Duration::from_secs(120))
+            .redirect(redirect_policy());
         for pem in &config.ca_certificates {
             for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(Error::Client)? {
                 builder = builder.add_root_certificate(cert);
@@ -116,8 +134,15 @@ impl RegistryClient {
             "docker.io" | "index.docker.io" => "registry-1.docker.io",
             host => host,
         };
+        let base = reqwest::Url::parse(&format!("{scheme}://{endpoint}/"))
+            .ok()
+            .filter(|u| u.path() == "/" && u.query().is_none() && u.username().is_empty())
+            .ok_or_else(|| Error::InvalidLocation {
+                input: config.host.clone(),
+                reason: "not a registry host[:port]".into(),
+            })?;
         Ok(Self {
-            base: format!("{scheme}://{endpoint}"),
+            base,
             http,
             config,
             tokens: Mutex::new(HashMap::new()),
@@ -156,30 +181,45 @@ impl RegistryClient {
                 if !next {
                     continue;
                 }
-                let path = target.strip_prefix(self.base.as_str()).unwrap_or(target);
-                if !path.starts_with('/') || path.starts_with("//") {
-                    return Err(Error::Manifest {
-                        reference: target.to_owned(),
+                let url = self.url(target);
+                if !self.same_origin(&url) {
+                    return Err(Error::Protocol {
+                        url: target.to_owned(),
                         reason: format!("next page is not on {}", self.config.host),
                     });
                 }
-                return Ok(Some(path.to_owned()));
+                return Ok(Some(url));
             }
         }
         Ok(None)
     }
 
+    /// `path` (or a URL, relative or absolute, as in a `Location` header)
+    /// resolved against the registry (unchanged when it cannot be: the
+    /// request then fails on it).
     pub(crate) fn url(&self, path: &str) -> String {
-        if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_owned()
-        } else {
-            format!("{}{path}", self.base)
-        }
+        self.base
+            .join(path)
+            .map_or_else(|_| path.to_owned(), String::from)
     }
 
-    /// Adds the cached token for `scope` (or basic auth); returns the
-    /// request and the token it carries.
-    fn authorize(&self, req: RequestBuilder, scope: &str) -> (RequestBuilder, Option<String>) {
+    /// Whether `url` is on the registry itself (scheme, host and port):
+    /// only then does a request carry its credentials or tokens.
+    pub(crate) fn same_origin(&self, url: &str) -> bool {
+        reqwest::Url::parse(url).is_ok_and(|u| u.origin() == self.base.origin())
+    }
+
+    /// Adds the cached token for `scope` (or basic auth) when `url` is on
+    /// the registry; returns the request and the token it carries.
+    fn authorize(
+        &self,
+        req: RequestBuilder,
+        url: &str,
+        scope: &str,
+    ) -> (RequestBuilder, Option<String>) {
+        if !self.same_origin(url) {
+            return (req, None);
+        }
         if let Some(token) = self.tokens.lock().ok().and_then(|t| t.get(scope).cloned()) {
             return (req.bearer_auth(&token), Some(token));
         }
@@ -222,6 +262,14 @@ impl RegistryClient {
         let challenge: Challenge = value
             .parse()
             .map_err(|e| auth_err(format!("challenge {value:?}: {e}")))?;
+        // Credentials go to the realm: never in the clear unless this
+        // registry itself is plain HTTP.
+        if !self.config.insecure && !challenge.realm.starts_with("https://") {
+            return Err(auth_err(format!(
+                "token realm {:?} is not HTTPS",
+                challenge.realm
+            )));
+        }
         let mut req = self.http.get(&challenge.realm);
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(s) = &challenge.service {
@@ -243,15 +291,14 @@ impl RegistryClient {
                 resp.status()
             )));
         }
+        let body = read_limited(resp, MAX_TOKEN_RESPONSE, &challenge.realm).await?;
         #[derive(serde::Deserialize)]
         struct TokenResponse {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body: TokenResponse = resp
-            .json()
-            .await
-            .map_err(|e| auth_err(format!("token response: {e}")))?;
+        let body: TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| auth_err(format!("token response: {e}")))?;
         let token = body
             .token
             .or(body.access_token)
@@ -288,10 +335,14 @@ impl RegistryClient {
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
-            let (req, sent) = self.authorize(req, &scope);
+            let (req, sent) = self.authorize(req, &url, &scope);
             let result = req.send().await;
             let retry_after = match &result {
-                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated => {
+                Ok(resp)
+                    if resp.status() == StatusCode::UNAUTHORIZED
+                        && !authenticated
+                        && self.same_origin(resp.url().as_str()) =>
+                {
                     authenticated = true;
                     if self
                         .authenticate(resp.headers(), &scope, sent.as_deref())
@@ -392,10 +443,16 @@ impl RegistryClient {
         }
         let media_type = match media_type {
             Some(m) if m != "application/json" && m != "text/plain" => m,
-            _ => serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["mediaType"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_owned()),
+            // A registry that does not say: the document's own mediaType,
+            // else what its fields make it.
+            _ => {
+                let doc = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_default();
+                match doc["mediaType"].as_str() {
+                    Some(declared) => declared.to_owned(),
+                    None if doc.get("manifests").is_some() => OCI_INDEX.to_owned(),
+                    None => "application/vnd.oci.image.manifest.v1+json".to_owned(),
+                }
+            }
         };
         Ok(Manifest {
             bytes,
@@ -452,13 +509,14 @@ impl RegistryClient {
                 .put(&url)
                 .header(CONTENT_TYPE, &manifest.media_type)
                 .body(manifest.bytes.clone());
-            let (req, sent) = self.authorize(req, &scope);
+            let (req, sent) = self.authorize(req, &url, &scope);
             let resp = req.send().await.map_err(|source| Error::Request {
                 operation: "put manifest",
                 url: url.clone(),
                 source,
             })?;
             if resp.status() == StatusCode::UNAUTHORIZED
+                && self.same_origin(resp.url().as_str())
                 && self
                     .authenticate(resp.headers(), &scope, sent.as_deref())
                     .await?
@@ -509,7 +567,7 @@ impl RegistryClient {
         operation: &'static str,
         url: &str,
     ) -> Result<Response, Error> {
-        if resp.status() == StatusCode::UNAUTHORIZED {
+        if resp.status() == StatusCode::UNAUTHORIZED && self.same_origin(resp.url().as_str()) {
             let _ = self
                 .authenticate(resp.headers(), &scope(repository, true), None)
                 .await;
@@ -521,13 +579,19 @@ impl RegistryClient {
         &self.http
     }
 
-    pub(crate) fn authorized(
+    /// Sends a request (one with a body: no retries here) to `url`, with
+    /// the registry's credentials when `url` is on the registry.
+    pub(crate) async fn execute(
         &self,
         req: RequestBuilder,
+        url: &str,
         repository: &str,
         push: bool,
-    ) -> RequestBuilder {
-        self.authorize(req, &scope(repository, push)).0
+    ) -> Result<Response, reqwest::Error> {
+        self.authorize(req, url, &scope(repository, push))
+            .0
+            .send()
+            .await
     }
 }
 
@@ -553,6 +617,23 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(60)))
 }
 
+/// Redirects (registries send blob GETs to CDNs) are followed at most 10
+/// times and never from HTTPS to plain HTTP; reqwest drops credentials
+/// when one leaves the host.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.url().scheme() == "http"
+            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if attempt.previous().len() >= 10 {
+            attempt.error("more than 10 redirects")
+        } else if downgrade {
+            attempt.error("redirect from HTTPS to plain HTTP")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 /// Turns a non-success response into [`Error::Status`].
 pub(crate) async fn check(
     resp: Response,
@@ -563,15 +644,29 @@ pub(crate) async fn check(
         return Ok(resp);
     }
     let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
+    let body = read_prefix(resp, 4096).await;
     Err(Error::Status {
         operation,
         url: url.to_owned(),
         status,
-        body: body.chars().take(300).collect(),
+        body: String::from_utf8_lossy(&body).chars().take(300).collect(),
     })
 }
 
+/// At most the first `max` bytes of a body (an error answer's start, for
+/// the message); the rest is never read.
+async fn read_prefix(mut resp: Response, max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(max - out.len())]),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// A whole body of at most `max` bytes.
 pub(crate) async fn read_limited(
     mut resp: Response,
     max: usize,
@@ -579,14 +674,14 @@ pub(crate) async fn read_limited(
 ) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|source| Error::Request {
-        operation: "read manifest",
+        operation: "read answer",
         url: url.to_owned(),
         source,
     })? {
         if out.len() + chunk.len() > max {
-            return Err(Error::Manifest {
-                reference: url.to_owned(),
-                reason: format!("larger than {max} bytes"),
+            return Err(Error::Protocol {
+                url: url.to_owned(),
+                reason: format!("answer larger than {max} bytes"),
             });
         }
         out.extend_from_slice(&chunk);
@@ -624,19 +719,76 @@ mod tests {
     }
 
     #[test]
+    fn locations_resolve_against_the_registry_and_credentials_stay_on_it() {
+        let mut config = RegistryConfig::new("reg.example:5000");
+        config.insecure = true;
+        let client = RegistryClient::new(config).unwrap();
+        for (location, url, ours) in [
+            (
+                "/v2/a/blobs/uploads/1?_state=x",
+                "http://reg.example:5000/v2/a/blobs/uploads/1?_state=x",
+                true,
+            ),
+            (
+                "v2/a/blobs/uploads/1",
+                "http://reg.example:5000/v2/a/blobs/uploads/1",
+                true,
+            ),
+            (
+                "http://reg.example:5000/v2/a/x",
+                "http://reg.example:5000/v2/a/x",
+                true,
+            ),
+            (
+                "https://reg.example:5000/v2/a/x",
+                "https://reg.example:5000/v2/a/x",
+                false,
+            ),
+            (
+                "http://reg.example:5001/v2/a/x",
+                "http://reg.example:5001/v2/a/x",
+                false,
+            ),
+            (
+                "//elsewhere.example/v2/a",
+                "http://elsewhere.example/v2/a",
+                false,
+            ),
+            (
+                "http://reg.example:5000@elsewhere.example/",
+                "http://reg.example:5000@elsewhere.example/",
+                false,
+            ),
+        ] {
+            assert_eq!(client.url(location), url, "{location}");
+            assert_eq!(
+                client.same_origin(&client.url(location)),
+                ours,
+                "{location}"
+            );
+        }
+        for bad in ["h.io/x", "h.io?x", "user@h.io", "h io"] {
+            assert!(
+                RegistryClient::new(RegistryConfig::new(bad)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn next_pages_stay_on_the_registry() {
         assert_eq!(next(&[]).unwrap(), None);
         assert_eq!(
             next(&[r#"</v2/a/referrers/sha256:1?n=1&last=x>; rel="next""#]).unwrap(),
-            Some("/v2/a/referrers/sha256:1?n=1&last=x".into())
+            Some("http://reg.example:5000/v2/a/referrers/sha256:1?n=1&last=x".into())
         );
         assert_eq!(
             next(&["<http://reg.example:5000/v2/a/tags/list?n=2>;rel=next"]).unwrap(),
-            Some("/v2/a/tags/list?n=2".into())
+            Some("http://reg.example:5000/v2/a/tags/list?n=2".into())
         );
         assert_eq!(
             next(&[r#"</v2/a/x?p=0>; rel="prev", </v2/a/x?p=2>; rel="next""#]).unwrap(),
-            Some("/v2/a/x?p=2".into())
+            Some("http://reg.example:5000/v2/a/x?p=2".into())
         );
         assert_eq!(
             next(&[
@@ -644,7 +796,7 @@ mod tests {
                 r#"</v2/a/x?p=2>; rel="next""#
             ])
             .unwrap(),
-            Some("/v2/a/x?p=2".into())
+            Some("http://reg.example:5000/v2/a/x?p=2".into())
         );
         assert_eq!(next(&[r#"</v2/a/x?p=0>; rel="prev""#]).unwrap(), None);
         for elsewhere in [

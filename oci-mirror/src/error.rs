@@ -68,6 +68,15 @@ pub enum Error {
         /// Bytes seen.
         actual: u64,
     },
+    /// A registry answer that breaks the protocol (too large, a link or
+    /// upload location elsewhere, an upload acknowledged early).
+    #[error("{url}: {reason}")]
+    Protocol {
+        /// Where.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// A manifest that cannot be read.
     #[error("manifest {reference}: {reason}")]
     Manifest {

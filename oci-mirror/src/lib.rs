@@ -39,6 +39,18 @@ mod error;
 mod location;
 mod referrers;
 
+/// Entry points for the fuzz targets; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Reads `bytes` as a manifest served as `media_type` (document,
+    /// descriptor digests, index children) and as a referrers list:
+    /// whether either was accepted. Never panics.
+    #[must_use]
+    pub fn manifest(bytes: &[u8], media_type: &str) -> bool {
+        crate::copy::accepts(bytes, media_type) | crate::referrers::accepts(bytes)
+    }
+}
+
 pub use client::{Manifest, RegistryClient, RegistryConfig};
 pub use copy::{CopyOptions, CopyReport, Platforms, Progress, ProgressFn, copy};
 pub use credentials::{CredentialSource, Credentials};

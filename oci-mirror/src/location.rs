@@ -79,6 +79,33 @@ fn is_tag(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// A registry as the reference grammar has it: DNS labels or an IPv6
+/// address in brackets, and an optional port.
+fn is_host(h: &str) -> bool {
+    let (name, port) = match h.rsplit_once(':') {
+        Some((n, p)) if !p.contains(']') => (n, Some(p)),
+        _ => (h, None),
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    });
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let name_ok = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => name.len() <= 253 && name.split('.').all(label),
+    };
+    port_ok && name_ok
+}
+
 impl FromStr for ImageLocation {
     type Err = Error;
 
@@ -103,6 +130,9 @@ impl FromStr for ImageLocation {
             Some((p, t)) if !t.contains('/') => (p, Some(t.to_owned())),
             _ => (path, None),
         };
+        if !is_host(&registry) {
+            return Err(bad("invalid registry host[:port]"));
+        }
         if tag.as_deref().is_some_and(|t| !is_tag(t)) {
             return Err(bad("invalid tag"));
         }
@@ -173,6 +203,8 @@ mod tests {
     #[case("alpine:3.20", "docker.io", "library/alpine", Some("3.20"))]
     #[case("localhost/x", "localhost", "x", None)]
     #[case("ghcr.io/o/r/s", "ghcr.io", "o/r/s", None)]
+    #[case("[::1]:5000/a:v", "[::1]:5000", "a", Some("v"))]
+    #[case("Reg-1.Example.com:443/a", "Reg-1.Example.com:443", "a", None)]
     fn parses(#[case] s: &str, #[case] reg: &str, #[case] repo: &str, #[case] tag: Option<&str>) {
         let l: ImageLocation = s.parse().unwrap();
         assert_eq!((l.registry(), l.repository(), l.tag()), (reg, repo, tag));
@@ -183,6 +215,13 @@ mod tests {
     #[case("h.io/a@sha256:abc")]
     #[case("h.io/a:")]
     #[case("h.io//a")]
+    #[case("h.io?x/repo")]
+    #[case("h.io#x/repo")]
+    #[case("user@h.io/repo")]
+    #[case("h.io:99999/repo")]
+    #[case("h.io:/repo")]
+    #[case("-h.io/repo")]
+    #[case("[::1/repo")]
     #[case(&format!("{}:1", "a".repeat(250)))]
     fn rejects(#[case] s: &str) {
         assert!(s.parse::<ImageLocation>().is_err());

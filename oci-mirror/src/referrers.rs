@@ -4,27 +4,74 @@
 //! without the API use; copied after their subject, and made findable at
 //! the destination the same way.
 
+use std::collections::HashSet;
+
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::Error;
-use crate::client::{MAX_MANIFEST, Manifest, check, read_limited};
-use crate::copy::{Copier, parse};
+use crate::client::{MAX_MANIFEST, Manifest, OCI_INDEX, check, read_limited};
+use crate::copy::{Copier, Platforms, parse};
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Referrers of referrers (a signature of an SBOM) are followed this deep.
 const MAX_DEPTH: usize = 3;
 
-/// The referrers API is followed for at most this many pages.
+/// The referrers API is followed for at most this many pages...
 const MAX_PAGES: usize = 100;
 
-/// The `manifests` of an index (none when absent).
-fn manifests(bytes: &[u8], reference: impl FnOnce() -> String) -> Result<Vec<Value>, Error> {
-    let index: Value = serde_json::from_slice(bytes).map_err(|e| Error::Manifest {
+/// ...and a copy takes at most this many referrers in all.
+const MAX_REFERRERS: usize = 1000;
+
+/// A list of referrers (an API page or a fallback index): only the digests
+/// are taken from it (checked like every descriptor digest); what is
+/// published at the destination is described from the manifests fetched.
+#[derive(Deserialize)]
+struct Listed {
+    #[serde(default)]
+    manifests: Vec<ListedReferrer>,
+}
+
+#[derive(Deserialize)]
+struct ListedReferrer {
+    #[serde(deserialize_with = "crate::copy::digest")]
+    digest: String,
+}
+
+fn listed(bytes: &[u8], reference: impl FnOnce() -> String) -> Result<Vec<String>, Error> {
+    let list: Listed = serde_json::from_slice(bytes).map_err(|e| Error::Manifest {
         reference: reference(),
         reason: e.to_string(),
     })?;
-    Ok(index["manifests"].as_array().cloned().unwrap_or_default())
+    Ok(list.manifests.into_iter().map(|r| r.digest).collect())
+}
+
+/// Whether `bytes` is a referrers list a copy would follow (for the fuzz
+/// target).
+pub(crate) fn accepts(bytes: &[u8]) -> bool {
+    listed(bytes, String::new).is_ok()
+}
+
+/// The referrers-list descriptor of a manifest, as a registry with the
+/// API would give it: media type, digest, size, `artifactType` (else the
+/// config's media type) and annotations.
+fn descriptor(m: &Manifest) -> Value {
+    let doc: Value = serde_json::from_slice(&m.bytes).unwrap_or_default();
+    let mut d = json!({
+        "mediaType": m.media_type,
+        "digest": m.digest,
+        "size": m.bytes.len(),
+    });
+    let artifact_type = doc
+        .get("artifactType")
+        .or_else(|| doc.get("config").and_then(|c| c.get("mediaType")));
+    if let Some(t) = artifact_type.filter(|t| t.is_string()) {
+        d["artifactType"] = t.clone();
+    }
+    if let Some(a) = doc.get("annotations").filter(|a| a.is_object()) {
+        d["annotations"] = a.clone();
+    }
+    d
 }
 
 /// The fallback tag for `digest` (`sha256:abc` → `sha256-abc`).
@@ -34,54 +81,50 @@ pub(crate) fn fallback_tag(digest: &str) -> String {
 }
 
 impl Copier<'_> {
-    /// Copies every referrer of `subject` (and theirs, a few levels deep);
-    /// returns how many manifests were copied.
-    pub(crate) async fn copy_referrers(&self, subject: &str) -> Result<usize, Error> {
+    /// Copies every referrer of `subjects` (and theirs, a few levels deep,
+    /// each once); returns how many manifests were copied.
+    pub(crate) async fn copy_referrers(&self, subjects: Vec<String>) -> Result<usize, Error> {
+        let mut seen: HashSet<String> = subjects.iter().cloned().collect();
         let mut copied = 0;
-        let mut pending = vec![(subject.to_owned(), 0)];
+        let mut pending: Vec<(String, usize)> = subjects.into_iter().map(|s| (s, 0)).collect();
         while let Some((subject, depth)) = pending.pop() {
-            let Some(list) = self.source_referrers(&subject).await? else {
-                continue;
-            };
             let mut written = Vec::new();
-            for descriptor in list {
-                let Some(digest) = descriptor["digest"]
-                    .as_str()
-                    .filter(|d| crate::location::is_digest(d))
-                else {
+            for digest in self.source_referrers(&subject).await? {
+                if !seen.insert(digest.clone()) {
+                    continue;
+                }
+                if copied == MAX_REFERRERS {
                     return Err(Error::Manifest {
                         reference: format!("referrers of {subject}"),
-                        reason: format!(
-                            "a referrer without a sha256 digest: {:.200}",
-                            descriptor.to_string()
-                        ),
+                        reason: format!("more than {MAX_REFERRERS} referrers"),
                     });
-                };
-                let m = self.src.get_manifest(self.src_repo, digest).await?;
+                }
+                let m = self.src.get_manifest(self.src_repo, &digest).await?;
                 let doc = parse(&m)?;
-                self.copy_image(&m, &doc).await?;
+                // A referrer may itself be an index (of attestations).
+                self.copy_content(&m, &doc, &Platforms::All).await?;
                 self.put(&m, None).await?;
                 copied += 1;
                 if depth + 1 < MAX_DEPTH {
                     pending.push((m.digest.clone(), depth + 1));
                 }
-                written.push(descriptor);
+                written.push(descriptor(&m));
             }
             self.publish_referrers(&subject, written).await?;
         }
         Ok(copied)
     }
 
-    /// The referrer descriptors of `subject` at the source (every page of
-    /// the referrers API, else the fallback tag's index), or `None`.
-    async fn source_referrers(&self, subject: &str) -> Result<Option<Vec<Value>>, Error> {
+    /// The referrer digests of `subject` at the source (every page of the
+    /// referrers API, else the fallback tag's index).
+    async fn source_referrers(&self, subject: &str) -> Result<Vec<String>, Error> {
         let mut path = format!("/v2/{}/referrers/{subject}", self.src_repo);
         let mut found = Vec::new();
         for page in 0.. {
-            if page == MAX_PAGES {
+            if page == MAX_PAGES || found.len() > MAX_REFERRERS {
                 return Err(Error::Manifest {
                     reference: format!("referrers of {subject}"),
-                    reason: format!("more than {MAX_PAGES} pages"),
+                    reason: format!("more than {MAX_PAGES} pages or {MAX_REFERRERS} referrers"),
                 });
             }
             let resp = self
@@ -102,21 +145,21 @@ impl Copier<'_> {
             let resp = check(resp, "list referrers", &self.src.url(&path)).await?;
             let next = self.src.next_page(resp.headers())?;
             let bytes = read_limited(resp, MAX_MANIFEST, &self.src.url(&path)).await?;
-            found.extend(manifests(&bytes, || format!("referrers of {subject}"))?);
+            found.extend(listed(&bytes, || format!("referrers of {subject}"))?);
             match next {
                 Some(next) => path = next,
                 None => break,
             }
         }
-        Ok(Some(found).filter(|l| !l.is_empty()))
+        Ok(found)
     }
 
     /// The referrers the fallback tag of `subject` lists at the source.
-    async fn fallback_referrers(&self, subject: &str) -> Result<Option<Vec<Value>>, Error> {
+    async fn fallback_referrers(&self, subject: &str) -> Result<Vec<String>, Error> {
         let tag = fallback_tag(subject);
         match self.src.get_manifest(self.src_repo, &tag).await {
-            Ok(m) => Ok(Some(manifests(&m.bytes, || tag.clone())?).filter(|l| !l.is_empty())),
-            Err(Error::Status { status: 404, .. }) => Ok(None),
+            Ok(m) => listed(&m.bytes, || tag.clone()),
+            Err(Error::Status { status: 404, .. }) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
     }
@@ -182,6 +225,55 @@ impl Copier<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_referrers_are_digests_checked_like_any_descriptor() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let page = format!(r#"{{"manifests":[{{"digest":"{d}","size":9,"junk":[1,2]}}]}}"#);
+        assert_eq!(
+            listed(page.as_bytes(), String::new).unwrap(),
+            std::slice::from_ref(&d)
+        );
+        assert!(listed(b"{}", String::new).unwrap().is_empty());
+        for bad in [
+            r#"{"manifests":[{}]}"#.to_owned(),
+            r#"{"manifests":[{"digest":"latest"}]}"#.to_owned(),
+            format!(r#"{{"manifests":[{{"digest":"{d}/../x"}}]}}"#),
+            r#"{"manifests":{}}"#.to_owned(),
+        ] {
+            assert!(listed(bad.as_bytes(), String::new).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn published_descriptors_come_from_the_manifest_itself() {
+        let bytes = br#"{"schemaVersion":2,"artifactType":"application/spdx+json","config":{"mediaType":"application/vnd.oci.empty.v1+json"},"annotations":{"a":"b"}}"#;
+        let m = Manifest {
+            bytes: bytes.to_vec(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: crate::client::sha256_digest(bytes),
+        };
+        let d = descriptor(&m);
+        assert_eq!(d["digest"], m.digest);
+        assert_eq!(d["size"], bytes.len());
+        assert_eq!(d["mediaType"], m.media_type);
+        assert_eq!(d["artifactType"], "application/spdx+json");
+        assert_eq!(d["annotations"]["a"], "b");
+        // No artifactType: the config's media type.
+        let bytes =
+            br#"{"config":{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json"}}"#;
+        let m = Manifest {
+            bytes: bytes.to_vec(),
+            media_type: m.media_type,
+            digest: crate::client::sha256_digest(bytes),
+        };
+        let d = descriptor(&m);
+        assert_eq!(
+            d["artifactType"],
+            "application/vnd.dev.cosign.simplesigning.v1+json"
+        );
+        assert!(d.get("annotations").is_none());
+    }
 
     #[test]
     fn fallback_tags_replace_the_colon() {

@@ -38,16 +38,18 @@ impl From<Error> for Failed {
     }
 }
 
-/// What the body stream saw: bytes hashed and counted, and whether the
-/// source sent more than the descriptor says or ended early. A chunk sent
-/// again bumps the generation: a body stream of the failed request that
-/// is still being polled then fails instead of counting.
+/// What the body stream saw: bytes hashed and counted, whether the source
+/// sent more than the descriptor says or ended early, and the digest of a
+/// whole blob that is not the descriptor's. A chunk sent again bumps the
+/// generation: a body stream of the failed request that is still being
+/// polled then fails instead of counting.
 #[derive(Default)]
 struct Tally {
     hasher: Sha256,
     seen: u64,
     overflow: bool,
     short: bool,
+    mismatch: Option<String>,
     generation: u64,
 }
 
@@ -145,7 +147,7 @@ impl Copier<'_> {
         source: Response,
         location: &str,
     ) -> Result<(), Failed> {
-        let body = self.verifying(source, tally, d.size, &d.digest);
+        let body = self.verifying(source, tally, d.size, d);
         let url = with_digest(&self.dst.url(location), &d.digest);
         let req = self
             .dst
@@ -154,7 +156,7 @@ impl Copier<'_> {
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, d.size)
             .body(reqwest::Body::wrap_stream(body));
-        let sent = self.dst.authorized(req, self.dst_repo, true).send().await;
+        let sent = self.dst.execute(req, &url, self.dst_repo, true).await;
         self.settle(d, tally, d.size, sent, "upload blob", &url)
             .await
             .map(drop)
@@ -177,7 +179,7 @@ impl Copier<'_> {
         let mut checkpoint = Sha256::new();
         let mut tries = 0;
         while offset < d.size {
-            let end = (offset + self.chunk_size).min(d.size);
+            let end = offset.saturating_add(self.chunk_size).min(d.size);
             match self
                 .put_chunk(d, tally, src_path, location, offset, end)
                 .await
@@ -197,7 +199,7 @@ impl Copier<'_> {
                     }
                     let undone = {
                         let mut t = lock(tally);
-                        let undone = t.seen - offset;
+                        let undone = t.seen.saturating_sub(offset);
                         t.seen = offset;
                         t.hasher = checkpoint.clone();
                         t.generation += 1;
@@ -220,7 +222,7 @@ impl Copier<'_> {
             .put(&url)
             .header(CONTENT_LENGTH, 0)
             .body(Vec::new());
-        let sent = self.dst.authorized(req, self.dst_repo, true).send().await;
+        let sent = self.dst.execute(req, &url, self.dst_repo, true).await;
         self.settle(d, tally, d.size, sent, "upload blob", &url)
             .await
             .map(drop)
@@ -244,7 +246,7 @@ impl Copier<'_> {
                 reason: "source ignored the Range request needed for a chunked copy".into(),
             }));
         }
-        let body = self.verifying(source, tally, end, &d.digest);
+        let body = self.verifying(source, tally, end, d);
         let url = self.dst.url(location);
         let req = self
             .dst
@@ -254,7 +256,7 @@ impl Copier<'_> {
             .header(CONTENT_LENGTH, end - offset)
             .header("Content-Range", format!("{offset}-{}", end - 1))
             .body(reqwest::Body::wrap_stream(body));
-        let sent = self.dst.authorized(req, self.dst_repo, true).send().await;
+        let sent = self.dst.execute(req, &url, self.dst_repo, true).await;
         let resp = self
             .settle(d, tally, end, sent, "upload chunk", &url)
             .await?;
@@ -286,7 +288,7 @@ impl Copier<'_> {
             .and_then(|r| r.to_str().ok())
             .and_then(|r| r.strip_prefix("0-"))
             .and_then(|last| last.parse::<u64>().ok())
-            .map(|last| last + 1);
+            .and_then(|last| last.checked_add(1));
         if resp.status() != StatusCode::NO_CONTENT || held != Some(offset) {
             return false;
         }
@@ -308,11 +310,9 @@ impl Copier<'_> {
         operation: &'static str,
         url: &str,
     ) -> Result<Response, Failed> {
-        let (seen, overflow, short, hash) = {
+        let (seen, overflow, short, mismatch) = {
             let t = lock(tally);
-            let hash =
-                (t.seen == d.size).then(|| format!("sha256:{:x}", t.hasher.clone().finalize()));
-            (t.seen, t.overflow, t.short, hash)
+            (t.seen, t.overflow, t.short, t.mismatch.clone())
         };
         if overflow || short {
             return Err(Failed::Fatal(Error::SizeMismatch {
@@ -321,9 +321,7 @@ impl Copier<'_> {
                 actual: seen,
             }));
         }
-        if let Some(actual) = hash
-            && actual != d.digest
-        {
+        if let Some(actual) = mismatch {
             return Err(Failed::Fatal(Error::DigestMismatch {
                 what: "blob",
                 expected: d.digest.clone(),
@@ -343,6 +341,13 @@ impl Copier<'_> {
         })?;
         let status = resp.status();
         if status.is_success() {
+            if seen != until {
+                // Acknowledged before it had everything: never tag on it.
+                return Err(Failed::Fatal(Error::Protocol {
+                    url: url.to_owned(),
+                    reason: format!("upload acknowledged after {seen} of {until} bytes"),
+                }));
+            }
             return Ok(resp);
         }
         let after = retry_after(resp.headers());
@@ -384,30 +389,39 @@ impl Copier<'_> {
 
     /// The source body, hashed and counted into `tally` on the way: more
     /// than `limit` bytes in all, or an end before it, fails the stream
-    /// (and so the request carrying it) and is marked in the tally.
+    /// (and so the request carrying it) and is marked in the tally. So
+    /// does a whole blob with another digest, before its last bytes go out:
+    /// the destination never receives all of it, whether or not it checks.
     fn verifying(
         &self,
         source: Response,
         tally: &Shared,
         limit: u64,
-        digest: &str,
+        d: &Descriptor,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         let counted = tally.clone();
         let generation = lock(tally).generation;
         let progress = self.progress.clone();
-        let digest = digest.to_owned();
+        let (digest, size) = (d.digest.clone(), d.size);
         let body = source.bytes_stream().map(move |chunk| {
             let chunk = chunk.map_err(std::io::Error::other)?;
             let mut t = lock(&counted);
             if t.generation != generation {
                 return Err(std::io::Error::other("superseded by a retry"));
             }
-            t.seen += chunk.len() as u64;
+            t.seen = t.seen.saturating_add(chunk.len() as u64);
             if t.seen > limit {
                 t.overflow = true;
                 return Err(std::io::Error::other("blob longer than its descriptor"));
             }
             t.hasher.update(&chunk);
+            if t.seen == size {
+                let actual = format!("sha256:{:x}", t.hasher.clone().finalize());
+                if actual != digest {
+                    t.mismatch = Some(actual);
+                    return Err(std::io::Error::other("blob digest mismatch"));
+                }
+            }
             drop(t);
             if let Some(p) = &progress {
                 p(&Progress::BlobBytes {

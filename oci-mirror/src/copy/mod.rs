@@ -159,7 +159,7 @@ struct Descriptor {
 
 /// A descriptor's digest, checked before it goes into any URL (a hostile
 /// manifest could otherwise name `../other/...` or add query parameters).
-fn digest<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn digest<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let digest = String::deserialize(d)?;
     if !crate::location::is_digest(&digest) {
         return Err(serde::de::Error::custom(format!(
@@ -189,6 +189,8 @@ impl PlatformSpec {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ManifestDoc {
+    #[serde(default, rename = "mediaType")]
+    media_type: Option<String>,
     #[serde(default)]
     config: Option<Descriptor>,
     #[serde(default)]
@@ -209,18 +211,42 @@ fn image_blobs<'d>(m: &Manifest, doc: &'d ManifestDoc) -> Result<Vec<&'d Descrip
     Ok(blobs)
 }
 
-fn is_index(m: &Manifest, doc: &ManifestDoc) -> bool {
-    m.media_type.contains("index")
-        || m.media_type.contains("manifest.list")
-        || doc.manifests.is_some()
+/// Whether a manifest is an index (or Docker manifest list): its media
+/// type says, and [`parse`] made sure the document agrees.
+fn is_index(m: &Manifest) -> bool {
+    crate::client::is_index_type(&m.media_type)
 }
 
+/// The manifest's document, which must be what its media type says: an
+/// index with `manifests` or an image manifest without, never both (a
+/// registry stores it under the media type, a copy follows the fields).
 pub(crate) fn parse(m: &Manifest) -> Result<ManifestDoc, Error> {
-    serde_json::from_slice(&m.bytes).map_err(|e| Error::Manifest {
+    let bad = |reason: String| Error::Manifest {
         reference: m.digest.clone(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    let doc: ManifestDoc = serde_json::from_slice(&m.bytes).map_err(|e| bad(e.to_string()))?;
+    if let Some(declared) = &doc.media_type
+        && *declared != m.media_type
+    {
+        return Err(bad(format!(
+            "mediaType {declared} but served as {}",
+            m.media_type
+        )));
+    }
+    let image_fields = doc.config.is_some() || !doc.layers.is_empty();
+    match (is_index(m), doc.manifests.is_some()) {
+        (true, false) => Err(bad("an index without manifests".into())),
+        (false, true) => Err(bad(format!("{} with manifests", m.media_type))),
+        (true, true) if image_fields => Err(bad("an index with config or layers".into())),
+        _ => Ok(doc),
+    }
 }
+
+/// An index's children are fetched (and held) at most this many...
+const MAX_CHILDREN: usize = 1024;
+/// ...and this many bytes.
+const MAX_CHILDREN_BYTES: u64 = 64 << 20;
 
 pub(crate) struct Copier<'a> {
     pub(crate) src: &'a RegistryClient,
@@ -311,33 +337,28 @@ async fn copy_inner(
         .get_manifest(src_loc.repository(), src_loc.reference())
         .await?;
     let doc = parse(&top)?;
-    let (written, changed) = if is_index(&top, &doc) {
-        copier
-            .copy_index(&top, &doc, &options.platforms, target.as_deref())
-            .await?
-    } else {
-        copier.copy_image(&top, &doc).await?;
-        copier.put(&top, target.as_deref()).await?;
-        (top.digest.clone(), false)
-    };
+    let written = copier.copy_content(&top, &doc, &options.platforms).await?;
+    let changed = written.digest != top.digest;
     let mut referrers = 0;
     if options.referrers {
+        // The subject first (by digest), then what refers to it; the tag
+        // comes last, as ever.
+        copier.put(&written, None).await?;
         let mut subjects = Vec::new();
-        if !changed {
-            subjects.push(top.digest.clone());
-        }
         // Children of a filtered index are not all copied: their
         // referrers stay behind with them.
-        if is_index(&top, &doc) && !changed {
+        if !changed {
+            subjects.push(top.digest.clone());
             subjects.extend(doc.manifests.iter().flatten().map(|d| d.digest.clone()));
         }
-        for subject in subjects {
-            referrers += copier.copy_referrers(&subject).await?;
-        }
+        referrers = copier.copy_referrers(subjects).await?;
+    }
+    if target.is_some() || !options.referrers {
+        copier.put(&written, target.as_deref()).await?;
     }
     Ok(CopyReport {
         referrers,
-        digest: written,
+        digest: written.digest,
         digest_changed: changed,
         manifests: copier.manifests.load(Ordering::Relaxed) as usize,
         blobs_copied: copier.copied.load(Ordering::Relaxed) as usize,
@@ -366,13 +387,30 @@ impl Copier<'_> {
         Ok(())
     }
 
+    /// Copies everything `m` references (not `m` itself); returns the
+    /// manifest to write: `m`, or the filtered index.
+    pub(crate) async fn copy_content(
+        &self,
+        m: &Manifest,
+        doc: &ManifestDoc,
+        platforms: &Platforms,
+    ) -> Result<Manifest, Error> {
+        if is_index(m) {
+            self.copy_index(m, doc, platforms).await
+        } else {
+            self.copy_image(m, doc).await?;
+            Ok(m.clone())
+        }
+    }
+
+    /// An index's chosen children and their blobs; returns the index to
+    /// write (filtered when not every child was chosen).
     async fn copy_index(
         &self,
         index: &Manifest,
         doc: &ManifestDoc,
         platforms: &Platforms,
-        tag: Option<&str>,
-    ) -> Result<(String, bool), Error> {
+    ) -> Result<Manifest, Error> {
         let children = doc.manifests.as_deref().unwrap_or_default();
         let chosen: Vec<&Descriptor> = match platforms {
             Platforms::All => children.iter().collect(),
@@ -388,6 +426,8 @@ impl Copier<'_> {
         if chosen.is_empty() {
             return Err(Error::NoPlatformMatch);
         }
+        let all = chosen.len() == children.len();
+        let chosen = fetchable(index, chosen)?;
         let manifests: Vec<(Manifest, ManifestDoc)> = stream::iter(chosen.iter().copied())
             .map(|child| self.fetch_child(child))
             .buffered(8)
@@ -405,13 +445,11 @@ impl Copier<'_> {
             .buffer_unordered(4)
             .try_collect::<Vec<()>>()
             .await?;
-        let written = if chosen.len() == children.len() {
-            index.clone()
+        if all {
+            Ok(index.clone())
         } else {
-            filtered_index(index, &chosen)?
-        };
-        self.put(&written, tag).await?;
-        Ok((written.digest.clone(), written.digest != index.digest))
+            filtered_index(index, &chosen)
+        }
     }
 
     async fn fetch_child(&self, child: &Descriptor) -> Result<(Manifest, ManifestDoc), Error> {
@@ -451,7 +489,7 @@ impl Copier<'_> {
         blobs.dedup_by(|a, b| a.digest == b.digest);
         self.report(Progress::Planned {
             blobs: blobs.len(),
-            bytes: blobs.iter().map(|d| d.size).sum(),
+            bytes: blobs.iter().fold(0, |sum, d| sum.saturating_add(d.size)),
         });
         stream::iter(blobs)
             .map(|d| self.copy_blob(d))
@@ -460,6 +498,46 @@ impl Copier<'_> {
             .await?;
         Ok(())
     }
+}
+
+/// Whether a copy would take `bytes`, served as `media_type`, as a
+/// manifest to copy (for the fuzz target).
+pub(crate) fn accepts(bytes: &[u8], media_type: &str) -> bool {
+    let m = Manifest {
+        bytes: bytes.to_vec(),
+        media_type: media_type.to_owned(),
+        digest: sha256_digest(bytes),
+    };
+    let Ok(doc) = parse(&m) else {
+        return false;
+    };
+    match &doc.manifests {
+        Some(children) => fetchable(&m, children.iter().collect()).is_ok(),
+        None => image_blobs(&m, &doc).is_ok(),
+    }
+}
+
+/// An index's chosen children, each once, and not more of them than
+/// memory allows (they are fetched and held until the index is written).
+fn fetchable<'d>(
+    index: &Manifest,
+    mut chosen: Vec<&'d Descriptor>,
+) -> Result<Vec<&'d Descriptor>, Error> {
+    let mut seen = std::collections::HashSet::new();
+    chosen.retain(|d| seen.insert(d.digest.as_str()));
+    let bytes = chosen
+        .iter()
+        .fold(0u64, |sum, d| sum.saturating_add(d.size));
+    if chosen.len() > MAX_CHILDREN || bytes > MAX_CHILDREN_BYTES {
+        return Err(Error::Manifest {
+            reference: index.digest.clone(),
+            reason: format!(
+                "{} manifests of {bytes} bytes: more than {MAX_CHILDREN} or {MAX_CHILDREN_BYTES} bytes",
+                chosen.len()
+            ),
+        });
+    }
+    Ok(chosen)
 }
 
 /// The index with only `chosen` manifests (other fields kept).
@@ -494,6 +572,75 @@ mod tests {
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             digest: sha256_digest(json.as_bytes()),
         })
+    }
+
+    fn typed(json: &str, media_type: &str) -> Result<ManifestDoc, Error> {
+        parse(&Manifest {
+            bytes: json.as_bytes().to_vec(),
+            media_type: media_type.into(),
+            digest: sha256_digest(json.as_bytes()),
+        })
+    }
+
+    #[test]
+    fn a_manifest_is_what_its_media_type_says() {
+        let d = format!(r#"{{"digest":"sha256:{}","size":1}}"#, "a".repeat(64));
+        let index = crate::client::OCI_INDEX;
+        let image = "application/vnd.oci.image.manifest.v1+json";
+        let list = "application/vnd.docker.distribution.manifest.list.v2+json";
+        assert!(typed(&format!(r#"{{"manifests":[{d}]}}"#), index).is_ok());
+        assert!(typed(&format!(r#"{{"manifests":[{d}]}}"#), list).is_ok());
+        assert!(typed(&format!(r#"{{"config":{d},"layers":[{d}]}}"#), image).is_ok());
+        for (json, media_type, why) in [
+            (
+                format!(r#"{{"config":{d},"manifests":[{d}]}}"#),
+                index,
+                "with config",
+            ),
+            (
+                format!(r#"{{"layers":[{d}],"manifests":[{d}]}}"#),
+                image,
+                "with manifests",
+            ),
+            (format!(r#"{{"manifests":[{d}]}}"#), image, "with manifests"),
+            (format!(r#"{{"layers":[{d}]}}"#), index, "without manifests"),
+            (
+                format!(r#"{{"mediaType":"{index}","layers":[{d}]}}"#),
+                image,
+                "but served as",
+            ),
+        ] {
+            let err = typed(&json, media_type)
+                .err()
+                .unwrap_or_else(|| panic!("{json}"));
+            assert!(err.to_string().contains(why), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn index_children_are_fetched_once_and_within_bounds() {
+        let index = Manifest {
+            bytes: Vec::new(),
+            media_type: crate::client::OCI_INDEX.into(),
+            digest: sha256_digest(b""),
+        };
+        let child = |n: u64, size: u64| Descriptor {
+            digest: format!("sha256:{n:064x}"),
+            size,
+            platform: None,
+        };
+        let (a, b) = (child(1, 10), child(2, 20));
+        let once: Vec<&str> = fetchable(&index, vec![&a, &b, &a, &b, &a])
+            .unwrap()
+            .iter()
+            .map(|d| d.digest.as_str())
+            .collect();
+        assert_eq!(once, [a.digest.as_str(), b.digest.as_str()]);
+        let huge = [child(3, u64::MAX), child(4, u64::MAX)];
+        assert!(fetchable(&index, huge.iter().collect()).is_err());
+        let many: Vec<Descriptor> = (0..=MAX_CHILDREN as u64).map(|i| child(i, 1)).collect();
+        assert!(fetchable(&index, many.iter().collect()).is_err());
+        assert!(fetchable(&index, many[1..].iter().collect()).is_ok());
     }
 
     #[test]

@@ -33,10 +33,12 @@ enum Fault {
     FailUploadAfter(usize),
 }
 
-/// The fault to inject, and how many requests the proxy has seen.
+/// The fault to inject, how many requests the proxy has seen, and how
+/// many blob uploads with a body arrived whole.
 struct Faults {
     fault: Mutex<Fault>,
     hits: AtomicUsize,
+    uploads: AtomicUsize,
 }
 
 const SERVER_ERROR: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
@@ -51,6 +53,9 @@ impl Hook for Faults {
         self.hits.fetch_add(1, Ordering::SeqCst);
         let is_upload = matches!(request.method(), "PUT" | "PATCH")
             && request.target().contains("/blobs/uploads/");
+        if is_upload && !request.body.is_empty() {
+            self.uploads.fetch_add(1, Ordering::SeqCst);
+        }
         let mut f = self.fault.lock().unwrap();
         match *f {
             Fault::FailUploads(n) if n > 0 && is_upload => {
@@ -109,6 +114,7 @@ fn proxy(upstream: String) -> Proxy<Faults> {
         Faults {
             fault: Mutex::new(Fault::None),
             hits: AtomicUsize::new(0),
+            uploads: AtomicUsize::new(0),
         },
     )
 }
@@ -282,14 +288,16 @@ fn faults_end_in_a_complete_copy_or_a_clear_error_never_a_dangling_tag() {
         (Fault::DropMidBlob(usize::MAX), "dropped"),
         (Fault::CorruptBlob, "corrupt"),
     ] {
-        // A fresh destination repository, so the blob must really move.
-        let dst: ImageLocation = format!("{}/{tag}/app:v1", b.host).parse().unwrap();
+        // A fresh destination repository, so the blob must really move;
+        // through a proxy that counts the uploads arriving whole.
+        let watch = proxy(b.host.clone());
+        let dst: ImageLocation = format!("{}/{tag}/app:v1", watch.host).parse().unwrap();
         *p.fault.lock().unwrap() = fault;
         let err = rt
             .block_on(copy(
                 &client(&p.host, true),
                 &src,
-                &dst_client,
+                &client(&watch.host, true),
                 &dst,
                 &CopyOptions {
                     jobs: 1,
@@ -299,10 +307,15 @@ fn faults_end_in_a_complete_copy_or_a_clear_error_never_a_dangling_tag() {
             .unwrap_err();
         let text = err.to_string();
         match fault {
-            Fault::CorruptBlob => assert!(
-                matches!(err, Error::DigestMismatch { .. }),
-                "corruption must be a digest mismatch: {text}"
-            ),
+            Fault::CorruptBlob => {
+                assert!(
+                    matches!(err, Error::DigestMismatch { .. }),
+                    "corruption must be a digest mismatch: {text}"
+                );
+                // Caught before its last bytes went out: the destination
+                // never had all of it, whether or not it checks digests.
+                assert_eq!(watch.uploads.load(Ordering::SeqCst), 0);
+            }
             _ => assert!(
                 matches!(err, Error::Request { .. }),
                 "a blob cut on every attempt is a transfer error: {text}"

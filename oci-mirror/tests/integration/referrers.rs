@@ -364,6 +364,17 @@ fn referrers_api_is_followed_across_pages_and_fallback_tags_made_only_where_need
         (sbom, signature, sbom_signature)
     });
     assert_eq!(source.listed("src/app", &image.digest).len(), 2);
+    // A source listing one referrer twice (and its subject among its own
+    // referrers): each is copied once.
+    {
+        let mut index = source.index.lock().unwrap();
+        let list = index
+            .get_mut(&("src/app".to_owned(), image.digest.clone()))
+            .unwrap();
+        let again = list[0].clone();
+        list.push(again);
+        list.push(json!({"mediaType": image.media_type, "digest": image.digest, "size": image.bytes.len()}));
+    }
     assert_eq!(rt.block_on(tags(&a.host, "src/app")), ["v1"]);
 
     let options = CopyOptions {
@@ -395,6 +406,33 @@ fn referrers_api_is_followed_across_pages_and_fallback_tags_made_only_where_need
             m.bytes
         );
     }
+
+    // A referrer that cannot be copied fails the copy before the tag is
+    // written: the subject is there by digest, the tag is not.
+    source
+        .index
+        .lock()
+        .unwrap()
+        .get_mut(&("src/app".to_owned(), image.digest.clone()))
+        .unwrap()
+        .push(json!({"mediaType": image.media_type, "digest": format!("sha256:{}", "0".repeat(64)), "size": 2}));
+    let broken = format!("{}/broken/app:v1", dest.host).parse().unwrap();
+    let err = rt
+        .block_on(copy(&sc, &src, &client(&dest.host), &broken, &options))
+        .unwrap_err();
+    assert!(err.to_string().contains("404"), "{err}");
+    assert!(rt.block_on(tags(&b.host, "broken/app")).is_empty());
+    assert_eq!(
+        raw_manifest(&format!("{}/broken/app@{}", b.host, image.digest)),
+        image.bytes
+    );
+    source
+        .index
+        .lock()
+        .unwrap()
+        .get_mut(&("src/app".to_owned(), image.digest.clone()))
+        .unwrap()
+        .pop();
 
     // To a registry without it: the fallback tags, for both subjects.
     let without = format!("{}/plain/app:v1", b.host).parse().unwrap();
