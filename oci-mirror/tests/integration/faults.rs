@@ -220,42 +220,25 @@ fn faults_end_in_a_complete_copy_or_a_clear_error_never_a_dangling_tag() {
     );
     assert!(p.hits.load(Ordering::SeqCst) > hits + 4);
 
-    // The destination failing an upload (500 on the PUT that carries the
-    // blob): the blob starts over in a new session and the copy completes.
+    // The destination failing an upload (500 on the request that carries
+    // the blob): a whole-blob PUT starts over in a new session. In chunks,
+    // one blob at a time, the first chunk failing starts the blob over; a
+    // later one goes again on its own, the registry holding exactly the
+    // chunks before it.
     let q = proxy(b.host.clone());
-    *q.fault.lock().unwrap() = Fault::FailUploads(1);
-    let via: ImageLocation = format!("{}/upload-failed/app:v1", q.host).parse().unwrap();
-    let report = rt
-        .block_on(copy(
-            &client(&p.host, true),
-            &src,
-            &client(&q.host, true),
-            &via,
-            &CopyOptions::default(),
-        ))
-        .unwrap();
-    assert_eq!(
-        *q.fault.lock().unwrap(),
-        Fault::None,
-        "the upload failed once"
-    );
-    assert_eq!(report.blobs_copied, 4, "{report:?}");
-    assert_eq!(
-        raw_manifest(&format!("{}/upload-failed/app:v1", b.host)),
-        want
-    );
-
-    // In chunks, one blob at a time: the first chunk failing starts the
-    // blob over in a new session; a later one failing goes again on its
-    // own, the registry holding exactly the chunks before it.
     let chunk = 700_000;
-    for (let_through, resumed_from) in [(0, 0), (1, chunk), (2, 2 * chunk)] {
+    for (i, (fault, chunked, resumed_from)) in [
+        (Fault::FailUploads(1), false, 0),
+        (Fault::FailUploadAfter(0), true, 0),
+        (Fault::FailUploadAfter(1), true, chunk),
+        (Fault::FailUploadAfter(2), true, 2 * chunk),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let restarts = Arc::new(Mutex::new(Vec::new()));
         let seen = restarts.clone();
-        let options = CopyOptions {
-            jobs: 1,
-            chunk_threshold: 1 << 20,
-            chunk_size: chunk,
+        let mut options = CopyOptions {
             progress: Some(Arc::new(move |event: &Progress| {
                 if let Progress::BlobRestarted { from, .. } = event {
                     seen.lock().unwrap().push(*from);
@@ -263,8 +246,13 @@ fn faults_end_in_a_complete_copy_or_a_clear_error_never_a_dangling_tag() {
             })),
             ..CopyOptions::default()
         };
-        *q.fault.lock().unwrap() = Fault::FailUploadAfter(let_through);
-        let repo = format!("chunk-failed-{let_through}/app:v1");
+        if chunked {
+            options.jobs = 1;
+            options.chunk_threshold = 1 << 20;
+            options.chunk_size = chunk;
+        }
+        *q.fault.lock().unwrap() = fault;
+        let repo = format!("upload-failed-{i}/app:v1");
         let via: ImageLocation = format!("{}/{repo}", q.host).parse().unwrap();
         let report = rt
             .block_on(copy(
@@ -275,8 +263,8 @@ fn faults_end_in_a_complete_copy_or_a_clear_error_never_a_dangling_tag() {
                 &options,
             ))
             .unwrap();
-        assert_eq!(*q.fault.lock().unwrap(), Fault::None, "a chunk failed");
-        assert_eq!(*restarts.lock().unwrap(), [resumed_from]);
+        assert_eq!(*q.fault.lock().unwrap(), Fault::None, "{fault:?} happened");
+        assert_eq!(*restarts.lock().unwrap(), [resumed_from], "{fault:?}");
         assert_eq!(report.blobs_copied, 4, "{report:?}");
         assert_eq!(raw_manifest(&format!("{}/{repo}", b.host)), want);
     }
