@@ -124,6 +124,9 @@ pub fn parse_scopes(s: &str) -> Result<Vec<Scope>, Error> {
 /// ```
 pub fn grant(requested: &[Scope], policy: &[Permission]) -> Vec<Permission> {
     let mut out: Vec<Permission> = Vec::new();
+    // Where each repository is in `out`: linear in the scopes requested,
+    // however many a client sends.
+    let mut at = std::collections::HashMap::new();
     for scope in requested {
         let Ok((repo, wanted)) = scope.as_repository() else {
             continue;
@@ -136,10 +139,15 @@ pub fn grant(requested: &[Scope], policy: &[Permission]) -> Vec<Permission> {
         if actions.is_empty() {
             continue;
         }
-        let pattern = RepositoryPattern::Exact(repo);
-        match out.iter_mut().find(|p| p.pattern == pattern) {
-            Some(p) => p.actions = p.actions.union(actions),
-            None => out.push(Permission::new(pattern, actions)),
+        match at.get(repo.as_str()) {
+            Some(&i) => {
+                let p: &mut Permission = &mut out[i];
+                p.actions = p.actions.union(actions);
+            }
+            None => {
+                at.insert(repo.as_str().to_owned(), out.len());
+                out.push(Permission::new(RepositoryPattern::Exact(repo), actions));
+            }
         }
     }
     out
@@ -149,6 +157,25 @@ pub fn grant(requested: &[Scope], policy: &[Permission]) -> Vec<Permission> {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[test]
+    fn grant_merges_repeated_repositories_in_first_seen_order() {
+        let policy: Vec<Permission> = vec!["t/*:push".parse().unwrap()];
+        let mut requested = Vec::new();
+        for i in 0..10_000 {
+            let (repo, action) = if i % 2 == 0 {
+                ("t/b", "pull")
+            } else {
+                ("t/a", "push")
+            };
+            requested.push(format!("repository:{repo}:{action}").parse().unwrap());
+        }
+        let granted: Vec<String> = grant(&requested, &policy)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(granted, ["t/b:pull", "t/a:pull,push"]);
+    }
 
     #[rstest]
     #[case("repository:foo/bar:pull")]
