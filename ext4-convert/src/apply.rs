@@ -167,10 +167,15 @@ impl Header {
             nanos: 0,
         };
         let device = if matches!(kind, b'3' | b'4') {
-            (
+            let (major, minor) = (
                 h.device_major().map_err(bad)?.unwrap_or(0),
                 h.device_minor().map_err(bad)?.unwrap_or(0),
-            )
+            );
+            // What ext4 (and Linux's dev_t) can hold: 12 and 20 bits.
+            if major > 0xfff || minor > 0xf_ffff {
+                return Err(EntryError::InvalidHeader);
+            }
+            (major, minor)
         } else {
             (0, 0)
         };
@@ -477,6 +482,12 @@ impl Apply<'_> {
                     }
                     if target.starts_with(b"/") {
                         stack.truncate(1);
+                    }
+                    // The target's parts count against the budget before
+                    // they are queued, not only as they are walked.
+                    steps += target.split(|&b| b == b'/').count();
+                    if steps > MAX_RESOLVE_STEPS {
+                        return Err(EntryError::TooManySymlinks.into());
                     }
                     for p in target.split(|&b| b == b'/').rev() {
                         pending.push_front(p.to_vec());

@@ -47,7 +47,10 @@ pub fn convert<W: Write + Seek>(
     if options.uuid == [0; 16] {
         options.uuid = uuid_for(image.manifest_digest().as_ref());
     }
-    let drain_limit = options.limits.max_layer_bytes;
+    let max_layer_bytes = options.limits.max_layer_bytes;
+    // Uncompressed bytes read over all layers, what follows a tar stream's
+    // end included: every layer's reading comes out of one budget.
+    let mut used = 0u64;
     let mut writer = Ext4Writer::new(out, options);
     let layers = image.layers().len();
     let mut earlier = 0;
@@ -77,13 +80,13 @@ pub fn convert<W: Write + Seek>(
             let (tx, mut reader) = Uncompressed::channel(&mut report);
             let helper = s.spawn(move || decompress(blob, compression, tx));
             let applied = writer.add_layer(&mut reader);
+            let left = max_layer_bytes.saturating_sub(used.saturating_add(reader.read_so_far()));
             let diff_id = match &applied {
-                Ok(()) => Some(reader.finish(drain_limit)),
+                Ok(()) => Some(reader.finish(left)),
                 // An unreadable tar stream is most often a corrupt blob:
                 // read on (boundedly) so the digest check can say so.
                 Err(Error::ReadLayer { .. }) => {
-                    let _ =
-                        std::io::copy(&mut (&mut reader).take(drain_limit), &mut std::io::sink());
+                    let _ = std::io::copy(&mut (&mut reader).take(left), &mut std::io::sink());
                     drop(reader);
                     None
                 }
@@ -108,13 +111,14 @@ pub fn convert<W: Write + Seek>(
         }
         applied?;
         let compressed = compressed.map_err(read_err)?;
-        let Some(actual_diff_id) = actual_diff_id
-            .unwrap_or_else(|| Ok(Some(String::new())))
-            .map_err(read_err)?
-        else {
+        let (actual_diff_id, read) = actual_diff_id
+            .unwrap_or_else(|| Ok((Some(String::new()), 0)))
+            .map_err(read_err)?;
+        used = used.saturating_add(read);
+        let Some(actual_diff_id) = actual_diff_id else {
             return Err(Error::LimitExceeded {
                 limit: crate::error::Limit::LayerBytes,
-                max: drain_limit,
+                max: max_layer_bytes,
             });
         };
         if compressed.size != layer.size() {

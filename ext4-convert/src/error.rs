@@ -214,6 +214,8 @@ pub enum Limit {
     PathDepth,
     /// Size of a manifest, index or config blob.
     DocumentBytes,
+    /// Layers of an image.
+    Layers,
 }
 
 impl fmt::Display for Limit {
@@ -224,6 +226,7 @@ impl fmt::Display for Limit {
             Self::Inodes => "inode count",
             Self::PathDepth => "path depth",
             Self::DocumentBytes => "manifest/config size",
+            Self::Layers => "layer count",
         })
     }
 }

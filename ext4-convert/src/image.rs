@@ -183,7 +183,7 @@ impl Image {
     ///
     /// As [`Image::resolve`].
     pub fn resolve_with(layout: &OciLayout, selector: &Selector, limits: &Limits) -> Result<Self> {
-        let index = layout.index()?;
+        let index = layout.index_within(limits.max_document_bytes)?;
         let manifests = index.manifests();
         let chosen = match &selector.reference {
             Some(Reference::Digest(d)) => manifests.iter().find(|m| m.digest() == d),
@@ -254,6 +254,12 @@ impl Image {
         let bytes = read_document(source, manifest.config(), limits.max_document_bytes)?;
         let config: ImageConfiguration = from_json("image config", &bytes)?;
         let diff_ids: Vec<String> = config.rootfs().diff_ids().clone();
+        if manifest.layers().len() > limits.max_layers as usize {
+            return Err(Error::LimitExceeded {
+                limit: crate::error::Limit::Layers,
+                max: limits.max_layers.into(),
+            });
+        }
         if diff_ids.len() != manifest.layers().len() {
             return Err(Error::LayerCountMismatch {
                 layers: manifest.layers().len(),

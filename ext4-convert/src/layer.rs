@@ -166,15 +166,21 @@ impl<'p> Uncompressed<'p> {
     /// Reads to the end (bytes after the tar end marker count too, at most
     /// `limit` of them) and returns the `diff_id` of everything read, or
     /// `None` when more than `limit` bytes followed.
-    pub(crate) fn finish(mut self, limit: u64) -> io::Result<Option<String>> {
+    /// Uncompressed bytes read so far.
+    pub(crate) fn read_so_far(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Reads what follows the tar stream's end (at most `limit` bytes)
+    /// into the hash; returns the layer's diff ID (`None` when more than
+    /// `limit` bytes followed) and the uncompressed bytes read in all.
+    pub(crate) fn finish(mut self, limit: u64) -> io::Result<(Option<String>, u64)> {
         let rest = io::copy(
             &mut (&mut self).take(limit.saturating_add(1)),
             &mut io::sink(),
         )?;
-        if rest > limit {
-            return Ok(None);
-        }
-        Ok(Some(sha256_digest(self.hasher)))
+        let diff_id = (rest <= limit).then(|| sha256_digest(self.hasher.clone()));
+        Ok((diff_id, self.bytes))
     }
 }
 
@@ -251,7 +257,7 @@ mod tests {
         let handle = std::thread::spawn(move || decompress(blob, Compression::Gzip, tx));
         let mut out = Vec::new();
         reader.read_to_end(&mut out).unwrap();
-        let diff_id = reader.finish(u64::MAX - 1).unwrap().unwrap();
+        let diff_id = reader.finish(u64::MAX - 1).unwrap().0.unwrap();
         let c = handle.join().unwrap().unwrap();
         assert_eq!(out, data);
         assert_eq!(diff_id, sha256_digest(Sha256::new_with_prefix(&data)));

@@ -60,6 +60,9 @@ pub struct Limits {
     pub max_path_depth: u32,
     /// Size of a manifest, index or config (default 4 MiB).
     pub max_document_bytes: u64,
+    /// Layers of an image (default 512; Docker's overlay storage stops at
+    /// 128).
+    pub max_layers: u32,
 }
 
 impl Default for Limits {
@@ -70,6 +73,7 @@ impl Default for Limits {
             max_inodes: 8 << 20,
             max_path_depth: 512,
             max_document_bytes: 4 << 20,
+            max_layers: 512,
         }
     }
 }

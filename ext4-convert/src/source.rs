@@ -3,7 +3,11 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
 
 use oci_spec::image::{Descriptor, Digest, DigestAlgorithm, ImageIndex};
 use sha2::{Digest as _, Sha256};
@@ -24,6 +28,11 @@ pub trait BlobSource: Sync {
 
 /// An [OCI image layout] directory: `oci-layout`, `index.json`, `blobs/`.
 ///
+/// Files are opened below the directory without following symbolic links
+/// (a tenant's layout cannot point `blobs/` or a blob at another tenant's
+/// data or at host files) and only when they are regular files (no FIFO
+/// that blocks, no device that never ends).
+///
 /// [OCI image layout]: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 #[derive(Debug, Clone)]
 pub struct OciLayout {
@@ -37,12 +46,40 @@ impl OciLayout {
     ///
     /// [`Error::ReadBlob`] if `index.json` is missing.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
-        let root = root.into();
-        std::fs::metadata(root.join("index.json")).map_err(|source| Error::ReadBlob {
-            digest: "index.json".into(),
-            source,
-        })?;
-        Ok(Self { root })
+        let layout = Self { root: root.into() };
+        layout
+            .open_inside(&["index.json"])
+            .map_err(|source| Error::ReadBlob {
+                digest: "index.json".into(),
+                source,
+            })?;
+        Ok(layout)
+    }
+
+    /// Opens the regular file at `parts` below the root, following no
+    /// symbolic link on the way (the root itself is the caller's choice).
+    fn open_inside(&self, parts: &[&str]) -> io::Result<File> {
+        let Some((file, dirs)) = parts.split_last() else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        let mut dir = OwnedFd::from(File::open(&self.root)?);
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        for d in dirs {
+            dir = openat(&dir, *d, flags | OFlag::O_DIRECTORY, Mode::empty())?;
+        }
+        let file = File::from(openat(
+            &dir,
+            *file,
+            flags | OFlag::O_NONBLOCK,
+            Mode::empty(),
+        )?);
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a regular file", parts.join("/")),
+            ));
+        }
+        Ok(file)
     }
 
     /// The layout directory.
@@ -56,11 +93,27 @@ impl OciLayout {
     ///
     /// [`Error::ReadBlob`] or [`Error::InvalidJson`].
     pub fn index(&self) -> Result<ImageIndex> {
-        let bytes =
-            std::fs::read(self.root.join("index.json")).map_err(|source| Error::ReadBlob {
-                digest: "index.json".into(),
-                source,
-            })?;
+        self.index_within(crate::Limits::default().max_document_bytes)
+    }
+
+    /// The top-level `index.json`, if at most `max` bytes.
+    pub(crate) fn index_within(&self, max: u64) -> Result<ImageIndex> {
+        let read_err = |source| Error::ReadBlob {
+            digest: "index.json".into(),
+            source,
+        };
+        let mut bytes = Vec::new();
+        self.open_inside(&["index.json"])
+            .map_err(read_err)?
+            .take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > max {
+            return Err(Error::LimitExceeded {
+                limit: Limit::DocumentBytes,
+                max,
+            });
+        }
         serde_json::from_slice(&bytes).map_err(|source| Error::InvalidJson {
             what: "index.json",
             source,
@@ -71,12 +124,8 @@ impl OciLayout {
 impl BlobSource for OciLayout {
     fn open_blob(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send + '_>> {
         // `Digest` has validated both parts: no path separators can appear.
-        let path = self
-            .root
-            .join("blobs")
-            .join(digest.algorithm().as_ref())
-            .join(digest.digest());
-        Ok(Box::new(File::open(path)?))
+        let file = self.open_inside(&["blobs", digest.algorithm().as_ref(), digest.digest()])?;
+        Ok(Box::new(file))
     }
 }
 

@@ -111,6 +111,37 @@ fn unrepresentable_entries_are_typed_errors() {
         entry_error(convert(&[looped], Limits::default())),
         EntryError::TooManySymlinks
     );
+    // Symlinks whose long targets queue thousands of parts each behind the
+    // next link: charged when queued (not only when walked, which a
+    // missing name would cut short), so a whiteout through them costs
+    // bounded work.
+    let padding = "x/../".repeat(750);
+    let queued = TarBuilder::new()
+        .dir("x/", 0o755)
+        .link(tar::EntryType::Symlink, "s1", &format!("s2/{padding}"))
+        .link(tar::EntryType::Symlink, "s2", &format!("s3/{padding}"))
+        .link(tar::EntryType::Symlink, "s3", &format!("missing/{padding}"))
+        .file("s1/.wh.x", 0o644, b"")
+        .build();
+    assert_eq!(
+        entry_error(convert(&[queued], Limits::default())),
+        EntryError::TooManySymlinks
+    );
+    // Device numbers ext4 cannot hold (12-bit major, 20-bit minor).
+    for (major, minor) in [(4096, 0), (0, 1 << 20)] {
+        let device = TarBuilder::new()
+            .special(tar::EntryType::Char, "dev/x", major, minor)
+            .build();
+        assert_eq!(
+            entry_error(convert(&[device], Limits::default())),
+            EntryError::InvalidHeader,
+            "{major}:{minor}"
+        );
+    }
+    let largest = TarBuilder::new()
+        .special(tar::EntryType::Char, "dev/x", 0xfff, 0xf_ffff)
+        .build();
+    convert(&[largest], Limits::default()).unwrap();
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use kiln_ext4::{Error, Image, OciLayout, Options, Selector, convert};
+use kiln_ext4::{Error, Image, Limit, OciLayout, Options, Selector, convert};
 use sha2::{Digest, Sha256};
 
 use crate::oracle::{e2fsck_clean, scratch};
@@ -116,5 +116,90 @@ fn a_wrong_layer_size_is_refused() {
             expected, actual, ..
         }) => assert_eq!(expected, actual + 1),
         other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+}
+
+/// The layer blob of a [`docker_image`] layout (the only gzip blob).
+fn layer_blob(root: &Path) -> PathBuf {
+    std::fs::read_dir(root.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read(p).unwrap().starts_with(&[0x1f, 0x8b]))
+        .unwrap()
+}
+
+#[test]
+fn layout_files_are_opened_without_symlinks_and_only_when_regular() {
+    use std::os::unix::fs::symlink;
+    let readable = |root: &Path| match convert_layout(root) {
+        Ok(_) => Ok(()),
+        Err(Error::ReadBlob { source, .. }) => Err(source.to_string()),
+        Err(other) => panic!("expected ReadBlob, got {other:?}"),
+    };
+    // A blob that is a symlink to a real file with the right bytes.
+    let root = docker_image("layout-blob-symlink", |_, _| {});
+    let layer = layer_blob(&root);
+    let elsewhere = root.with_file_name("elsewhere.tar.gz");
+    std::fs::rename(&layer, &elsewhere).unwrap();
+    symlink(&elsewhere, &layer).unwrap();
+    readable(&root).unwrap_err();
+    // The same bytes in place convert: the refusal is the link's.
+    std::fs::remove_file(&layer).unwrap();
+    std::fs::copy(&elsewhere, &layer).unwrap();
+    readable(&root).unwrap();
+
+    // `blobs` itself a symlink to a copy.
+    let root = docker_image("layout-dir-symlink", |_, _| {});
+    let copy = root.with_file_name("blobs-copy");
+    std::fs::rename(root.join("blobs"), &copy).unwrap();
+    symlink(&copy, root.join("blobs")).unwrap();
+    assert!(Image::resolve(&OciLayout::open(&root).unwrap(), &Selector::default()).is_err());
+
+    // A FIFO where the layer should be: an error, not a hang.
+    let root = docker_image("layout-fifo", |_, _| {});
+    let layer = layer_blob(&root);
+    std::fs::remove_file(&layer).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&layer)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = readable(&root).unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
+
+    // index.json a symlink, or larger than the document limit.
+    let root = docker_image("layout-index", |_, _| {});
+    let index = root.join("index.json");
+    let moved = root.with_file_name("index.json");
+    std::fs::rename(&index, &moved).unwrap();
+    symlink(&moved, &index).unwrap();
+    assert!(OciLayout::open(&root).is_err());
+    std::fs::remove_file(&index).unwrap();
+    std::fs::rename(&moved, &index).unwrap();
+    let mut limits = kiln_ext4::Limits::default();
+    limits.max_document_bytes = 16;
+    let resolved = |limits| {
+        Image::resolve_with(
+            &OciLayout::open(&root).unwrap(),
+            &Selector::default(),
+            &limits,
+        )
+    };
+    match resolved(limits) {
+        Err(Error::LimitExceeded {
+            limit: Limit::DocumentBytes,
+            ..
+        }) => {}
+        other => panic!("expected LimitExceeded, got {other:?}"),
+    }
+    // More layers than allowed.
+    let mut limits = kiln_ext4::Limits::default();
+    limits.max_layers = 0;
+    match resolved(limits) {
+        Err(Error::LimitExceeded {
+            limit: Limit::Layers,
+            ..
+        }) => {}
+        other => panic!("expected LimitExceeded, got {other:?}"),
     }
 }
