@@ -138,6 +138,12 @@ pub(crate) fn apply_layer(
                 max: limits.max_inodes.into(),
             });
         }
+        if tree.meta_bytes > limits.max_metadata_bytes {
+            return Err(Error::LimitExceeded {
+                limit: Limit::MetadataBytes,
+                max: limits.max_metadata_bytes,
+            });
+        }
     }
     Ok(())
 }

@@ -216,6 +216,8 @@ pub enum Limit {
     DocumentBytes,
     /// Layers of an image.
     Layers,
+    /// Names, symlink targets and xattrs held in memory.
+    MetadataBytes,
 }
 
 impl fmt::Display for Limit {
@@ -227,6 +229,7 @@ impl fmt::Display for Limit {
             Self::PathDepth => "path depth",
             Self::DocumentBytes => "manifest/config size",
             Self::Layers => "layer count",
+            Self::MetadataBytes => "name, link target and xattr bytes",
         })
     }
 }

@@ -63,6 +63,10 @@ pub struct Limits {
     /// Layers of an image (default 512; Docker's overlay storage stops at
     /// 128).
     pub max_layers: u32,
+    /// Bytes of names, symlink targets and xattrs taken in over all layers
+    /// (default 1 GiB): what the converter holds in memory beyond a fixed
+    /// size per inode.
+    pub max_metadata_bytes: u64,
 }
 
 impl Default for Limits {
@@ -74,6 +78,7 @@ impl Default for Limits {
             max_path_depth: 512,
             max_document_bytes: 4 << 20,
             max_layers: 512,
+            max_metadata_bytes: 1 << 30,
         }
     }
 }

@@ -107,9 +107,15 @@ pub(crate) struct Tree {
     pub(crate) live: u64,
     /// Hardlinks made (they count against the inode limit too).
     pub(crate) hardlinks: u64,
-    /// Directories already made opaque in `opaque_layer`.
+    /// Bytes of names, symlink targets and xattrs taken in so far (what
+    /// the tree holds in memory beyond its fixed-size nodes).
+    pub(crate) meta_bytes: u64,
+    /// Directories already made opaque in `memo_layer`.
     opaque_done: std::collections::HashSet<NodeId>,
-    opaque_layer: Option<u32>,
+    /// Entries known to hold something `memo_layer` wrote (which stays so
+    /// for the rest of that layer: its whiteouts only remove lower content).
+    touched: std::collections::HashSet<NodeId>,
+    memo_layer: Option<u32>,
 }
 
 impl Tree {
@@ -128,8 +134,10 @@ impl Tree {
             nodes: vec![root],
             live: 1,
             hardlinks: 0,
+            meta_bytes: 0,
             opaque_done: std::collections::HashSet::new(),
-            opaque_layer: None,
+            touched: std::collections::HashSet::new(),
+            memo_layer: None,
         }
     }
 
@@ -156,6 +164,16 @@ impl Tree {
     /// Adds a node; the caller links it with [`Tree::link`].
     pub(crate) fn push(&mut self, meta: Meta, kind: Kind) -> NodeId {
         let id = NodeId::try_from(self.nodes.len()).unwrap_or(NodeId::MAX);
+        let xattrs: usize = meta
+            .xattrs
+            .iter()
+            .map(|x| x.name.len() + x.value.len())
+            .sum();
+        let target = match &kind {
+            Kind::Symlink(t) => t.len(),
+            _ => 0,
+        };
+        self.meta_bytes = self.meta_bytes.saturating_add((xattrs + target) as u64);
         self.nodes.push(Node {
             meta,
             kind,
@@ -167,6 +185,7 @@ impl Tree {
     /// Names `node` as `name` in `dir` (which must be a directory without
     /// that name).
     pub(crate) fn link(&mut self, dir: NodeId, name: &[u8], node: NodeId, layer: u32) {
+        self.meta_bytes = self.meta_bytes.saturating_add(name.len() as u64);
         if let Kind::Dir(entries) = &mut self.nodes[dir as usize].kind {
             entries.insert(name.into(), Entry { node, layer });
             let target = &mut self.nodes[node as usize];
@@ -194,6 +213,8 @@ impl Tree {
                 continue;
             }
             self.live -= 1;
+            // A dead node keeps no xattrs or link target in memory.
+            node.meta = Meta::default();
             match std::mem::replace(&mut node.kind, Kind::Fifo) {
                 Kind::Dir(children) => pending.extend(children.values().map(|e| e.node)),
                 Kind::File { extents, .. } => free(&extents),
@@ -204,18 +225,34 @@ impl Tree {
 
     /// Whether the entry was written by `layer`, or is a directory holding
     /// something that was: such entries survive that layer's whiteouts.
-    pub(crate) fn touched_by(&self, entry: Entry, layer: u32) -> bool {
+    /// (Remembered for the layer, so that repeated whiteouts of a big
+    /// directory do not walk it again each time.)
+    pub(crate) fn touched_by(&mut self, entry: Entry, layer: u32) -> bool {
+        self.memo_for(layer);
+        if self.touched.contains(&entry.node) {
+            return true;
+        }
         // Directories are never hardlinked, so this walk is a tree walk.
         let mut pending = vec![entry];
-        while let Some(entry) = pending.pop() {
-            if entry.layer == layer {
+        while let Some(e) = pending.pop() {
+            if e.layer == layer {
+                self.touched.insert(entry.node);
                 return true;
             }
-            if let Some(children) = self.entries(entry.node) {
+            if let Some(children) = self.entries(e.node) {
                 pending.extend(children.values().copied());
             }
         }
         false
+    }
+
+    /// Forgets what was remembered for an earlier layer.
+    fn memo_for(&mut self, layer: u32) {
+        if self.memo_layer != Some(layer) {
+            self.memo_layer = Some(layer);
+            self.opaque_done.clear();
+            self.touched.clear();
+        }
     }
 
     /// Applies a whiteout of `name` in `dir` for `layer`: removes what lower
@@ -246,10 +283,7 @@ impl Tree {
         // Once per directory and layer: what the layer adds afterwards is
         // its own, so a repeated marker has nothing left to hide (and must
         // not cost a walk over the directory again).
-        if self.opaque_layer != Some(layer) {
-            self.opaque_layer = Some(layer);
-            self.opaque_done.clear();
-        }
+        self.memo_for(layer);
         if !self.opaque_done.insert(dir) {
             return;
         }
@@ -281,6 +315,22 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_layer_touched_is_remembered_for_that_layer_only() {
+        let mut t = Tree::new();
+        let d = t.push(Meta::default(), Kind::Dir(BTreeMap::new()));
+        t.link(ROOT, b"d", d, 0);
+        for (name, layer) in [(&b"old"[..], 0), (&b"new"[..], 1)] {
+            let f = t.push(Meta::default(), Kind::Fifo);
+            t.link(d, name, f, layer);
+        }
+        let entry = t.lookup(ROOT, b"d").unwrap();
+        assert!(t.touched_by(entry, 1));
+        assert!(t.touched.contains(&d));
+        assert!(!t.touched_by(entry, 2));
+        assert!(t.touched.is_empty());
+    }
 
     fn file(tree: &mut Tree, dir: NodeId, name: &str, layer: u32) -> NodeId {
         let id = tree.push(Meta::default(), Kind::Fifo);

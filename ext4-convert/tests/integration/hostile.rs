@@ -179,6 +179,19 @@ fn limits_are_enforced_with_typed_errors() {
     let mut limits = Limits::default();
     limits.max_image_bytes = 1 << 20;
     assert_eq!(limit(convert(&[big], limits)), Limit::ImageBytes);
+
+    // One path written again and again with a long link target: few live
+    // inodes, but every version's bytes were taken in.
+    let target = "t".repeat(4000);
+    let rewritten = (0..100).fold(TarBuilder::new(), |t, _| {
+        t.link(tar::EntryType::Symlink, "l", &target)
+    });
+    let mut limits = Limits::default();
+    limits.max_metadata_bytes = 64 << 10;
+    assert_eq!(
+        limit(convert(&[rewritten.build()], limits)),
+        Limit::MetadataBytes
+    );
 }
 
 trait AddFile {
