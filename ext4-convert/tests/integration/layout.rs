@@ -37,11 +37,22 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 /// A one-layer Docker schema2 image; `tweak` may change the layer
 /// descriptor's size or the config's diff_id before they are written.
 fn docker_image(name: &str, tweak: impl FnOnce(&mut u64, &mut String)) -> PathBuf {
+    docker_image_with(name, 0, tweak)
+}
+
+/// [`docker_image`] whose layer has `trailing` zero bytes after the tar
+/// stream's end (as tar's record padding does).
+fn docker_image_with(
+    name: &str,
+    trailing: usize,
+    tweak: impl FnOnce(&mut u64, &mut String),
+) -> PathBuf {
     let root = scratch(name).join("layout");
-    let tar = TarBuilder::new()
+    let mut tar = TarBuilder::new()
         .dir("etc/", 0o755)
         .file("etc/hostname", 0o644, b"docker-schema2\n")
         .build();
+    tar.resize(tar.len() + trailing, 0);
     let layer = gzip(&tar);
     let layer_digest = blob(&root, &layer);
     let mut size = layer.len() as u64;
@@ -74,12 +85,36 @@ fn docker_image(name: &str, tweak: impl FnOnce(&mut u64, &mut String)) -> PathBu
 }
 
 fn convert_layout(root: &Path) -> Result<PathBuf, Error> {
+    convert_layout_with(root, Options::default())
+}
+
+fn convert_layout_with(root: &Path, options: Options) -> Result<PathBuf, Error> {
     let layout = OciLayout::open(root)?;
     let image = Image::resolve(&layout, &Selector::default())?;
     let out = root.with_file_name("image.ext4");
     let file = BufWriter::new(File::create(&out).unwrap());
-    convert(&layout, &image, file, Options::default(), &mut |_| {})?;
+    convert(&layout, &image, file, options, &mut |_| {})?;
     Ok(out)
+}
+
+#[test]
+fn what_follows_the_tar_stream_comes_out_of_the_layer_budget() {
+    // A 2.5 KiB tar stream and 8 KiB of zeros after it: within a budget
+    // that holds both, over one that holds the zeros alone but not both.
+    let root = docker_image_with("trailing", 8 << 10, |_, _| {});
+    let with_budget = |bytes: u64| {
+        let mut options = Options::default();
+        options.limits.max_layer_bytes = bytes;
+        convert_layout_with(&root, options)
+    };
+    with_budget(16 << 10).unwrap();
+    match with_budget(9000) {
+        Err(Error::LimitExceeded {
+            limit: Limit::LayerBytes,
+            ..
+        }) => {}
+        other => panic!("expected LimitExceeded, got {other:?}"),
+    }
 }
 
 #[test]
