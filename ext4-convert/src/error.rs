@@ -19,6 +19,10 @@ pub enum Error {
         /// The manifest's config media type.
         config_media_type: String,
     },
+    /// The image's `/lost+found` is not a directory: ext4 reserves that
+    /// name for the directory `e2fsck` reconnects lost files into.
+    #[error("/lost+found is not a directory in the image; ext4 reserves it")]
+    LostFoundNotADirectory,
     /// Nothing in the source matches the requested tag or digest.
     #[error("no image {selector} in the source")]
     ImageNotFound {

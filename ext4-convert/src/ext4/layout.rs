@@ -79,13 +79,17 @@ pub(crate) fn finish(
     options: &Options,
     data_start: u64,
 ) -> Result<Summary> {
-    if tree.lookup(ROOT, b"lost+found").is_none() {
-        let meta = Meta {
-            perm: 0o700,
-            ..Meta::default()
-        };
-        let node = tree.push(meta, Kind::Dir(Default::default()));
-        tree.link(ROOT, b"lost+found", node, u32::MAX);
+    match tree.lookup(ROOT, b"lost+found") {
+        None => {
+            let meta = Meta {
+                perm: 0o700,
+                ..Meta::default()
+            };
+            let node = tree.push(meta, Kind::Dir(Default::default()));
+            tree.link(ROOT, b"lost+found", node, u32::MAX);
+        }
+        Some(e) if matches!(tree.node(e.node).kind, Kind::Dir(_)) => {}
+        Some(_) => return Err(Error::LostFoundNotADirectory),
     }
     let (numbers, order) = number(tree);
     let used_inodes = u64::from(FIRST_INO) - 1 + order.len() as u64;

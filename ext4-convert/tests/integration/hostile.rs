@@ -205,6 +205,22 @@ impl AddFile for String {
 }
 
 #[test]
+fn lost_and_found_must_stay_a_directory() {
+    let file = TarBuilder::new().file("lost+found", 0o644, b"x").build();
+    assert!(matches!(
+        convert(&[file], Limits::default()),
+        Err(Error::LostFoundNotADirectory)
+    ));
+    // A directory of the image's own is kept, with its content.
+    let dir = TarBuilder::new()
+        .dir("lost+found/", 0o755)
+        .file("lost+found/note", 0o644, b"kept")
+        .build();
+    let fs = load(convert(&[dir], Limits::default()).unwrap());
+    assert_eq!(fs.read_to_string("/lost+found/note").unwrap(), "kept");
+}
+
+#[test]
 fn nul_bytes_in_names_are_refused() {
     let layers = corpus_layers("nul-in-name");
     assert_eq!(
