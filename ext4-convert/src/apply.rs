@@ -491,11 +491,12 @@ impl Apply<'_> {
                     }
                     // The target's parts count against the budget before
                     // they are queued, not only as they are walked.
-                    steps += target.split(|&b| b == b'/').count();
+                    let parts: Vec<&[u8]> = target.split(|&b| b == b'/').collect();
+                    steps += parts.len();
                     if steps > MAX_RESOLVE_STEPS {
                         return Err(EntryError::TooManySymlinks.into());
                     }
-                    for p in target.split(|&b| b == b'/').rev() {
+                    for p in parts.into_iter().rev() {
                         pending.push_front(p.to_vec());
                     }
                 }

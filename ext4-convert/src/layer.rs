@@ -179,8 +179,9 @@ impl<'p> Uncompressed<'p> {
             &mut (&mut self).take(limit.saturating_add(1)),
             &mut io::sink(),
         )?;
-        let diff_id = (rest <= limit).then(|| sha256_digest(self.hasher.clone()));
-        Ok((diff_id, self.bytes))
+        let bytes = self.bytes;
+        let diff_id = (rest <= limit).then(|| sha256_digest(self.hasher));
+        Ok((diff_id, bytes))
     }
 }
 

@@ -171,16 +171,13 @@ impl RegistryClient {
                         .strip_prefix("rel=")
                         .is_some_and(|r| r.trim_matches('"') == "next")
                 });
-                let Some(target) = target
+                let target = target
                     .trim()
                     .strip_prefix('<')
-                    .and_then(|t| t.strip_suffix('>'))
-                else {
+                    .and_then(|t| t.strip_suffix('>'));
+                let Some(target) = target.filter(|_| next) else {
                     continue;
                 };
-                if !next {
-                    continue;
-                }
                 let url = self.url(target);
                 if !self.same_origin(&url) {
                     return Err(Error::Protocol {
@@ -232,18 +229,26 @@ impl RegistryClient {
 
     /// Reacts to a 401 of a request that carried `sent`: fetches a token
     /// for `scope` (or switches to basic auth). Returns whether a retry can
-    /// succeed.
+    /// succeed: never for a 401 from elsewhere (after a redirect), which
+    /// this registry's credentials must not answer.
     async fn authenticate(
         &self,
-        headers: &HeaderMap,
+        resp: &Response,
         scope: &str,
         sent: Option<&str>,
     ) -> Result<bool, Error> {
+        if !self.same_origin(resp.url().as_str()) {
+            return Ok(false);
+        }
         let auth_err = |reason: String| Error::Auth {
             registry: self.config.host.clone(),
             reason,
         };
-        let Some(value) = headers.get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()) else {
+        let Some(value) = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+        else {
             return Err(auth_err("401 without WWW-Authenticate".into()));
         };
         if value.trim_start().to_ascii_lowercase().starts_with("basic") {
@@ -338,16 +343,9 @@ impl RegistryClient {
             let (req, sent) = self.authorize(req, &url, &scope);
             let result = req.send().await;
             let retry_after = match &result {
-                Ok(resp)
-                    if resp.status() == StatusCode::UNAUTHORIZED
-                        && !authenticated
-                        && self.same_origin(resp.url().as_str()) =>
-                {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated => {
                     authenticated = true;
-                    if self
-                        .authenticate(resp.headers(), &scope, sent.as_deref())
-                        .await?
-                    {
+                    if self.authenticate(resp, &scope, sent.as_deref()).await? {
                         continue;
                     }
                     return result.map_err(|source| Error::Request {
@@ -516,10 +514,7 @@ impl RegistryClient {
                 source,
             })?;
             if resp.status() == StatusCode::UNAUTHORIZED
-                && self.same_origin(resp.url().as_str())
-                && self
-                    .authenticate(resp.headers(), &scope, sent.as_deref())
-                    .await?
+                && self.authenticate(&resp, &scope, sent.as_deref()).await?
             {
                 continue;
             }
@@ -567,9 +562,9 @@ impl RegistryClient {
         operation: &'static str,
         url: &str,
     ) -> Result<Response, Error> {
-        if resp.status() == StatusCode::UNAUTHORIZED && self.same_origin(resp.url().as_str()) {
+        if resp.status() == StatusCode::UNAUTHORIZED {
             let _ = self
-                .authenticate(resp.headers(), &scope(repository, true), None)
+                .authenticate(&resp, &scope(repository, true), None)
                 .await;
         }
         check(resp, operation, url).await

@@ -118,7 +118,9 @@ impl Copier<'_> {
     /// The referrer digests of `subject` at the source (every page of the
     /// referrers API, else the fallback tag's index).
     async fn source_referrers(&self, subject: &str) -> Result<Vec<String>, Error> {
-        let mut path = format!("/v2/{}/referrers/{subject}", self.src_repo);
+        let mut url = self
+            .src
+            .url(&format!("/v2/{}/referrers/{subject}", self.src_repo));
         let mut found = Vec::new();
         for page in 0.. {
             if page == MAX_PAGES || found.len() > MAX_REFERRERS {
@@ -132,7 +134,7 @@ impl Copier<'_> {
                 .send(
                     "list referrers",
                     Method::GET,
-                    &path,
+                    &url,
                     self.src_repo,
                     false,
                     &[("Accept", OCI_INDEX.to_owned())],
@@ -142,12 +144,12 @@ impl Copier<'_> {
                 // No referrers API: the tag schema.
                 return self.fallback_referrers(subject).await;
             }
-            let resp = check(resp, "list referrers", &self.src.url(&path)).await?;
+            let resp = check(resp, "list referrers", &url).await?;
             let next = self.src.next_page(resp.headers())?;
-            let bytes = read_limited(resp, MAX_MANIFEST, &self.src.url(&path)).await?;
+            let bytes = read_limited(resp, MAX_MANIFEST, &url).await?;
             found.extend(listed(&bytes, || format!("referrers of {subject}"))?);
             match next {
-                Some(next) => path = next,
+                Some(next) => url = next,
                 None => break,
             }
         }
