@@ -109,8 +109,10 @@ for _ in range(7):
     best = min(best, time.perf_counter() - t)
 print(best)
 "#;
+    // KILN_PYTHON: the oracle's interpreter (scripts/test's target/oracle-venv);
+    // -I keeps a folder named `dockerfile` in the working directory out of it.
     let out = Command::new(std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into()))
-        .args(["-c", script])
+        .args(["-I", "-c", script])
         .arg(&list)
         .output()
         .ok()?;
@@ -168,7 +170,7 @@ fn summary(c: &Corpus) {
             t.as_secs_f64() / kiln.as_secs_f64()
         ),
         None => println!(
-            "BuildKit parser via PyPI `dockerfile`: not installed (pip install dockerfile)"
+            "BuildKit parser via PyPI `dockerfile`: not available (set KILN_PYTHON to a Python with `dockerfile==3.4.0`, e.g. target/oracle-venv/bin/python from scripts/test)"
         ),
     }
     println!();
