@@ -38,6 +38,9 @@ enum Command {
     /// Mint and verify per-repository registry tokens.
     #[command(subcommand)]
     Token(token::Command),
+    /// Run the reference server: an OCI registry with token auth and
+    /// tenants (zero configuration: 127.0.0.1:5000, ./kiln-data).
+    Serve(crate::serve::ServeArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -49,6 +52,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mirror(args) => mirror::run(args),
         Command::Token(cmd) => token::run(cmd),
         Command::Vm(cmd) => vm::run_cmd(cmd),
+        Command::Serve(args) => crate::serve::run(args),
     }
 }
 

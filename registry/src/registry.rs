@@ -1,0 +1,778 @@
+//! The registry's operations over a [`Storage`]: what every route does,
+//! without HTTP.
+//!
+//! Document keys (all built from validated names, tags and digests):
+//! - `repositories/<name>/_manifests/revisions/<alg>/<hex>`: the manifest is
+//!   in the repository (`{"mediaType","size"}`);
+//! - `repositories/<name>/_manifests/tags/<tag>`: the digest a tag points to;
+//! - `repositories/<name>/_layers/<alg>/<hex>`: the blob is in the repository;
+//! - `repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>`: a referrer
+//!   of the subject `<alg>:<hex>` (its descriptor);
+//! - `catalog/<name with / as ,>`: the repository has had a manifest;
+//! - `holders/<alg>/<hex>/<name with / as ,>`: repositories holding a blob
+//!   (for automatic cross-repository mounts);
+//! - `uploads/<id>`: an upload session's repository.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use kiln_registry_token::RepositoryName;
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{Descriptor, Manifest, OCI_INDEX};
+use crate::storage::{ByteStream, Storage};
+use crate::{Digest, Error, Hasher, Reference, Tag, UploadId};
+
+/// Limits on what clients may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest manifest accepted (default 4 MiB).
+    pub max_manifest_bytes: usize,
+    /// Largest blob accepted (default 64 GiB).
+    pub max_blob_bytes: u64,
+    /// Upload sessions whose running hash is kept in memory (default
+    /// 4096); beyond that a session is re-hashed from storage when it
+    /// completes.
+    pub max_hashed_uploads: usize,
+    /// Most repositories tried for an automatic cross-repository mount
+    /// (default 64).
+    pub max_mount_candidates: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_manifest_bytes: 4 << 20,
+            max_blob_bytes: 64 << 30,
+            max_hashed_uploads: 4096,
+            max_mount_candidates: 64,
+        }
+    }
+}
+
+/// A manifest found by [`Registry::manifest_info`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestInfo {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// What a manifest PUT stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutManifest {
+    /// The digest of the exact bytes.
+    pub digest: Digest,
+    /// The subject it refers to, for the `OCI-Subject` header.
+    pub subject: Option<Digest>,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Revision {
+    media_type: String,
+    size: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct UploadRecord {
+    repository: String,
+}
+
+/// A running hash of an upload: valid for the first `offset` bytes.
+#[derive(Debug)]
+struct UploadHash {
+    offset: u64,
+    hasher: Option<Hasher>,
+}
+
+/// An OCI registry over a storage backend.
+#[derive(Debug)]
+pub struct Registry<S> {
+    store: S,
+    limits: Limits,
+    /// One lock per upload session this process is serving (chunks of one
+    /// session are appended in turn), holding its running hash.
+    uploads: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<UploadHash>>>>,
+}
+
+fn repo_key(repo: &RepositoryName) -> String {
+    format!("repositories/{}", repo.as_str())
+}
+
+fn revision_key(repo: &RepositoryName, d: &Digest) -> String {
+    format!(
+        "{}/_manifests/revisions/{}/{}",
+        repo_key(repo),
+        d.algorithm(),
+        d.hex()
+    )
+}
+
+fn tag_key(repo: &RepositoryName, t: &Tag) -> String {
+    format!("{}/_manifests/tags/{t}", repo_key(repo))
+}
+
+fn layer_key(repo: &RepositoryName, d: &Digest) -> String {
+    format!("{}/_layers/{}/{}", repo_key(repo), d.algorithm(), d.hex())
+}
+
+fn referrers_prefix(repo: &RepositoryName, subject: &Digest) -> String {
+    format!(
+        "{}/_referrers/{}/{}",
+        repo_key(repo),
+        subject.algorithm(),
+        subject.hex()
+    )
+}
+
+fn flat(repo: &RepositoryName) -> String {
+    repo.as_str().replace('/', ",")
+}
+
+fn holder_key(d: &Digest, repo: &RepositoryName) -> String {
+    format!("holders/{}/{}/{}", d.algorithm(), d.hex(), flat(repo))
+}
+
+/// One page of a sorted list: the entries after `last`, at most `n`, and
+/// whether more follow.
+fn page(sorted: Vec<String>, n: Option<usize>, last: Option<&str>) -> (Vec<String>, bool) {
+    let start = last.map_or(0, |l| sorted.partition_point(|x| x.as_str() <= l));
+    let rest = &sorted[start.min(sorted.len())..];
+    match n {
+        Some(n) if n < rest.len() => (rest[..n].to_vec(), true),
+        _ => (rest.to_vec(), false),
+    }
+}
+
+impl<S: Storage> Registry<S> {
+    /// A registry over `store`.
+    pub fn new(store: S, limits: Limits) -> Self {
+        Self {
+            store,
+            limits,
+            uploads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The backend.
+    pub fn storage(&self) -> &S {
+        &self.store
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    // ---- blobs ----
+
+    /// The size of a blob of the repository.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BlobUnknown`] when the repository does not hold it.
+    pub async fn blob_size(&self, repo: &RepositoryName, d: &Digest) -> Result<u64, Error> {
+        if self.store.get_doc(&layer_key(repo, d)).await?.is_none() {
+            return Err(Error::BlobUnknown(d.clone()));
+        }
+        self.store
+            .blob_size(d)
+            .await?
+            .ok_or_else(|| Error::BlobUnknown(d.clone()))
+    }
+
+    /// Bytes `start..end` of a blob of the repository (checked by the
+    /// caller against [`Registry::blob_size`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BlobUnknown`] when it is gone.
+    pub async fn read_blob(&self, d: &Digest, start: u64, end: u64) -> Result<ByteStream, Error> {
+        self.store
+            .read_blob(d, start, end)
+            .await?
+            .ok_or_else(|| Error::BlobUnknown(d.clone()))
+    }
+
+    /// Removes a blob from the repository (its bytes stay for other
+    /// repositories until garbage collection).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BlobUnknown`] when the repository does not hold it.
+    pub async fn delete_blob(&self, repo: &RepositoryName, d: &Digest) -> Result<(), Error> {
+        if !self.store.delete_doc(&layer_key(repo, d)).await? {
+            return Err(Error::BlobUnknown(d.clone()));
+        }
+        self.store.delete_doc(&holder_key(d, repo)).await?;
+        Ok(())
+    }
+
+    async fn link_blob(&self, repo: &RepositoryName, d: &Digest) -> Result<(), Error> {
+        self.store.put_doc(&holder_key(d, repo), b"").await?;
+        self.store.put_doc(&layer_key(repo, d), b"").await?;
+        Ok(())
+    }
+
+    /// Mounts blob `d` from `from` into `repo` (the caller checked that the
+    /// client may pull `from`). Whether it was there to mount.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub async fn mount(
+        &self,
+        repo: &RepositoryName,
+        d: &Digest,
+        from: &RepositoryName,
+    ) -> Result<bool, Error> {
+        match self.blob_size(from, d).await {
+            Ok(_) => {
+                self.link_blob(repo, d).await?;
+                Ok(true)
+            }
+            Err(Error::BlobUnknown(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Repositories holding blob `d` (at most the mount-candidate limit),
+    /// for an automatic mount from one the client may pull.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub async fn blob_holders(&self, d: &Digest) -> Result<Vec<RepositoryName>, Error> {
+        let names = self
+            .store
+            .list_docs(&format!("holders/{}/{}", d.algorithm(), d.hex()))
+            .await?;
+        Ok(names
+            .iter()
+            .filter_map(|n| n.replace(',', "/").parse().ok())
+            .take(self.limits.max_mount_candidates)
+            .collect())
+    }
+
+    // ---- uploads ----
+
+    /// Opens an upload session in `repo`.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub async fn start_upload(&self, repo: &RepositoryName) -> Result<UploadId, Error> {
+        let id = UploadId::random()?;
+        self.store.create_upload(id.as_str()).await?;
+        let record = serde_json::to_vec(&UploadRecord {
+            repository: repo.as_str().to_owned(),
+        })
+        .map_err(std::io::Error::other)?;
+        self.store
+            .put_doc(&format!("uploads/{id}"), &record)
+            .await?;
+        Ok(id)
+    }
+
+    /// The session's lock and running hash, after checking it belongs to
+    /// `repo`.
+    async fn session(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+    ) -> Result<Arc<tokio::sync::Mutex<UploadHash>>, Error> {
+        let unknown = || Error::UploadUnknown(id.to_string());
+        let record = self
+            .store
+            .get_doc(&format!("uploads/{id}"))
+            .await?
+            .ok_or_else(unknown)?;
+        let record: UploadRecord = serde_json::from_slice(&record).map_err(|_| unknown())?;
+        if record.repository != repo.as_str() {
+            return Err(unknown());
+        }
+        let mut map = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(id) {
+            return Ok(s.clone());
+        }
+        // A session this process has not seen (new, or from before a
+        // restart or on another replica): hash from the start when it is
+        // empty, else re-hash at completion.
+        let hasher = (map.len() < self.limits.max_hashed_uploads).then(|| UploadHash {
+            offset: 0,
+            hasher: Some(Digest::sha256_of(b"").hasher()),
+        });
+        let state = Arc::new(tokio::sync::Mutex::new(hasher.unwrap_or(UploadHash {
+            offset: u64::MAX,
+            hasher: None,
+        })));
+        if map.len() < self.limits.max_hashed_uploads {
+            map.insert(id.clone(), state.clone());
+        }
+        Ok(state)
+    }
+
+    fn forget(&self, id: &UploadId) {
+        self.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// The bytes an upload holds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UploadUnknown`] for no such session in `repo`.
+    pub async fn upload_size(&self, repo: &RepositoryName, id: &UploadId) -> Result<u64, Error> {
+        let _ = self.session(repo, id).await?;
+        self.store
+            .upload_size(id.as_str())
+            .await?
+            .ok_or_else(|| Error::UploadUnknown(id.to_string()))
+    }
+
+    /// Appends a chunk. `start` is where the client says it begins
+    /// (`Content-Range`); it must be where the upload stands. `len` is its
+    /// declared length, checked against what arrives. Returns the size
+    /// after it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ChunkOutOfOrder`] (416) for a chunk that does not continue
+    /// the upload, [`Error::InvalidUpload`] for a length mismatch,
+    /// [`Error::SizeInvalid`] over the blob limit.
+    pub async fn append(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+        start: Option<u64>,
+        len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64, Error> {
+        let session = self.session(repo, id).await?;
+        let mut state = session.lock().await;
+        let have = self
+            .store
+            .upload_size(id.as_str())
+            .await?
+            .ok_or_else(|| Error::UploadUnknown(id.to_string()))?;
+        if let Some(start) = start
+            && start != have
+        {
+            return Err(Error::ChunkOutOfOrder { have, got: start });
+        }
+        let room = self.limits.max_blob_bytes.saturating_sub(have);
+        let limit = len.map_or(room, |l| l.min(room));
+        let hashing = state.offset == have;
+        let mut hasher = state.hasher.take().filter(|_| hashing);
+        let result = self
+            .store
+            .append_upload(id.as_str(), have, body, hasher.as_mut(), limit)
+            .await;
+        match result {
+            Ok(n) => {
+                if let Some(l) = len
+                    && n != l
+                {
+                    // The session holds the bytes that came; the hash is
+                    // gone with this error, so completion re-hashes.
+                    state.offset = u64::MAX;
+                    return Err(Error::InvalidUpload(format!(
+                        "Content-Range/Content-Length declare {l} bytes, {n} arrived"
+                    )));
+                }
+                state.offset = if hasher.is_some() { have + n } else { u64::MAX };
+                state.hasher = hasher;
+                Ok(have + n)
+            }
+            Err(e) => {
+                state.offset = u64::MAX;
+                if e.kind() == std::io::ErrorKind::FileTooLarge {
+                    return Err(if len.is_some_and(|l| l <= room) {
+                        Error::InvalidUpload("chunk longer than declared".into())
+                    } else {
+                        Error::TooLarge(self.limits.max_blob_bytes)
+                    });
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Completes an upload as blob `digest`: verifies the bytes and makes
+    /// the blob visible in `repo`. A wrong digest ends the session and
+    /// stores nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DigestMismatch`] when the bytes have another digest.
+    pub async fn complete(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+        digest: &Digest,
+        body: Option<ByteStream>,
+    ) -> Result<(), Error> {
+        if let Some(body) = body {
+            self.append(repo, id, None, None, body).await?;
+        }
+        let session = self.session(repo, id).await?;
+        let mut state = session.lock().await;
+        let size = self
+            .store
+            .upload_size(id.as_str())
+            .await?
+            .ok_or_else(|| Error::UploadUnknown(id.to_string()))?;
+        let actual = match state.hasher.take() {
+            Some(h) if state.offset == size && digest.algorithm() == "sha256" => h.finish(),
+            _ => {
+                let mut h = digest.hasher();
+                let mut data = self.store.read_upload(id.as_str()).await?;
+                while let Some(chunk) = data.next().await {
+                    h.update(&chunk?);
+                }
+                h.finish()
+            }
+        };
+        state.offset = u64::MAX;
+        drop(state);
+        let result = if &actual == digest {
+            match self.store.commit_upload(id.as_str(), digest).await {
+                Ok(()) => self.link_blob(repo, digest).await,
+                Err(e) => Err(e.into()),
+            }
+        } else {
+            self.store.delete_upload(id.as_str()).await?;
+            Err(Error::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            })
+        };
+        self.store.delete_doc(&format!("uploads/{id}")).await?;
+        self.forget(id);
+        result
+    }
+
+    /// Abandons an upload.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UploadUnknown`] for no such session in `repo`.
+    pub async fn cancel(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), Error> {
+        let session = self.session(repo, id).await?;
+        let _held = session.lock().await;
+        self.store.delete_upload(id.as_str()).await?;
+        self.store.delete_doc(&format!("uploads/{id}")).await?;
+        self.forget(id);
+        Ok(())
+    }
+
+    // ---- manifests ----
+
+    async fn revision(&self, repo: &RepositoryName, d: &Digest) -> Result<Option<Revision>, Error> {
+        Ok(match self.store.get_doc(&revision_key(repo, d)).await? {
+            Some(b) => Some(serde_json::from_slice(&b).map_err(std::io::Error::other)?),
+            None => None,
+        })
+    }
+
+    async fn resolve(&self, repo: &RepositoryName, r: &Reference) -> Result<Digest, Error> {
+        match r {
+            Reference::Digest(d) => Ok(d.clone()),
+            Reference::Tag(t) => {
+                let unknown = || Error::ManifestUnknown(r.to_string());
+                let bytes = self
+                    .store
+                    .get_doc(&tag_key(repo, t))
+                    .await?
+                    .ok_or_else(unknown)?;
+                std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(unknown)
+            }
+        }
+    }
+
+    /// A manifest's digest, media type and size, without its bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ManifestUnknown`].
+    pub async fn manifest_info(
+        &self,
+        repo: &RepositoryName,
+        r: &Reference,
+    ) -> Result<ManifestInfo, Error> {
+        let digest = self.resolve(repo, r).await?;
+        let rev = self
+            .revision(repo, &digest)
+            .await?
+            .ok_or_else(|| Error::ManifestUnknown(r.to_string()))?;
+        Ok(ManifestInfo {
+            digest,
+            media_type: rev.media_type,
+            size: rev.size,
+        })
+    }
+
+    /// A manifest and its bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ManifestUnknown`].
+    pub async fn manifest(
+        &self,
+        repo: &RepositoryName,
+        r: &Reference,
+    ) -> Result<(ManifestInfo, Bytes), Error> {
+        let info = self.manifest_info(repo, r).await?;
+        let mut data = self.read_blob(&info.digest, 0, info.size).await?;
+        let mut bytes = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
+        while let Some(chunk) = data.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        Ok((info, bytes.into()))
+    }
+
+    /// Stores a manifest under `r` (a tag, or the digest of `bytes`) after
+    /// checking it: valid, of a known media type, every blob and child it
+    /// references in the repository.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidManifest`], [`Error::DigestMismatch`] (digest
+    /// reference that is not the bytes'), [`Error::ManifestBlobUnknown`],
+    /// [`Error::SizeInvalid`] over the manifest limit.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        r: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PutManifest, Error> {
+        if bytes.len() > self.limits.max_manifest_bytes {
+            return Err(Error::TooLarge(self.limits.max_manifest_bytes as u64));
+        }
+        let manifest = Manifest::parse(&bytes, content_type)?;
+        let digest = match r {
+            Reference::Digest(want) => {
+                let mut h = want.hasher();
+                h.update(&bytes);
+                let got = h.finish();
+                if &got != want {
+                    return Err(Error::DigestMismatch {
+                        expected: want.clone(),
+                        actual: got,
+                    });
+                }
+                got
+            }
+            Reference::Tag(_) => Digest::sha256_of(&bytes),
+        };
+        for b in &manifest.blobs {
+            if self.blob_size(repo, b).await.is_err() {
+                return Err(Error::ManifestBlobUnknown(b.clone()));
+            }
+        }
+        for c in &manifest.children {
+            if self.revision(repo, c).await?.is_none() {
+                return Err(Error::ManifestBlobUnknown(c.clone()));
+            }
+        }
+        let size = bytes.len() as u64;
+        self.store.put_blob(&digest, bytes).await?;
+        self.store
+            .put_doc(&format!("catalog/{}", flat(repo)), b"")
+            .await?;
+        let rev = serde_json::to_vec(&Revision {
+            media_type: manifest.media_type.clone(),
+            size,
+        })
+        .map_err(std::io::Error::other)?;
+        self.store
+            .put_doc(&revision_key(repo, &digest), &rev)
+            .await?;
+        if let Some(subject) = &manifest.subject {
+            let desc = serde_json::to_vec(&manifest.referrer_descriptor(&digest, size))
+                .map_err(std::io::Error::other)?;
+            let key = format!(
+                "{}/{}-{}",
+                referrers_prefix(repo, subject),
+                digest.algorithm(),
+                digest.hex()
+            );
+            self.store.put_doc(&key, &desc).await?;
+        }
+        if let Reference::Tag(t) = r {
+            self.store
+                .put_doc(&tag_key(repo, t), digest.as_str().as_bytes())
+                .await?;
+        }
+        Ok(PutManifest {
+            subject: manifest.subject.clone(),
+            digest,
+            manifest,
+        })
+    }
+
+    /// Deletes a tag, or a manifest by digest with every tag pointing at it
+    /// and its referrers entry. Blobs stay (garbage collection removes
+    /// what nothing references).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ManifestUnknown`].
+    pub async fn delete_manifest(&self, repo: &RepositoryName, r: &Reference) -> Result<(), Error> {
+        match r {
+            Reference::Tag(t) => {
+                if !self.store.delete_doc(&tag_key(repo, t)).await? {
+                    return Err(Error::ManifestUnknown(r.to_string()));
+                }
+            }
+            Reference::Digest(d) => {
+                let (info, bytes) = self.manifest(repo, r).await?;
+                for tag in self.all_tags(repo).await? {
+                    let Ok(t) = tag.parse::<Tag>() else { continue };
+                    if self
+                        .resolve(repo, &Reference::Tag(t.clone()))
+                        .await
+                        .ok()
+                        .as_ref()
+                        == Some(d)
+                    {
+                        self.store.delete_doc(&tag_key(repo, &t)).await?;
+                    }
+                }
+                if let Ok(m) = Manifest::parse(&bytes, Some(&info.media_type))
+                    && let Some(subject) = m.subject
+                {
+                    let key = format!(
+                        "{}/{}-{}",
+                        referrers_prefix(repo, &subject),
+                        d.algorithm(),
+                        d.hex()
+                    );
+                    self.store.delete_doc(&key).await?;
+                }
+                self.store.delete_doc(&revision_key(repo, d)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn all_tags(&self, repo: &RepositoryName) -> Result<Vec<String>, Error> {
+        Ok(self
+            .store
+            .list_docs(&format!("{}/_manifests/tags", repo_key(repo)))
+            .await?)
+    }
+
+    /// A page of the repository's tags, sorted, after `last`, at most `n`;
+    /// and whether more follow.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NameUnknown`] for a repository that never had a manifest.
+    pub async fn tags(
+        &self,
+        repo: &RepositoryName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<(Vec<String>, bool), Error> {
+        let known = self
+            .store
+            .get_doc(&format!("catalog/{}", flat(repo)))
+            .await?
+            .is_some();
+        if !known {
+            return Err(Error::NameUnknown(repo.to_string()));
+        }
+        Ok(page(self.all_tags(repo).await?, n, last))
+    }
+
+    /// A page of the repositories `visible` lets through, sorted.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub async fn catalog(
+        &self,
+        visible: impl Fn(&RepositoryName) -> bool,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<(Vec<String>, bool), Error> {
+        let mut names: Vec<String> = self
+            .store
+            .list_docs("catalog")
+            .await?
+            .into_iter()
+            .map(|n| n.replace(',', "/"))
+            .filter(|n| n.parse().is_ok_and(|r| visible(&r)))
+            .collect();
+        names.sort();
+        Ok(page(names, n, last))
+    }
+
+    /// The referrers of `subject` in `repo` as an OCI image index, with
+    /// only those of `artifact_type` when given.
+    ///
+    /// # Errors
+    ///
+    /// Storage failures.
+    pub async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<u8>, Error> {
+        let prefix = referrers_prefix(repo, subject);
+        let mut manifests = Vec::new();
+        for name in self.store.list_docs(&prefix).await? {
+            let Some(bytes) = self.store.get_doc(&format!("{prefix}/{name}")).await? else {
+                continue;
+            };
+            let Ok(desc) = serde_json::from_slice::<Descriptor>(&bytes) else {
+                continue;
+            };
+            if artifact_type.is_none_or(|t| desc.artifact_type.as_deref() == Some(t)) {
+                manifests.push(desc);
+            }
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": manifests,
+        });
+        Ok(serde_json::to_vec(&index).map_err(std::io::Error::other)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages() {
+        let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        let all = v(&["a", "b", "c", "d"]);
+        assert_eq!(page(all.clone(), Some(2), None), (v(&["a", "b"]), true));
+        assert_eq!(
+            page(all.clone(), Some(2), Some("b")),
+            (v(&["c", "d"]), false)
+        );
+        assert_eq!(page(all.clone(), None, Some("bb")), (v(&["c", "d"]), false));
+        assert_eq!(page(all.clone(), Some(0), None), (v(&[]), true));
+        assert_eq!(page(all, Some(9), Some("z")), (v(&[]), false));
+    }
+}

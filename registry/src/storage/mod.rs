@@ -1,0 +1,102 @@
+//! Where the registry keeps its bytes: a trait with the few operations the
+//! protocol needs, so that a backend (local directory today, an object
+//! store next) changes no route.
+//!
+//! Two kinds of things are stored:
+//! - **blobs**, content-addressed by [`Digest`], which become visible only
+//!   once whole, verified and durable ([`Storage::commit_upload`],
+//!   [`Storage::put_blob`]);
+//! - **documents**: small records under `/`-separated keys (links, tags,
+//!   referrers, upload metadata), each written atomically.
+//!
+//! Upload sessions live in the store too (data and metadata), so a session
+//! outlives a restart and can continue on another process over the same
+//! store.
+
+mod fs;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use fs::FsStorage;
+
+use crate::{Digest, Hasher};
+
+/// A stream of body bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// A storage backend. Keys passed in are built by the registry from
+/// validated names, tags and digests: `/`-separated, no empty, `.` or `..`
+/// components.
+pub trait Storage: Send + Sync + 'static {
+    /// The size of a stored blob, `None` when absent.
+    fn blob_size(&self, digest: &Digest) -> impl Future<Output = io::Result<Option<u64>>> + Send;
+
+    /// Bytes `start..end` of a stored blob (the caller checked the range
+    /// against [`Storage::blob_size`]); `None` when absent.
+    fn read_blob(
+        &self,
+        digest: &Digest,
+        start: u64,
+        end: u64,
+    ) -> impl Future<Output = io::Result<Option<ByteStream>>> + Send;
+
+    /// Stores `bytes` as the blob `digest` (the caller verified it),
+    /// durably and atomically. Storing an existing blob again is a no-op.
+    fn put_blob(
+        &self,
+        digest: &Digest,
+        bytes: Bytes,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Starts an empty upload session's data.
+    fn create_upload(&self, id: &str) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// The bytes an upload holds, `None` when there is no such session.
+    fn upload_size(&self, id: &str) -> impl Future<Output = io::Result<Option<u64>>> + Send;
+
+    /// Appends a body to an upload that holds exactly `offset` bytes,
+    /// feeding `hasher` (when given) with every byte written; at most
+    /// `limit` bytes are taken. Returns the bytes appended. A failure part
+    /// way leaves the session at a length [`Storage::upload_size`] reports.
+    fn append_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        body: ByteStream,
+        hasher: Option<&mut Hasher>,
+        limit: u64,
+    ) -> impl Future<Output = io::Result<u64>> + Send;
+
+    /// The bytes an upload holds, from the start (to re-hash a session
+    /// whose running hash this process does not have).
+    fn read_upload(&self, id: &str) -> impl Future<Output = io::Result<ByteStream>> + Send;
+
+    /// Makes an upload's data the blob `digest` (the caller verified it):
+    /// durable and atomic; the session's data is gone afterwards.
+    fn commit_upload(
+        &self,
+        id: &str,
+        digest: &Digest,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Removes an upload's data (absent is fine).
+    fn delete_upload(&self, id: &str) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Writes a document atomically (readers see the old or the new bytes).
+    fn put_doc(&self, key: &str, bytes: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Reads a document, `None` when absent.
+    fn get_doc(&self, key: &str) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send;
+
+    /// Deletes a document; whether it existed.
+    fn delete_doc(&self, key: &str) -> impl Future<Output = io::Result<bool>> + Send;
+
+    /// The names directly below `prefix` (documents and folders), sorted;
+    /// empty when there are none.
+    fn list_docs(&self, prefix: &str) -> impl Future<Output = io::Result<Vec<String>>> + Send;
+}

@@ -1,0 +1,9 @@
+//! kiln-registry against real HTTP clients: the conformance behaviours,
+//! restarts, concurrency and hostile input, on an in-process server.
+
+// Integration tests are outside `#[cfg(test)]` modules by nature.
+#![allow(clippy::tests_outside_test_module)]
+
+mod client;
+mod conformance;
+mod server;

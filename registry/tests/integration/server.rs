@@ -1,0 +1,233 @@
+//! An in-process registry on loopback, and what only a server test shows:
+//! sessions across restarts, concurrent uploads, hostile paths and bodies.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use kiln_registry::{FsStorage, Limits, Registry, api};
+use reqwest::Method;
+
+use crate::client::{Oci, error_code, location, sha256};
+use crate::conformance;
+
+/// A registry serving `dir` until the returned handle is dropped.
+struct Server {
+    oci: Oci,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(dir: &Path, limits: Limits) -> Server {
+    let registry = Arc::new(Registry::new(FsStorage::open(dir).unwrap(), limits));
+    let app = api::router(registry, Arc::new(api::Open), api::ApiOptions::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Server {
+        oci: Oci::new(&format!("http://{addr}"), None),
+        task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_workflows_on_an_open_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), Limits::default()).await;
+    conformance::all(&s.oci, "myorg/myrepo", "myorg/other").await;
+    // Names of any depth.
+    conformance::pull(&s.oci, "a/b/c/d").await;
+    let r = s.oci.get("/v2/_catalog").await;
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        v["repositories"],
+        serde_json::json!(["a/b/c/d", "myorg/myrepo"])
+    );
+    let r = s.oci.get("/v2/_catalog?n=1").await;
+    assert!(r.headers().get("link").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_session_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob: Vec<u8> = (0..100u8).collect();
+    let loc = {
+        let s = serve(dir.path(), Limits::default()).await;
+        let r = s
+            .oci
+            .send(Method::POST, "/v2/r/blobs/uploads/", &[], vec![])
+            .await;
+        let loc = location(&r);
+        let r = s
+            .oci
+            .send(
+                Method::PATCH,
+                &loc,
+                &[("content-range", "0-49")],
+                blob[..50].to_vec(),
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+        loc
+    };
+    let s = serve(dir.path(), Limits::default()).await;
+    let r = s.oci.get(&loc).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], "0-49");
+    let r = s
+        .oci
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-range", "50-99")],
+            blob[50..].to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    // Completed on the new process: re-hashed from storage, verified.
+    let r = s
+        .oci
+        .send(
+            Method::PUT,
+            &format!("{loc}?digest={}", sha256(b"wrong")),
+            &[],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        s.oci.get(&loc).await.status(),
+        404,
+        "a failed completion ends the session"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_of_one_blob_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), Limits::default()).await;
+    let blob = vec![7u8; 3 << 20];
+    let d = sha256(&blob);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let oci = s.oci.clone();
+        let blob = blob.clone();
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            oci.send(
+                Method::POST,
+                &format!("/v2/r{}/blobs/uploads/?digest={d}", i % 2),
+                &[],
+                blob,
+            )
+            .await
+            .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 201);
+    }
+    let r = s.oci.get(&format!("/v2/r0/blobs/{d}")).await;
+    assert_eq!(r.bytes().await.unwrap().len(), blob.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_typed_errors_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut limits = Limits::default();
+    limits.max_manifest_bytes = 1024;
+    limits.max_blob_bytes = 4096;
+    let s = serve(dir.path(), limits).await;
+    let files_before = count_files(dir.path());
+    for (method, path, status) in [
+        (Method::GET, "/v2/..%2F..%2Fetc/manifests/latest", 400),
+        (Method::GET, "/v2/UPPER/tags/list", 400),
+        (Method::GET, "/v2/a/blobs/sha256:..%2F..%2Fx", 400),
+        (
+            Method::GET,
+            "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e",
+            400,
+        ),
+        (Method::GET, "/v2/a/blobs/uploads/..%2F..%2Fdocs", 404),
+        (
+            Method::PATCH,
+            "/v2/a/blobs/uploads/0123456789abcdef0123456789abcdef",
+            404,
+        ),
+        (Method::PUT, "/v2/a/manifests/.hidden", 400),
+        (Method::GET, "/v2/nothing-here", 404),
+    ] {
+        let r = s.oci.send(method.clone(), path, &[], b"x".to_vec()).await;
+        assert_eq!(r.status(), status, "{method} {path}");
+        let _ = error_code(r).await;
+    }
+    // A session belongs to its repository.
+    let r = s
+        .oci
+        .send(Method::POST, "/v2/a/blobs/uploads/", &[], vec![])
+        .await;
+    let loc = location(&r);
+    let stolen = loc.replacen("/v2/a/", "/v2/b/", 1);
+    assert_eq!(
+        s.oci
+            .send(Method::PATCH, &stolen, &[], b"x".to_vec())
+            .await
+            .status(),
+        404
+    );
+    // Over the limits.
+    let r = s
+        .oci
+        .put_manifest(
+            "a",
+            "big",
+            "application/vnd.oci.image.manifest.v1+json",
+            &vec![b' '; 2000],
+        )
+        .await;
+    assert_eq!(r.status(), 413);
+    let r = s.oci.send(Method::PATCH, &loc, &[], vec![0; 5000]).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        s.oci.get(&loc).await.headers()["range"],
+        "0-0",
+        "nothing of it kept"
+    );
+    let r = s
+        .oci
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-range", "0-9")],
+            vec![0; 11],
+        )
+        .await;
+    assert_eq!(r.status(), 400, "longer than its Content-Range");
+    // Only the one open session was written.
+    assert_eq!(count_files(dir.path()), files_before + 2);
+}
+
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            n += count_files(&e.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
+}

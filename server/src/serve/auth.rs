@@ -1,0 +1,508 @@
+//! Principals, the token endpoint (Docker token flow and OAuth2 password /
+//! refresh-token grants) and the registry's [`Access`] policy over
+//! `kiln-registry-token`.
+//!
+//! Principals: the admin (everything), tenants from the configuration
+//! (their own namespaces; pull on `cache/global/*` and the mirror
+//! namespace), and anonymous clients (pull on the configured patterns).
+//! Admin power comes only from the admin credential: what a token grants is
+//! the intersection of what was asked and the principal's policy.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::http::{HeaderMap, header};
+use base64::Engine as _;
+use kiln_registry::Error;
+use kiln_registry::api::{Access, Denial, Grant, Need, Request};
+use kiln_registry_token::{
+    Action, Actions, Challenge, ChallengeError, Claims, KeySet, MintRequest, Minter, Permission,
+    RepositoryName, RepositoryPattern, Scope, SigningKey, Verifier, grant,
+};
+use sha2::{Digest as _, Sha256};
+
+use super::config::Config;
+
+/// Failed logins allowed per client address per window.
+const MAX_FAILURES: u32 = 10;
+/// The failure-counting window.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at most (the table is cleared beyond).
+const MAX_TRACKED: usize = 65_536;
+/// Refresh tokens live this long.
+const REFRESH_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// Who a request acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Principal {
+    Admin,
+    Tenant(String),
+    Anonymous,
+}
+
+impl Principal {
+    fn subject(&self) -> String {
+        match self {
+            Self::Admin => "admin".into(),
+            Self::Tenant(t) => format!("tenant:{t}"),
+            Self::Anonymous => "anonymous".into(),
+        }
+    }
+}
+
+/// The auth state of a running server.
+pub(crate) struct Auth {
+    open: bool,
+    service: String,
+    realm: String,
+    ttl: Duration,
+    admin_sha256: [u8; 32],
+    tenants: HashMap<String, [u8; 32]>,
+    anonymous: Vec<Permission>,
+    mirror_prefix: String,
+    minter: Minter,
+    refresh_minter: Minter,
+    verifier: Verifier,
+    refresh_verifier: Verifier,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(b)
+}
+
+/// Writes a secret file readable by its owner only, atomically.
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Lowercase hex SHA-256.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Equality that takes the same time wherever the first difference is.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Auth {
+    /// Loads or creates the signing key and the admin credential under
+    /// `auth_dir`. A new admin password is printed once, to stderr.
+    pub(crate) fn open(config: &Config, auth_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(auth_dir)?;
+        let key_path = auth_dir.join("token-signing.key");
+        let secret = match std::fs::read(&key_path) {
+            Ok(k) if k.len() >= 32 => k,
+            _ => {
+                let k = random_bytes::<32>()?;
+                write_secret(&key_path, &k)?;
+                k.to_vec()
+            }
+        };
+        let admin_path = auth_dir.join("admin.sha256");
+        let admin_sha256 = match std::fs::read_to_string(&admin_path)
+            .ok()
+            .and_then(|s| hex32(&s))
+        {
+            Some(h) => h,
+            None => {
+                let password =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
+                let hash = sha256_hex(password.as_bytes());
+                write_secret(&admin_path, hash.as_bytes())?;
+                eprintln!(
+                    "kiln: new admin credential (shown once, only its hash is kept in {}):\n  username: admin\n  password: {password}",
+                    admin_path.display()
+                );
+                hex32(&hash).context("hash")?
+            }
+        };
+        let key = SigningKey::hs256(&secret)?.with_kid("kiln-1");
+        let mut keys = KeySet::new();
+        keys.insert(key.verifying_key()?)?;
+        let ttl = Duration::from_secs(config.token_ttl_secs);
+        let refresh_audience = format!("{}/refresh", config.service);
+        let tenants = config
+            .tenants
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), hex32(&t.password_sha256)?)))
+            .collect();
+        Ok(Self {
+            open: config.open,
+            service: config.service.clone(),
+            realm: format!("{}/token", config.public_url()),
+            ttl,
+            admin_sha256,
+            tenants,
+            anonymous: config
+                .anonymous_pull
+                .iter()
+                .map(|p| Permission::new(p.clone(), Actions::NONE.with(Action::Pull)))
+                .collect(),
+            mirror_prefix: config.mirror_prefix.clone(),
+            minter: Minter::new(key.clone(), "kiln", &config.service).max_ttl(ttl),
+            refresh_minter: Minter::new(key, "kiln", &refresh_audience).max_ttl(REFRESH_TTL),
+            verifier: Verifier::new(&keys, "kiln", &config.service),
+            refresh_verifier: Verifier::new(&keys, "kiln", &refresh_audience),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// What a principal may do.
+    pub(crate) fn policy(&self, p: &Principal) -> Vec<Permission> {
+        let all = Actions::NONE
+            .with(Action::Pull)
+            .with(Action::Push)
+            .with(Action::Delete);
+        let pull = Actions::NONE.with(Action::Pull);
+        let perm = |pattern: String, actions| {
+            pattern
+                .parse::<RepositoryPattern>()
+                .ok()
+                .map(|p| Permission::new(p, actions))
+        };
+        match p {
+            Principal::Admin => vec![Permission::new(RepositoryPattern::Any, all)],
+            Principal::Tenant(t) => [
+                perm(t.clone(), all),
+                perm(format!("{t}/*"), all),
+                perm(format!("cache/{t}"), all),
+                perm(format!("cache/{t}/*"), all),
+                perm("cache/global/*".into(), pull),
+                perm(format!("{}/*", self.mirror_prefix), pull),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(self.anonymous.iter().cloned())
+            .collect(),
+            Principal::Anonymous => self.anonymous.clone(),
+        }
+    }
+
+    fn rate_limited(&self, ip: Option<IpAddr>) -> bool {
+        let Some(ip) = ip else { return false };
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&ip)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    fn record_failure(&self, ip: Option<IpAddr>) {
+        let Some(ip) = ip else { return };
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_TRACKED {
+            map.clear();
+        }
+        let e = map.entry(ip).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= FAILURE_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+        tracing::warn!(client = %ip, failures = e.0, "bad credentials");
+    }
+
+    /// Checks a username and password.
+    ///
+    /// # Errors
+    ///
+    /// `TooManyRequests` when the address failed too often, `Unauthorized`
+    /// for wrong credentials.
+    pub(crate) fn login(
+        &self,
+        user: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<Principal, Error> {
+        if self.rate_limited(ip) {
+            return Err(Error::TooManyRequests);
+        }
+        let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        let ok = match user {
+            "admin" => same(&given, &self.admin_sha256).then_some(Principal::Admin),
+            t => self
+                .tenants
+                .get(t)
+                .filter(|h| same(&given, h))
+                .map(|_| Principal::Tenant(t.to_owned())),
+        };
+        ok.ok_or_else(|| {
+            self.record_failure(ip);
+            Error::Unauthorized
+        })
+    }
+
+    /// The principal of `Authorization: Basic`, anonymous without one.
+    pub(crate) fn basic(
+        &self,
+        headers: &HeaderMap,
+        ip: Option<IpAddr>,
+    ) -> Result<Principal, Error> {
+        let Some(v) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(Principal::Anonymous);
+        };
+        let Some(b64) = v
+            .strip_prefix("Basic ")
+            .or_else(|| v.strip_prefix("basic "))
+        else {
+            return Err(Error::Unauthorized);
+        };
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .ok_or(Error::Unauthorized)?;
+        let (user, password) = decoded.split_once(':').ok_or(Error::Unauthorized)?;
+        self.login(user, password, ip)
+    }
+
+    /// An access token for `principal` with what it may have of `scopes`
+    /// (the catalog, filtered by the principal's policy, needs no grant
+    /// beyond a named principal). Returns the token and its lifetime.
+    pub(crate) fn issue(
+        &self,
+        principal: &Principal,
+        scopes: &[Scope],
+    ) -> Result<(String, Duration), Error> {
+        let policy = self.policy(principal);
+        let permissions = grant(scopes, &policy);
+        let token = self
+            .minter
+            .mint(&MintRequest {
+                subject: principal.subject(),
+                permissions,
+                ttl: self.ttl,
+                build_id: None,
+            })
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+        Ok((token, self.ttl))
+    }
+
+    /// A refresh token for `principal` (OAuth2 `access_type=offline`).
+    pub(crate) fn refresh_token(&self, principal: &Principal) -> Result<String, Error> {
+        self.refresh_minter
+            .mint(&MintRequest {
+                subject: principal.subject(),
+                permissions: Vec::new(),
+                ttl: REFRESH_TTL,
+                build_id: None,
+            })
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+    }
+
+    /// The principal a token's subject names, if it is one of this
+    /// server's (a tenant still configured).
+    fn principal_of(&self, subject: Option<&str>) -> Option<Principal> {
+        match subject? {
+            "admin" => Some(Principal::Admin),
+            "anonymous" => Some(Principal::Anonymous),
+            s => s
+                .strip_prefix("tenant:")
+                .filter(|t| self.tenants.contains_key(*t))
+                .map(|t| Principal::Tenant(t.to_owned())),
+        }
+    }
+
+    /// The principal a refresh token was issued to (still configured).
+    pub(crate) fn redeem_refresh(&self, token: &str) -> Result<Principal, Error> {
+        let claims = self
+            .refresh_verifier
+            .verify(token)
+            .map_err(|_| Error::Unauthorized)?;
+        match self.principal_of(claims.subject.as_deref()) {
+            Some(Principal::Anonymous) | None => Err(Error::Unauthorized),
+            Some(p) => Ok(p),
+        }
+    }
+
+    /// The service name (token audience).
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
+    fn challenge(&self, needs: &[Need], error: Option<ChallengeError>) -> String {
+        let mut by_repo: Vec<(RepositoryName, Actions)> = Vec::new();
+        let mut scopes = Vec::new();
+        for n in needs {
+            match n {
+                Need::Repository(r, a) | Need::Wanted(r, a) => {
+                    let wanted = match a {
+                        Action::Push => Actions::NONE.with(Action::Pull).with(Action::Push),
+                        other => Actions::NONE.with(*other),
+                    };
+                    match by_repo.iter_mut().find(|(x, _)| x == r) {
+                        Some((_, acts)) => *acts = acts.union(wanted),
+                        None => by_repo.push((r.clone(), wanted)),
+                    }
+                }
+                Need::Catalog => {
+                    if let Ok(s) = "registry:catalog:*".parse() {
+                        scopes.push(s);
+                    }
+                }
+                _ => {}
+            }
+        }
+        scopes.extend(by_repo.iter().map(|(r, a)| Scope::repository(r, *a)));
+        Challenge {
+            realm: self.realm.clone(),
+            service: Some(self.service.clone()),
+            scopes,
+            error,
+        }
+        .to_string()
+    }
+
+    fn deny(&self, needs: &[Need], error: Error, why: Option<ChallengeError>) -> Denial {
+        let challenge = matches!(error, Error::Unauthorized).then(|| self.challenge(needs, why));
+        Denial { error, challenge }
+    }
+}
+
+/// What an authorized request may do.
+#[derive(Debug)]
+pub(crate) enum Allowed {
+    Everything,
+    /// A token's grants, and the policy of the principal it was issued to
+    /// (for what the request can use but does not need: mount sources, the
+    /// catalog). Tokens minted elsewhere (build tokens) name no principal
+    /// and have only their grants.
+    Claims(Box<Claims>, Vec<Permission>),
+    Policy(Vec<Permission>),
+}
+
+fn policy_allows(policy: &[Permission], repo: &RepositoryName, action: Action) -> bool {
+    policy
+        .iter()
+        .any(|p| p.pattern.matches(repo) && p.actions.contains(action))
+}
+
+impl Allowed {
+    /// Whether the credentials themselves grant `action` on `repo`.
+    fn allows_exactly(&self, repo: &RepositoryName, action: Action) -> bool {
+        match self {
+            Self::Everything => true,
+            Self::Claims(c, _) => c.authorize(repo, action).is_ok(),
+            Self::Policy(p) => policy_allows(p, repo, action),
+        }
+    }
+}
+
+impl Grant for Allowed {
+    fn allows(&self, repo: &RepositoryName, action: Action) -> bool {
+        self.allows_exactly(repo, action)
+            || matches!(self, Self::Claims(_, p) if policy_allows(p, repo, action))
+    }
+}
+
+impl Access for Auth {
+    type Grant = Allowed;
+
+    fn authorize(&self, request: Request<'_>, needs: &[Need]) -> Result<Allowed, Denial> {
+        if self.open {
+            return Ok(Allowed::Everything);
+        }
+        let auth = request
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let covers = |g: &Allowed, anonymous: bool| {
+            needs.iter().all(|n| match n {
+                Need::Base => !anonymous,
+                Need::Catalog => !anonymous,
+                Need::Repository(r, a) => g.allows_exactly(r, *a),
+                Need::Wanted(..) => true,
+                _ => false,
+            })
+        };
+        match auth {
+            Some(v) if v.starts_with("Bearer ") || v.starts_with("bearer ") => {
+                let token = v[7..].trim();
+                let claims = self.verifier.verify(token).map_err(|_| {
+                    self.deny(
+                        needs,
+                        Error::Unauthorized,
+                        Some(ChallengeError::InvalidToken),
+                    )
+                })?;
+                let principal = self.principal_of(claims.subject.as_deref());
+                let anonymous = principal
+                    .as_ref()
+                    .is_none_or(|p| *p == Principal::Anonymous);
+                let policy = principal.map(|p| self.policy(&p)).unwrap_or_default();
+                let g = Allowed::Claims(Box::new(claims), policy);
+                if covers(&g, anonymous) {
+                    Ok(g)
+                } else {
+                    Err(self.deny(
+                        needs,
+                        Error::Unauthorized,
+                        Some(ChallengeError::InsufficientScope),
+                    ))
+                }
+            }
+            Some(_) => {
+                let p = self
+                    .basic(request.headers, request.peer)
+                    .map_err(|e| self.deny(needs, e, None))?;
+                let g = Allowed::Policy(self.policy(&p));
+                if covers(&g, p == Principal::Anonymous) {
+                    Ok(g)
+                } else {
+                    Err(self.deny(needs, Error::Denied, None))
+                }
+            }
+            None => {
+                let g = Allowed::Policy(self.anonymous.clone());
+                if covers(&g, true) {
+                    Ok(g)
+                } else {
+                    Err(self.deny(needs, Error::Unauthorized, None))
+                }
+            }
+        }
+    }
+}

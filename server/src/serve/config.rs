@@ -1,0 +1,156 @@
+//! `kiln serve`'s configuration: a TOML file (see
+//! `server/kiln.example.toml`), overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use kiln_registry_token::{RepositoryName, RepositoryPattern};
+use serde::Deserialize;
+
+/// Everything `kiln serve` reads from its file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    /// Where to listen (default `127.0.0.1:5000`).
+    pub listen: SocketAddr,
+    /// The data directory (default `./kiln-data`).
+    pub data_dir: PathBuf,
+    /// The URL clients reach this server at, for token realms (default
+    /// `http://<listen>`).
+    pub public_url: Option<String>,
+    /// The token service name and audience (default `kiln`).
+    pub service: String,
+    /// Lifetime of access tokens in seconds (default 300).
+    pub token_ttl_secs: u64,
+    /// No authentication at all (every client may do everything): for a
+    /// registry on a trusted loopback only. Default false.
+    pub open: bool,
+    /// Repository patterns anyone may pull without credentials
+    /// (`public/*`, `*`); default none.
+    pub anonymous_pull: Vec<RepositoryPattern>,
+    /// The namespace of mirrored base images (default `mirror`): tenants
+    /// may pull it, only the admin may push.
+    pub mirror_prefix: String,
+    /// Largest manifest accepted, in bytes (default 4 MiB).
+    pub max_manifest_bytes: usize,
+    /// Tenants: each owns `<name>/*` and `cache/<name>`.
+    pub tenants: Vec<Tenant>,
+}
+
+/// A tenant and its credential.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Tenant {
+    /// The tenant's name: one repository path component, also its
+    /// username.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the tenant's password (a random secret:
+    /// `openssl rand -base64 32`; hash it with `kiln serve hash-password`).
+    pub password_sha256: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            data_dir: PathBuf::from("kiln-data"),
+            public_url: None,
+            service: "kiln".into(),
+            token_ttl_secs: 300,
+            open: false,
+            anonymous_pull: Vec::new(),
+            mirror_prefix: "mirror".into(),
+            max_manifest_bytes: 4 << 20,
+            tenants: Vec::new(),
+        }
+    }
+}
+
+/// Names a tenant may not take: they are namespaces of their own.
+const RESERVED: &[&str] = &["cache", "global", "builds", "admin", "anonymous"];
+
+impl Config {
+    /// Reads a file.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if self.mirror_prefix.parse::<RepositoryName>().is_err() || self.mirror_prefix.contains('/')
+        {
+            bail!(
+                "mirror_prefix {:?} is not one repository path component",
+                self.mirror_prefix
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.tenants {
+            if t.name.contains('/') || t.name.parse::<RepositoryName>().is_err() {
+                bail!(
+                    "tenant name {:?} is not one repository path component",
+                    t.name
+                );
+            }
+            if RESERVED.contains(&t.name.as_str()) || t.name == self.mirror_prefix {
+                bail!("tenant name {:?} is reserved", t.name);
+            }
+            if t.password_sha256.len() != 64
+                || !t.password_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                bail!("tenant {:?}: password_sha256 must be 64 hex digits", t.name);
+            }
+            if !seen.insert(&t.name) {
+                bail!("tenant {:?} configured twice", t.name);
+            }
+        }
+        if self.token_ttl_secs == 0 || self.token_ttl_secs > 86_400 {
+            bail!("token_ttl_secs must be 1..=86400");
+        }
+        Ok(())
+    }
+
+    /// The URL token realms are built on.
+    pub(crate) fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_bad_ones_do_not() {
+        let example = include_str!("../../kiln.example.toml");
+        let c: Config = toml::from_str(example).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tenants.len(), 1);
+        let hash = "0".repeat(64);
+        for bad in [
+            format!("[[tenants]]\nname = \"cache\"\npassword_sha256 = \"{hash}\""),
+            format!("[[tenants]]\nname = \"a/b\"\npassword_sha256 = \"{hash}\""),
+            "[[tenants]]\nname = \"a\"\npassword_sha256 = \"xyz\"".to_owned(),
+            format!(
+                "[[tenants]]\nname = \"a\"\npassword_sha256 = \"{hash}\"\n[[tenants]]\nname = \"a\"\npassword_sha256 = \"{hash}\""
+            ),
+            "mirror_prefix = \"a/b\"".to_owned(),
+        ] {
+            let parsed: Result<Config, _> = toml::from_str(&bad);
+            assert!(
+                parsed.is_err() || parsed.unwrap().validate().is_err(),
+                "{bad}"
+            );
+        }
+        assert!(toml::from_str::<Config>("unknown_key = 1").is_err());
+    }
+}

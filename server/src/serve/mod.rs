@@ -1,0 +1,156 @@
+//! `kiln serve`: the reference server. An OCI registry (`kiln-registry`
+//! over the local data directory) with token auth and tenants
+//! (`kiln-registry-token`), health endpoints and graceful shutdown.
+
+mod auth;
+mod config;
+mod token;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use clap::{Args, Subcommand};
+use kiln_registry::{FsStorage, Limits, Registry, api};
+
+pub(crate) use auth::sha256_hex;
+use config::Config;
+
+/// `kiln serve`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct ServeArgs {
+    #[command(subcommand)]
+    command: Option<ServeCommand>,
+    /// TOML configuration file (see server/kiln.example.toml for every
+    /// key and its default).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: ./kiln-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// URL clients reach this server at, for token realms [default:
+    /// http://<listen>].
+    #[arg(long)]
+    public_url: Option<String>,
+    /// No authentication (every client may do everything): for a trusted
+    /// loopback only.
+    #[arg(long)]
+    open: bool,
+    /// How long shutdown waits for requests in flight (uploads) to finish.
+    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServeCommand {
+    /// Print the SHA-256 of a password read from standard input (for a
+    /// tenant's `password_sha256`).
+    HashPassword,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(ServeCommand::HashPassword) = args.command {
+        let mut password = String::new();
+        std::io::stdin().read_line(&mut password)?;
+        let password = password.trim_end_matches(['\n', '\r']);
+        anyhow::ensure!(!password.is_empty(), "no password on standard input");
+        println!("{}", sha256_hex(password.as_bytes()));
+        return Ok(());
+    }
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(u) = args.public_url {
+        config.public_url = Some(u);
+    }
+    config.open |= args.open;
+    config.validate()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(config, args.shutdown_grace))
+}
+
+async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let storage = FsStorage::open(config.data_dir.join("registry"))
+        .with_context(|| format!("opening {}", config.data_dir.display()))?;
+    let mut limits = Limits::default();
+    limits.max_manifest_bytes = config.max_manifest_bytes;
+    let registry = Arc::new(Registry::new(storage, limits));
+    let auth = Arc::new(auth::Auth::open(&config, &config.data_dir.join("auth"))?);
+    let app = Router::new()
+        .merge(api::router(
+            registry,
+            auth.clone(),
+            api::ApiOptions::default(),
+        ))
+        .merge(token::router(auth))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(|| async { "ready\n" }));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), open = config.open, "kiln serve listening");
+    eprintln!("kiln: listening on http://{addr}");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        stop_tx.send(true).ok();
+    });
+    let mut stop_rx = stop_rx;
+    let server = tokio::spawn(server.into_future());
+    tokio::select! {
+        r = server => r??,
+        () = async {
+            stop_rx.wait_for(|s| *s).await.ok();
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("requests still in flight after {grace:?}: stopping"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
