@@ -24,7 +24,7 @@ pub(crate) fn layout_dir() -> PathBuf {
 }
 
 /// The layout `scripts/test-images` builds; loud skip outside CI.
-fn images() -> Option<PathBuf> {
+pub(crate) fn images() -> Option<PathBuf> {
     let layout = layout_dir();
     if layout.join("index.json").exists() {
         return Some(layout);

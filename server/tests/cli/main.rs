@@ -3,9 +3,18 @@
 // Integration tests are outside `#[cfg(test)]` modules by nature.
 #![allow(clippy::tests_outside_test_module)]
 
+#[path = "../../../registry/tests/integration/client.rs"]
+mod client;
+#[path = "../../../registry/tests/integration/conformance.rs"]
+mod conformance;
+#[path = "../../../oci-mirror/tests/integration/peers.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod peers;
+
 mod cache;
 mod dockerfile;
 mod ext4;
 mod mirror;
+mod serve;
 mod token;
 mod vm;

@@ -3,11 +3,7 @@
 
 use std::process::Command;
 
-#[path = "../../../oci-mirror/tests/integration/peers.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod peers;
-
-use peers::{Layout, Registry, have, htpasswd_registry, ok, scratch, skopeo, tools};
+use crate::peers::{Layout, Registry, have, htpasswd_registry, ok, scratch, skopeo, tools};
 
 #[test]
 fn bad_locations_and_unreachable_registries_fail_clearly() {
