@@ -22,19 +22,46 @@ pub use route::Route;
 use crate::storage::{ByteStream, Storage};
 use crate::{Digest, Error, Registry, UploadId};
 
+/// A manifest the API just stored.
+#[derive(Debug, Clone)]
+pub struct ManifestPushed {
+    /// Where.
+    pub repository: RepositoryName,
+    /// The tag or digest it was pushed under.
+    pub reference: crate::Reference,
+    /// What was stored.
+    pub put: crate::PutManifest,
+}
+
+/// Called after every stored manifest (e.g. to queue work on it); it must
+/// not block.
+pub type OnManifest = Arc<dyn Fn(ManifestPushed) + Send + Sync>;
+
 /// Router options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct ApiOptions {
     /// Mount a blob a client is about to upload from any repository the
     /// client may pull, when the POST names no `from` (default on).
     pub automatic_mount: bool,
+    /// Told of every manifest stored (default none).
+    pub on_manifest: Option<OnManifest>,
+}
+
+impl std::fmt::Debug for ApiOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiOptions")
+            .field("automatic_mount", &self.automatic_mount)
+            .field("on_manifest", &self.on_manifest.is_some())
+            .finish()
+    }
 }
 
 impl Default for ApiOptions {
     fn default() -> Self {
         Self {
             automatic_mount: true,
+            on_manifest: None,
         }
     }
 }
@@ -422,6 +449,13 @@ impl<S: Storage, A: Access> Api<S, A> {
                     ));
                 }
                 tracing::info!(repository = %repo, reference = %r, digest = %put.digest, "manifest stored");
+                if let Some(hook) = &self.options.on_manifest {
+                    hook(ManifestPushed {
+                        repository: repo,
+                        reference: r,
+                        put,
+                    });
+                }
                 Ok(with_headers(StatusCode::CREATED, Body::empty(), &h))
             }
             (Route::Manifest(repo, r), Method::DELETE) => {

@@ -50,9 +50,15 @@ impl FsStorage {
         &self.root
     }
 
-    fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
+    /// Where blob `d` is stored (it may be absent): for readers that need a
+    /// plain file, such as a converter.
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        Self::blob_path_in(&self.root, d)
+    }
+
+    /// Where blob `d` is stored in a store at `root`.
+    pub fn blob_path_in(root: &Path, d: &Digest) -> PathBuf {
+        root.join("blobs")
             .join(d.algorithm())
             .join(&d.hex()[..2])
             .join(d.hex())

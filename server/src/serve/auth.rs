@@ -69,6 +69,7 @@ pub(crate) struct Auth {
     verifier: Verifier,
     refresh_verifier: Verifier,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures_total: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Auth {
@@ -187,6 +188,7 @@ impl Auth {
             verifier: Verifier::new(&keys, "kiln", &config.service),
             refresh_verifier: Verifier::new(&keys, "kiln", &refresh_audience),
             failures: Mutex::new(HashMap::new()),
+            failures_total: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -228,7 +230,15 @@ impl Auth {
             .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
     }
 
+    /// Refused credentials and tokens since start.
+    pub(crate) fn failures_total(&self) -> u64 {
+        self.failures_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn record_failure(&self, ip: Option<IpAddr>) {
+        self.failures_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(ip) = ip else { return };
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_TRACKED {

@@ -34,6 +34,8 @@ pub(crate) struct Config {
     pub mirror_prefix: String,
     /// Largest manifest accepted, in bytes (default 4 MiB).
     pub max_manifest_bytes: usize,
+    /// Conversions to ext4 run at once (default 1).
+    pub conversion_workers: usize,
     /// Tenants: each owns `<name>/*` and `cache/<name>`.
     pub tenants: Vec<Tenant>,
 }
@@ -62,6 +64,7 @@ impl Default for Config {
             anonymous_pull: Vec::new(),
             mirror_prefix: "mirror".into(),
             max_manifest_bytes: 4 << 20,
+            conversion_workers: 1,
             tenants: Vec::new(),
         }
     }
@@ -108,6 +111,9 @@ impl Config {
             if !seen.insert(&t.name) {
                 bail!("tenant {:?} configured twice", t.name);
             }
+        }
+        if !(1..=64).contains(&self.conversion_workers) {
+            bail!("conversion_workers must be 1..=64");
         }
         if self.token_ttl_secs == 0 || self.token_ttl_secs > 86_400 {
             bail!("token_ttl_secs must be 1..=86400");

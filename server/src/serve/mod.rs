@@ -4,6 +4,9 @@
 
 mod auth;
 mod config;
+mod convert;
+mod images;
+mod ops;
 mod token;
 
 use std::net::SocketAddr;
@@ -14,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use clap::{Args, Subcommand};
-use kiln_registry::{FsStorage, Limits, Registry, api};
+use kiln_registry::{FsStorage, Limits, Registry, Storage as _, api};
 
 pub(crate) use auth::sha256_hex;
 use config::Config;
@@ -100,17 +103,55 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let mut limits = Limits::default();
     limits.max_manifest_bytes = config.max_manifest_bytes;
+    let storage_root = storage.root().to_owned();
     let registry = Arc::new(Registry::new(storage, limits));
     let auth = Arc::new(auth::Auth::open(&config, &config.data_dir.join("auth"))?);
-    let app = Router::new()
-        .merge(api::router(
-            registry,
+    let conversions = convert::Conversions::start(
+        config.data_dir.join("conversions"),
+        storage_root,
+        config.conversion_workers,
+    )
+    .context("starting the conversion queue")?;
+    let mut options = api::ApiOptions::default();
+    let hook = conversions.clone();
+    options.on_manifest = Some(Arc::new(move |pushed| hook.on_manifest(&pushed)));
+    let metrics = Arc::new(ops::Metrics::default());
+    let metrics_page = {
+        let (metrics, registry, conversions, auth) = (
+            metrics.clone(),
+            registry.clone(),
+            conversions.clone(),
             auth.clone(),
-            api::ApiOptions::default(),
-        ))
+        );
+        move || async move {
+            let uploads = registry
+                .storage()
+                .list_docs("uploads")
+                .await
+                .map_or(0, |u| u.len() as u64);
+            let (by_state, seconds, ran) = conversions.summary();
+            metrics.render(&ops::Gauges {
+                auth_failures: auth.failures_total(),
+                upload_sessions: uploads,
+                conversion_queue: by_state.get("pending").copied().unwrap_or(0)
+                    + by_state.get("converting").copied().unwrap_or(0),
+                conversions: by_state
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+                conversion_seconds_sum: seconds,
+                conversion_seconds_count: ran,
+            })
+        }
+    };
+    let app = Router::new()
+        .merge(api::router(registry, auth.clone(), options))
+        .merge(images::router(conversions, auth.clone()))
         .merge(token::router(auth))
+        .route("/metrics", axum::routing::get(metrics_page))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route("/readyz", axum::routing::get(|| async { "ready\n" }));
+        .route("/readyz", axum::routing::get(|| async { "ready\n" }))
+        .layer(axum::middleware::from_fn_with_state(metrics, ops::observe));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

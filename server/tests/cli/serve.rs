@@ -16,6 +16,12 @@ use crate::peers::{Layout, have, ok, runtime, scratch, skopeo};
 /// The password of tenants `acme` and `umbrella` in these tests.
 const SECRET: &str = "s3cret-tenant-password";
 
+/// A plain HTTP client (reqwest wants a TLS provider chosen even so).
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -100,6 +106,9 @@ impl Kiln {
     }
 
     fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
@@ -160,12 +169,16 @@ fn zero_configuration_start_prints_the_admin_credential_once_and_keeps_its_hash(
         assert_eq!(oci.get("/v2/_catalog").await.status(), 200);
         let wrong = kiln.oci(Some(("admin", "not-it")));
         assert_eq!(wrong.get("/v2/").await.status(), 401);
-        let health = reqwest::get(format!("{}/healthz", kiln.url()))
+        let health = http()
+            .get(format!("{}/healthz", kiln.url()))
+            .send()
             .await
             .unwrap();
         assert_eq!(health.status(), 200);
         assert_eq!(
-            reqwest::get(format!("{}/readyz", kiln.url()))
+            http()
+                .get(format!("{}/readyz", kiln.url()))
+                .send()
                 .await
                 .unwrap()
                 .status(),
@@ -471,7 +484,7 @@ fn token_attacks_get_401_and_write_nothing() {
         ("garbage", "not.a.jwt".to_owned()),
     ];
     runtime().block_on(async {
-        let http = reqwest::Client::new();
+        let http = http();
         // The real token works for its own repository.
         let r = http
             .post(format!("{}/v2/acme/app/blobs/uploads/", kiln.url()))
@@ -584,7 +597,7 @@ fn bad_credentials_are_rate_limited_per_address() {
     let dir = scratch("serve-ratelimit");
     let kiln = Kiln::start(&dir, &tenant_config(""), &[]);
     runtime().block_on(async {
-        let http = reqwest::Client::new();
+        let http = http();
         let token = |user: &'static str, pass: &'static str| {
             http.get(format!("{}/token?service=kiln", kiln.url()))
                 .basic_auth(user, Some(pass))
@@ -617,7 +630,7 @@ fn oauth2_password_and_refresh_grants() {
     let dir = scratch("serve-oauth");
     let kiln = Kiln::start(&dir, &tenant_config(""), &[]);
     runtime().block_on(async {
-        let http = reqwest::Client::new();
+        let http = http();
         let post = |body: String| {
             http.post(format!("{}/token", kiln.url()))
                 .header("content-type", "application/x-www-form-urlencoded")
@@ -1016,4 +1029,213 @@ fn oras_python() -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// Polls `/kiln/v1/images/<digest>` until the conversion leaves
+/// pending/converting (bounded: two minutes).
+async fn conversion(oci: &Oci, digest: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = oci.get(&format!("/kiln/v1/images/{digest}")).await;
+        assert_eq!(r.status(), 200, "{digest}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        if !matches!(v["state"].as_str(), Some("pending" | "converting")) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "conversion of {digest} still {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn image_digest(kiln: &Kiln, creds: &str, repo_tag: &str) -> String {
+    sha256(&ok(skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        creds,
+        &format!("docker://{}/{repo_tag}", kiln.host),
+    ])))
+}
+
+#[test]
+fn pushed_images_convert_to_ext4_and_caches_and_artifacts_are_skipped() {
+    if !(have("skopeo") && have("e2fsck")) {
+        return;
+    }
+    let Some(images) = crate::ext4::images() else {
+        return;
+    };
+    let dir = scratch("serve-convert");
+    let mut kiln = Kiln::start(&dir, &tenant_config(""), &[]);
+    let admin_password = kiln.admin_password();
+    let creds = format!("acme:{SECRET}");
+    let push = |tag: &str, to: &str, creds: &str, all: bool| {
+        let src = format!("oci:{}:{tag}", images.display());
+        let dst = format!("docker://{}/{to}", kiln.host);
+        let mut args = vec!["copy", "--dest-tls-verify=false", "--dest-creds", creds];
+        if all {
+            args.push("--all");
+        }
+        args.extend([src.as_str(), dst.as_str()]);
+        ok(skopeo(&args));
+    };
+    push("debian", "acme/debian:v1", &creds, false);
+    push("multi", "acme/multi:v1", &creds, true);
+    push("buildkit-cache", "cache/acme:node", &creds, false);
+    push("buildkit-cache", "acme/not-a-cache:v1", &creds, false);
+    push("artifact", "acme/sbom:v1", &creds, false);
+    let admin = format!("admin:{admin_password}");
+    push("buildkit-cache", "cache/global/node:latest", &admin, false);
+    let debian = image_digest(&kiln, &creds, "acme/debian:v1");
+    let multi = image_digest(&kiln, &creds, "acme/multi:v1");
+    let cache = image_digest(&kiln, &creds, "cache/acme:node");
+    let artifact = image_digest(&kiln, &creds, "acme/sbom:v1");
+
+    let out = dir.join("debian.ext4");
+    runtime().block_on(async {
+        let oci = kiln.oci(Some(("acme", SECRET)));
+        let v = conversion(&oci, &debian).await;
+        assert_eq!(v["state"], "ready", "{v}");
+        assert_eq!(v["repository"], "acme/debian");
+        let r = oci.get(&format!("/kiln/v1/images/{debian}/ext4")).await;
+        assert_eq!(r.status(), 200);
+        std::fs::write(&out, r.bytes().await.unwrap()).unwrap();
+        let run: serde_json::Value = oci
+            .get(&format!("/kiln/v1/images/{debian}/metadata"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(run["env"], serde_json::json!(["FOO=bar"]), "{run}");
+
+        // An index converts this host's platform.
+        let v = conversion(&oci, &multi).await;
+        assert_eq!(v["state"], "ready", "{v}");
+        let index: serde_json::Value = serde_json::from_slice(&ok(skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            &format!("docker://{}/acme/multi:v1", kiln.host),
+        ])))
+        .unwrap();
+        let amd64 = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == "amd64")
+            .unwrap();
+        assert_eq!(v["image_manifest"], amd64["digest"]);
+
+        // Caches and artifacts: skipped with a reason, never failed.
+        let v = conversion(&oci, &cache).await;
+        assert_eq!(
+            (v["state"].as_str(), v["reason"].as_str()),
+            (Some("skipped"), Some("cache repository")),
+            "{v}"
+        );
+        let v = conversion(&oci, &artifact).await;
+        assert_eq!(v["state"], "skipped", "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap()
+                .contains("not a runnable image"),
+            "{v}"
+        );
+
+        // Another tenant cannot see acme's conversions; no credentials get a challenge.
+        let umbrella = kiln.oci(Some(("umbrella", SECRET)));
+        assert_eq!(
+            umbrella
+                .get(&format!("/kiln/v1/images/{debian}"))
+                .await
+                .status(),
+            404
+        );
+        let r = http()
+            .get(format!("{}/kiln/v1/images/{debian}", kiln.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(
+            header(&r, "www-authenticate")
+                .unwrap()
+                .contains("repository:acme/debian:pull")
+        );
+        assert_eq!(
+            oci.get(&format!("/kiln/v1/images/{}", sha256(b"never pushed")))
+                .await
+                .status(),
+            404
+        );
+
+        let metrics = http()
+            .get(format!("{}/metrics", kiln.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("kiln_conversions{state=\"ready\"} 2"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(
+                "kiln_http_requests_total{route=\"manifests\",method=\"PUT\",status=\"201\"}"
+            ),
+            "{metrics}"
+        );
+    });
+    // The ext4 is a clean file system, byte for byte what `kiln ext4
+    // convert` (whose fidelity against umoci is tested) makes of the image.
+    ok(Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&out)
+        .output()
+        .unwrap());
+    let cli = dir.join("cli.ext4");
+    ok(Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "ext4",
+            "convert",
+            &format!("oci:{}:debian", images.display()),
+            "-o",
+        ])
+        .arg(&cli)
+        .output()
+        .unwrap());
+    assert!(
+        std::fs::read(&cli).unwrap() == std::fs::read(&out).unwrap(),
+        "server and CLI conversions differ"
+    );
+
+    // A conversion that was running when the server stopped runs again.
+    kiln.stop();
+    let conversions = dir.join("kiln-data/conversions");
+    let stem = debian.replace(':', "-");
+    let state_file = conversions.join(format!("{stem}.state.json"));
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    state["state"] = "converting".into();
+    std::fs::write(&state_file, state.to_string()).unwrap();
+    std::fs::remove_file(conversions.join(format!("{stem}.ext4"))).unwrap();
+    let kiln = Kiln::start(&dir, &tenant_config(""), &[]);
+    runtime().block_on(async {
+        let oci = kiln.oci(Some(("acme", SECRET)));
+        let v = conversion(&oci, &debian).await;
+        assert_eq!(v["state"], "ready", "{v}");
+    });
+    assert!(
+        std::fs::read(&cli).unwrap()
+            == std::fs::read(conversions.join(format!("{stem}.ext4"))).unwrap()
+    );
 }
