@@ -128,13 +128,23 @@ impl ImageRef {
     }
 
     /// The same reference under another registry/prefix:
-    /// `{mirror}/{domain}/{path}[:tag][@digest]`.
+    /// `{mirror}/{registry}/{path}[:tag][@digest]`, the registry written as
+    /// one path component by [`crate::registry_component`]
+    /// (`localhost:5000` → `localhost__5000`, `[::1]:5000` →
+    /// `ipv6_…__5000`).
     ///
     /// # Errors
     ///
     /// When the result is not a valid reference (e.g. over 255 characters).
     pub fn mirrored(&self, mirror: &Mirror) -> Result<Self, ReferenceError> {
-        let mut s = format!("{}/{}", mirror.as_str(), self.repository());
+        let registry = if self.domain.is_empty() {
+            String::new()
+        } else {
+            let component = crate::registry_component(&self.domain)
+                .ok_or(ReferenceError::InvalidFormat)?;
+            format!("{component}/")
+        };
+        let mut s = format!("{}/{registry}{}", mirror.as_str(), self.path);
         if let Some(t) = &self.tag {
             s.push(':');
             s.push_str(t);

@@ -155,8 +155,10 @@ mod tests {
 
     #[test]
     fn platform_dependent_and_unmirrorable_references_are_skipped_not_fatal() {
-        let src = "FROM alpine-$TARGETARCH\nFROM localhost:5000/app:1\nFROM debian:12\n";
-        let df = Dockerfile::parse(src).unwrap();
+        // A name that fits, and would not under the mirror (over 255).
+        let long = format!("localhost:5000/{}", "a".repeat(235));
+        let src = format!("FROM alpine-$TARGETARCH\nFROM {long}:1\nFROM debian:12\nFROM localhost:5000/app:1\n");
+        let df = Dockerfile::parse(&src).unwrap();
         let mirror: Mirror = "127.0.0.1:5000".parse().unwrap();
         let out = df
             .rewrite(&ResolveOptions::new(), &mirror, |_| true)
@@ -166,11 +168,10 @@ mod tests {
             reasons,
             [SkipReason::PlatformDependent, SkipReason::NotMirrorable]
         );
-        assert_eq!(out.edits.len(), 1);
-        assert!(
-            out.text
-                .ends_with("FROM 127.0.0.1:5000/docker.io/library/debian:12\n")
-        );
+        assert_eq!(out.edits.len(), 2);
+        assert!(out.text.ends_with(
+            "FROM 127.0.0.1:5000/docker.io/library/debian:12\nFROM 127.0.0.1:5000/localhost__5000/app:1\n"
+        ));
         // With the platform chosen, the FROM is rewritten for it.
         let opts = ResolveOptions::new().target_platform("linux/arm64".parse().unwrap());
         let out = df.rewrite(&opts, &mirror, |_| true).unwrap();

@@ -172,7 +172,10 @@ impl fmt::Display for ImageLocation {
 
 /// The mirrored name of an image: `{mirror}/{registry}/{repository}`, as the
 /// Dockerfile rewrite produces (`docker.io/library/alpine:3.20` under
-/// `127.0.0.1:5000` becomes `127.0.0.1:5000/docker.io/library/alpine:3.20`).
+/// `127.0.0.1:5000` becomes `127.0.0.1:5000/docker.io/library/alpine:3.20`),
+/// the registry written as one path component by
+/// [`kiln_dockerfile::registry_component`] (`localhost:5000` →
+/// `localhost__5000`, `[::1]:5000` → `ipv6_…__5000`).
 ///
 /// `mirror` is `HOST[:PORT][/PREFIX]`.
 ///
@@ -181,7 +184,12 @@ impl fmt::Display for ImageLocation {
 /// When the result is not a valid location.
 pub fn mirrored(source: &ImageLocation, mirror: &str) -> Result<ImageLocation, Error> {
     let mirror = mirror.trim_end_matches('/');
-    let mut s = format!("{mirror}/{}/{}", source.registry, source.repository);
+    let registry = kiln_dockerfile::registry_component(&source.registry)
+        .ok_or_else(|| Error::InvalidLocation {
+            input: source.to_string(),
+            reason: "registry has no mirrored name".into(),
+        })?;
+    let mut s = format!("{mirror}/{registry}/{}", source.repository);
     if let Some(t) = &source.tag {
         s.push(':');
         s.push_str(t);
@@ -235,5 +243,18 @@ mod tests {
             m.to_string(),
             "127.0.0.1:5000/docker.io/library/alpine:3.20"
         );
+        // The names the Dockerfile rewrite gives, for every registry form.
+        for (src, want) in [
+            ("localhost:5000/team/app:1", "m.io/p/localhost__5000/team/app:1"),
+            ("10.0.0.5:8443/x", "m.io/p/10.0.0.5__8443/x"),
+            ("[::1]:5000/x", "m.io/p/ipv6_0000.0000.0000.0000.0000.0000.0000.0001__5000/x"),
+            ("registry.example.com:443/x", "m.io/p/registry.example.com__443/x"),
+        ] {
+            let m = mirrored(&src.parse().unwrap(), "m.io/p").unwrap();
+            assert_eq!(m.to_string(), want);
+            let r: kiln_dockerfile::ImageRef = src.parse().unwrap();
+            let rewritten = r.mirrored(&"m.io/p".parse().unwrap()).unwrap().to_string();
+            assert_eq!(rewritten.trim_end_matches(":latest"), want);
+        }
     }
 }
