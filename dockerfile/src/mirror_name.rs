@@ -73,7 +73,11 @@ pub fn registry_from_component(component: &str) -> Option<String> {
     }
     let host = if let Some(groups) = host.strip_prefix("ipv6_") {
         let parts: Vec<&str> = groups.split('.').collect();
-        if parts.len() != 8 || !parts.iter().all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_hexdigit())) {
+        if parts.len() != 8
+            || !parts
+                .iter()
+                .all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
             return None;
         }
         let mut seg = [0u16; 8];
@@ -93,12 +97,19 @@ pub fn registry_from_component(component: &str) -> Option<String> {
 }
 
 fn is_port(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().is_ok_and(|n| n <= 65_535)
+    !p.is_empty()
+        && p.len() <= 5
+        && p.bytes().all(|b| b.is_ascii_digit())
+        && p.parse::<u32>().is_ok_and(|n| n <= 65_535)
 }
 
 /// `host` and its port, split at the last `:` outside brackets.
 fn split_port(registry: &str) -> Option<(&str, Option<&str>)> {
-    let after_host = if registry.starts_with('[') { registry.find(']')? + 1 } else { 0 };
+    let after_host = if registry.starts_with('[') {
+        registry.find(']')? + 1
+    } else {
+        0
+    };
     match registry[after_host..].find(':') {
         Some(i) => {
             let (host, port) = (&registry[..after_host + i], &registry[after_host + i + 1..]);
@@ -133,18 +144,52 @@ mod tests {
             ("localhost:5000", "localhost__5000"),
             ("10.0.0.5:8443", "10.0.0.5__8443"),
             ("registry.example.com:443", "registry.example.com__443"),
-            ("[::1]:5000", "ipv6_0000.0000.0000.0000.0000.0000.0000.0001__5000"),
-            ("[2001:db8::8a2e:370:7334]", "ipv6_2001.0db8.0000.0000.0000.8a2e.0370.7334"),
+            (
+                "[::1]:5000",
+                "ipv6_0000.0000.0000.0000.0000.0000.0000.0001__5000",
+            ),
+            (
+                "[2001:db8::8a2e:370:7334]",
+                "ipv6_2001.0db8.0000.0000.0000.8a2e.0370.7334",
+            ),
             ("xn--bcher-kva.example", "xn--bcher-kva.example"),
         ] {
-            assert_eq!(registry_component(registry).as_deref(), Some(component), "{registry}");
-            assert_eq!(registry_from_component(component).as_deref(), Some(registry), "{component}");
+            assert_eq!(
+                registry_component(registry).as_deref(),
+                Some(component),
+                "{registry}"
+            );
+            assert_eq!(
+                registry_from_component(component).as_deref(),
+                Some(registry),
+                "{component}"
+            );
         }
-        assert_eq!(registry_component("Reg-1.Example.com:443").as_deref(), Some("reg-1.example.com__443"));
-        for bad in ["", "a b", "-x.io", "x-.io", "[::1", "[zz::1]", "h:99999", "h:", "a_b.io", "[::ffff:1.2.3.4]"] {
+        assert_eq!(
+            registry_component("Reg-1.Example.com:443").as_deref(),
+            Some("reg-1.example.com__443")
+        );
+        for bad in [
+            "",
+            "a b",
+            "-x.io",
+            "x-.io",
+            "[::1",
+            "[zz::1]",
+            "h:99999",
+            "h:",
+            "a_b.io",
+            "[::ffff:1.2.3.4]",
+        ] {
             assert_eq!(registry_component(bad), None, "{bad}");
         }
-        for bad in ["a__", "a__x", "ipv6_1.2", "UPPER", "ipv6_0000.0000.0000.0000.0000.0000.0000.000g"] {
+        for bad in [
+            "a__",
+            "a__x",
+            "ipv6_1.2",
+            "UPPER",
+            "ipv6_0000.0000.0000.0000.0000.0000.0000.000g",
+        ] {
             assert_eq!(registry_from_component(bad), None, "{bad}");
         }
     }

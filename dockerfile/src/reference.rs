@@ -140,8 +140,8 @@ impl ImageRef {
         let registry = if self.domain.is_empty() {
             String::new()
         } else {
-            let component = crate::registry_component(&self.domain)
-                .ok_or(ReferenceError::InvalidFormat)?;
+            let component =
+                crate::registry_component(&self.domain).ok_or(ReferenceError::InvalidFormat)?;
             format!("{component}/")
         };
         let mut s = format!("{}/{registry}{}", mirror.as_str(), self.path);

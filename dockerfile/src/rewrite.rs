@@ -157,7 +157,9 @@ mod tests {
     fn platform_dependent_and_unmirrorable_references_are_skipped_not_fatal() {
         // A name that fits, and would not under the mirror (over 255).
         let long = format!("localhost:5000/{}", "a".repeat(235));
-        let src = format!("FROM alpine-$TARGETARCH\nFROM {long}:1\nFROM debian:12\nFROM localhost:5000/app:1\n");
+        let src = format!(
+            "FROM alpine-$TARGETARCH\nFROM {long}:1\nFROM debian:12\nFROM localhost:5000/app:1\n"
+        );
         let df = Dockerfile::parse(&src).unwrap();
         let mirror: Mirror = "127.0.0.1:5000".parse().unwrap();
         let out = df

@@ -184,11 +184,12 @@ impl fmt::Display for ImageLocation {
 /// When the result is not a valid location.
 pub fn mirrored(source: &ImageLocation, mirror: &str) -> Result<ImageLocation, Error> {
     let mirror = mirror.trim_end_matches('/');
-    let registry = kiln_dockerfile::registry_component(&source.registry)
-        .ok_or_else(|| Error::InvalidLocation {
+    let registry = kiln_dockerfile::registry_component(&source.registry).ok_or_else(|| {
+        Error::InvalidLocation {
             input: source.to_string(),
             reason: "registry has no mirrored name".into(),
-        })?;
+        }
+    })?;
     let mut s = format!("{mirror}/{registry}/{}", source.repository);
     if let Some(t) = &source.tag {
         s.push(':');
@@ -245,10 +246,19 @@ mod tests {
         );
         // The names the Dockerfile rewrite gives, for every registry form.
         for (src, want) in [
-            ("localhost:5000/team/app:1", "m.io/p/localhost__5000/team/app:1"),
+            (
+                "localhost:5000/team/app:1",
+                "m.io/p/localhost__5000/team/app:1",
+            ),
             ("10.0.0.5:8443/x", "m.io/p/10.0.0.5__8443/x"),
-            ("[::1]:5000/x", "m.io/p/ipv6_0000.0000.0000.0000.0000.0000.0000.0001__5000/x"),
-            ("registry.example.com:443/x", "m.io/p/registry.example.com__443/x"),
+            (
+                "[::1]:5000/x",
+                "m.io/p/ipv6_0000.0000.0000.0000.0000.0000.0000.0001__5000/x",
+            ),
+            (
+                "registry.example.com:443/x",
+                "m.io/p/registry.example.com__443/x",
+            ),
         ] {
             let m = mirrored(&src.parse().unwrap(), "m.io/p").unwrap();
             assert_eq!(m.to_string(), want);

@@ -36,6 +36,9 @@ const MAX_TRACKED: usize = 65_536;
 /// Refresh tokens live this long.
 const REFRESH_TTL: Duration = Duration::from_secs(30 * 86_400);
 
+/// The user name of the server's own credential.
+const INTERNAL_USER: &str = "kiln-internal";
+
 /// Who a request acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Principal {
@@ -70,6 +73,9 @@ pub(crate) struct Auth {
     refresh_verifier: Verifier,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     failures_total: std::sync::atomic::AtomicU64,
+    /// The server's own credential (an admin), for copies into itself; in
+    /// memory only, new at every start.
+    internal_password: String,
 }
 
 impl std::fmt::Debug for Auth {
@@ -189,6 +195,8 @@ impl Auth {
             refresh_verifier: Verifier::new(&keys, "kiln", &refresh_audience),
             failures: Mutex::new(HashMap::new()),
             failures_total: std::sync::atomic::AtomicU64::new(0),
+            internal_password: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(random_bytes::<32>()?),
         })
     }
 
@@ -268,8 +276,10 @@ impl Auth {
             return Err(Error::TooManyRequests);
         }
         let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        let internal: [u8; 32] = Sha256::digest(self.internal_password.as_bytes()).into();
         let ok = match user {
             "admin" => same(&given, &self.admin_sha256).then_some(Principal::Admin),
+            INTERNAL_USER => same(&given, &internal).then_some(Principal::Admin),
             t => self
                 .tenants
                 .get(t)
@@ -368,6 +378,45 @@ impl Auth {
         }
     }
 
+    /// The server's own admin credential (user, password), for copies into
+    /// itself.
+    pub(crate) fn internal_credentials(&self) -> (String, String) {
+        (INTERNAL_USER.to_owned(), self.internal_password.clone())
+    }
+
+    /// Passes only the admin (Basic credentials, or a token issued to the
+    /// admin).
+    ///
+    /// # Errors
+    ///
+    /// `Unauthorized` without (valid) credentials, `Denied` for anyone
+    /// else, `TooManyRequests` after too many failures.
+    pub(crate) fn require_admin(
+        &self,
+        headers: &HeaderMap,
+        ip: Option<IpAddr>,
+    ) -> Result<(), Error> {
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let principal = match auth {
+            None => return Err(Error::Unauthorized),
+            Some(v) if v.starts_with("Bearer ") || v.starts_with("bearer ") => {
+                let claims = self.verifier.verify(v[7..].trim()).map_err(|_| {
+                    self.failures_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Error::Unauthorized
+                })?;
+                self.principal_of(claims.subject.as_deref())
+            }
+            Some(_) => Some(self.basic(headers, ip)?),
+        };
+        match principal {
+            Some(Principal::Admin) => Ok(()),
+            _ => Err(Error::Denied),
+        }
+    }
+
     /// The service name (token audience).
     pub(crate) fn service(&self) -> &str {
         &self.service
@@ -410,6 +459,19 @@ impl Auth {
         let challenge = matches!(error, Error::Unauthorized).then(|| self.challenge(needs, why));
         Denial { error, challenge }
     }
+}
+
+/// The response to a refused request on a non-registry route: the error
+/// body, and a Basic challenge for a 401.
+pub(crate) fn basic_refusal(e: &Error) -> axum::response::Response {
+    let mut r = kiln_registry::api::error_response(e);
+    if matches!(e, Error::Unauthorized) {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"kiln\""),
+        );
+    }
+    r
 }
 
 /// What an authorized request may do.

@@ -38,6 +38,34 @@ pub(crate) struct Config {
     pub conversion_workers: usize,
     /// Tenants: each owns `<name>/*` and `cache/<name>`.
     pub tenants: Vec<Tenant>,
+    /// How to reach upstream registries the mirror copies from (others:
+    /// HTTPS, anonymous).
+    pub upstreams: Vec<Upstream>,
+}
+
+/// An upstream registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Upstream {
+    /// `host[:port]`, as image references name it.
+    pub registry: String,
+    /// Plain HTTP instead of HTTPS (default false).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Username, with `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl Upstream {
+    /// The password from `password_file` (trailing newline dropped).
+    pub(crate) fn password(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.password_file.as_ref()?).ok()?;
+        Some(text.trim_end_matches(['\n', '\r']).to_owned())
+    }
 }
 
 /// A tenant and its credential.
@@ -66,6 +94,7 @@ impl Default for Config {
             max_manifest_bytes: 4 << 20,
             conversion_workers: 1,
             tenants: Vec::new(),
+            upstreams: Vec::new(),
         }
     }
 }
@@ -110,6 +139,17 @@ impl Config {
             }
             if !seen.insert(&t.name) {
                 bail!("tenant {:?} configured twice", t.name);
+            }
+        }
+        for u in &self.upstreams {
+            if kiln_dockerfile::registry_component(&u.registry).is_none() {
+                bail!("upstream registry {:?} is not host[:port]", u.registry);
+            }
+            if u.username.is_some() != u.password_file.is_some() {
+                bail!(
+                    "upstream {:?}: username and password_file go together",
+                    u.registry
+                );
             }
         }
         if !(1..=64).contains(&self.conversion_workers) {

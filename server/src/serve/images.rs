@@ -43,7 +43,11 @@ fn authorized(
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<Record, Box<Response>> {
-    let unknown = || Box::new(error_response(&Error::ManifestUnknown(digest.chars().take(200).collect())));
+    let unknown = || {
+        Box::new(error_response(&Error::ManifestUnknown(
+            digest.chars().take(200).collect(),
+        )))
+    };
     let record = images.conversions.get(digest);
     let repo: Option<RepositoryName> = record.as_ref().and_then(|r| r.repository.parse().ok());
     let Some(repo) = repo else {

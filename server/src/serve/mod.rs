@@ -6,6 +6,7 @@ mod auth;
 mod config;
 mod convert;
 mod images;
+mod mirror;
 mod ops;
 mod token;
 
@@ -144,18 +145,26 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
             })
         }
     };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let mirroring = mirror::Mirroring::new(
+        auth.clone(),
+        self_host(addr),
+        public_host(&config.public_url()),
+        config.mirror_prefix.clone(),
+        config.upstreams.clone(),
+    );
     let app = Router::new()
         .merge(api::router(registry, auth.clone(), options))
+        .merge(mirror::router(mirroring))
         .merge(images::router(conversions, auth.clone()))
         .merge(token::router(auth))
         .route("/metrics", axum::routing::get(metrics_page))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(|| async { "ready\n" }))
         .layer(axum::middleware::from_fn_with_state(metrics, ops::observe));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), open = config.open, "kiln serve listening");
     eprintln!("kiln: listening on http://{addr}");
 
@@ -179,6 +188,22 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         } => tracing::warn!("requests still in flight after {grace:?}: stopping"),
     }
     Ok(())
+}
+
+/// How this server reaches itself: its port on the loopback address of the
+/// family it listens on.
+fn self_host(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        other => other.to_string(),
+    }
+}
+
+/// `host[:port]` of a URL.
+fn public_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
 async fn shutdown_signal() {

@@ -9,27 +9,15 @@ use axum::Router;
 use axum::extract::{ConnectInfo, RawForm, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kiln_registry::Error;
-use kiln_registry::api::{error_response, form_pairs};
+use kiln_registry::api::form_pairs;
 use kiln_registry_token::{Scope, parse_scopes};
 
-use super::auth::{Auth, Principal};
+use super::auth::{Auth, Principal, basic_refusal};
 
 pub(super) fn router(auth: Arc<Auth>) -> Router {
     Router::new()
         .route("/token", axum::routing::get(get_token).post(post_token))
         .with_state(auth)
-}
-
-fn error(e: &Error) -> Response {
-    let mut r = error_response(e);
-    if r.status() == StatusCode::UNAUTHORIZED {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Basic realm=\"kiln\""),
-        );
-    }
-    r
 }
 
 fn bad_request(msg: String) -> Response {
@@ -88,7 +76,7 @@ fn token_response(
             )
                 .into_response()
         }
-        Err(e) => error(&e),
+        Err(e) => basic_refusal(&e),
     }
 }
 
@@ -137,7 +125,7 @@ async fn get_token(
                 .filter(|_| p != Principal::Anonymous);
             token_response(&auth, &p, &scopes, refresh)
         }
-        Err(e) => error(&e),
+        Err(e) => basic_refusal(&e),
     }
 }
 
@@ -174,7 +162,7 @@ async fn post_token(
             .flatten();
             token_response(&auth, &p, &scopes, refresh)
         }
-        Err(e) => error(&e),
+        Err(e) => basic_refusal(&e),
     }
 }
 

@@ -1239,3 +1239,85 @@ fn pushed_images_convert_to_ext4_and_caches_and_artifacts_are_skipped() {
             == std::fs::read(conversions.join(format!("{stem}.ext4"))).unwrap()
     );
 }
+
+#[test]
+fn the_admin_mirrors_upstream_images_and_dockerfiles_tenants_pull_them() {
+    if !(have("docker-registry") && have("skopeo")) {
+        return;
+    }
+    let dir = scratch("serve-mirror");
+    let upstream = crate::peers::Registry::start(&dir.join("upstream"));
+    let (single, _) = layouts(&dir);
+    single.push("v1", &format!("{}/team/app:v1", upstream.host), false);
+    let config = tenant_config(&format!(
+        "[[upstreams]]\nregistry = \"{}\"\ninsecure = true\n",
+        upstream.host
+    ));
+    let kiln = Kiln::start(&dir.join("kiln"), &config, &[]);
+    let admin_password = kiln.admin_password();
+    let component = upstream.host.replace(':', "__");
+    runtime().block_on(async {
+        let post = |path: &str, user: &str, password: &str, body: serde_json::Value| {
+            http()
+                .post(format!("{}{path}", kiln.url()))
+                .basic_auth(user, Some(password))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+        };
+        let source = format!("{}/team/app:v1", upstream.host);
+        // Tenants may not mirror.
+        let r = post("/kiln/v1/mirror", "acme", SECRET, serde_json::json!({"source": source})).await.unwrap();
+        assert_eq!(r.status(), 403);
+        let r = http().post(format!("{}/kiln/v1/mirror", kiln.url())).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+
+        let r = post("/kiln/v1/mirror", "admin", &admin_password, serde_json::json!({"source": source})).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        let target = format!("{}/mirror/{component}/team/app:v1", kiln.host);
+        assert_eq!(v["target"], target, "{v}");
+        // A tenant pulls the copy; it is the upstream's manifest, byte for byte.
+        let acme = kiln.oci(Some(("acme", SECRET)));
+        let r = acme.get(&format!("/v2/mirror/{component}/team/app/manifests/v1")).await;
+        assert_eq!(r.status(), 200);
+        let ours = r.bytes().await.unwrap();
+        assert_eq!(&ours[..], &crate::peers::raw_manifest(&source)[..]);
+
+        // An explicit target; a source that cannot be reached fails clearly.
+        let r = post("/kiln/v1/mirror", "admin", &admin_password, serde_json::json!({"source": source, "target": "base/app:v1"}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = post("/kiln/v1/mirror", "admin", &admin_password, serde_json::json!({"source": "127.0.0.1:9/x:1"})).await.unwrap();
+        assert_eq!(r.status(), 502);
+        assert!(r.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+        let r = post("/kiln/v1/mirror", "admin", &admin_password, serde_json::json!({"source": "Bad/Name"})).await.unwrap();
+        assert_eq!(r.status(), 400);
+
+        // A Dockerfile: what mirrors is rewritten, what fails stays as written.
+        let dockerfile = format!(
+            "ARG TAG=v1\nFROM {}/team/app:$TAG AS base\nRUN true\nFROM 127.0.0.1:9/missing:1\nCOPY --from=base /x /x\n",
+            upstream.host
+        );
+        let r = post("/kiln/v1/mirror/dockerfile", "admin", &admin_password, serde_json::json!({"dockerfile": dockerfile}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        let text = v["dockerfile"].as_str().unwrap();
+        assert!(text.contains(&format!("FROM {target} AS base\n")), "{text}");
+        assert!(text.contains("FROM 127.0.0.1:9/missing:1\n"), "{text}");
+        let images = v["images"].as_array().unwrap();
+        assert_eq!(images.len(), 2, "{v}");
+        assert!(images.iter().any(|i| i["reference"] == "127.0.0.1:9/missing:1" && i["error"].is_string()), "{v}");
+        // BuildKit's error, with its line.
+        let r = post("/kiln/v1/mirror/dockerfile", "admin", &admin_password, serde_json::json!({"dockerfile": "FROM alpine\nFOO bar\n"}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains("unknown instruction: FOO"), "{v}");
+        assert_eq!(v["line"], 2);
+    });
+}

@@ -1,0 +1,304 @@
+//! Base-image mirroring, admin only: `POST /kiln/v1/mirror` copies an
+//! upstream image into this registry under its mirrored name
+//! (`<mirror_prefix>/<registry component>/<repository>`, the naming the
+//! Dockerfile rewrite uses), and `POST /kiln/v1/mirror/dockerfile` mirrors
+//! every external image a Dockerfile uses and returns it rewritten to the
+//! copies. An image that fails to mirror is left as written and reported;
+//! it never fails the request as a whole.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kiln_dockerfile::{Dockerfile, Mirror, ResolveOptions};
+use kiln_oci_mirror::{
+    CopyOptions, CopyReport, Credentials, ImageLocation, RegistryClient, RegistryConfig, copy,
+    mirrored,
+};
+use serde::Deserialize;
+
+use super::auth::Auth;
+use super::config::Upstream;
+
+/// How long one image's copy may take.
+const COPY_DEADLINE: Duration = Duration::from_secs(30 * 60);
+/// Most distinct images one Dockerfile request mirrors.
+const MAX_IMAGES: usize = 64;
+
+pub(super) struct Mirroring {
+    auth: Arc<Auth>,
+    /// Where this server is reached from itself (the copies' destination).
+    self_host: String,
+    /// The registry host clients use, for rewritten Dockerfiles.
+    public_host: String,
+    prefix: String,
+    upstreams: Vec<Upstream>,
+}
+
+pub(super) fn router(m: Mirroring) -> Router {
+    Router::new()
+        .route("/kiln/v1/mirror", axum::routing::post(mirror_image))
+        .route(
+            "/kiln/v1/mirror/dockerfile",
+            axum::routing::post(mirror_dockerfile),
+        )
+        .with_state(Arc::new(m))
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn bad_request(message: impl Into<String>, line: Option<usize>) -> Response {
+    json(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({"error": message.into(), "line": line}),
+    )
+}
+
+impl Mirroring {
+    pub(super) fn new(
+        auth: Arc<Auth>,
+        self_host: String,
+        public_host: String,
+        prefix: String,
+        upstreams: Vec<Upstream>,
+    ) -> Self {
+        Self {
+            auth,
+            self_host,
+            public_host,
+            prefix,
+            upstreams,
+        }
+    }
+
+    fn source_config(&self, registry: &str) -> RegistryConfig {
+        let mut c = RegistryConfig::new(registry);
+        if let Some(u) = self.upstreams.iter().find(|u| u.registry == registry) {
+            c.insecure = u.insecure;
+            if let (Some(user), Some(password)) = (&u.username, u.password()) {
+                c.credentials = Some(Credentials::new(user.clone(), password));
+            }
+        }
+        c
+    }
+
+    /// Copies `source` to `target` in this registry.
+    async fn copy(
+        &self,
+        source: &ImageLocation,
+        target: &ImageLocation,
+    ) -> Result<CopyReport, String> {
+        let src = RegistryClient::new(self.source_config(source.registry()))
+            .map_err(|e| e.to_string())?;
+        let mut dst = RegistryConfig::new(&self.self_host);
+        dst.insecure = true;
+        let (user, password) = self.auth.internal_credentials();
+        dst.credentials = Some(Credentials::new(user, password));
+        let dst = RegistryClient::new(dst).map_err(|e| e.to_string())?;
+        let options = CopyOptions {
+            deadline: Some(COPY_DEADLINE),
+            ..CopyOptions::default()
+        };
+        let (source, target) = (source.clone(), target.clone());
+        // The copy's future is not `Send` for every lifetime the handler
+        // needs: it runs on a blocking thread of its own.
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(copy(&src, &source, &dst, &target, &options))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{e:#}"))
+    }
+
+    /// The default destination of `source` in this registry.
+    fn target_of(&self, source: &ImageLocation) -> Result<ImageLocation, kiln_oci_mirror::Error> {
+        mirrored(source, &format!("{}/{}", self.self_host, self.prefix))
+    }
+
+    fn public_name(&self, target: &ImageLocation) -> String {
+        let local = target.to_string();
+        let path = local
+            .strip_prefix(&format!("{}/", self.self_host))
+            .unwrap_or(&local);
+        format!("{}/{path}", self.public_host)
+    }
+}
+
+/// Only the admin mirrors: a refusal response otherwise.
+fn admin_only(m: &Mirroring, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
+    let e = m.auth.require_admin(headers, Some(peer.ip())).err()?;
+    let mut r = kiln_registry::api::error_response(&e);
+    if matches!(e, kiln_registry::Error::Unauthorized) {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"kiln\""),
+        );
+    }
+    Some(r)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MirrorRequest {
+    source: String,
+    #[serde(default)]
+    target: Option<String>,
+}
+
+async fn mirror_image(
+    State(m): State<Arc<Mirroring>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = admin_only(&m, &headers, peer) {
+        return r;
+    }
+    let req: MirrorRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("invalid request: {e}"), None),
+    };
+    let source: ImageLocation = match req.source.parse() {
+        Ok(s) => s,
+        Err(e) => return bad_request(e.to_string(), None),
+    };
+    let target = match &req.target {
+        Some(t) => format!("{}/{t}", m.self_host).parse(),
+        None => m.target_of(&source),
+    };
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => return bad_request(e.to_string(), None),
+    };
+    tracing::info!(%source, %target, "mirroring");
+    match m.copy(&source, &target).await {
+        Ok(report) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "source": source.to_string(),
+                "target": m.public_name(&target),
+                "digest": report.digest,
+                "manifests": report.manifests,
+                "blobs_copied": report.blobs_copied,
+                "blobs_skipped": report.blobs_skipped,
+                "bytes_copied": report.bytes_copied,
+            }),
+        ),
+        Err(e) => {
+            tracing::warn!(%source, error = %e, "mirroring failed");
+            json(
+                StatusCode::BAD_GATEWAY,
+                &serde_json::json!({"source": source.to_string(), "error": format!("{e:#}")}),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DockerfileRequest {
+    dockerfile: String,
+    #[serde(default)]
+    build_args: BTreeMap<String, String>,
+    #[serde(default)]
+    platform: Option<String>,
+    #[serde(default)]
+    target: Option<String>,
+}
+
+async fn mirror_dockerfile(
+    State(m): State<Arc<Mirroring>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(r) = admin_only(&m, &headers, peer) {
+        return r;
+    }
+    let req: DockerfileRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("invalid request: {e}"), None),
+    };
+    let mut opts = ResolveOptions::new();
+    for (k, v) in &req.build_args {
+        opts = opts.build_arg(k, v);
+    }
+    if let Some(p) = &req.platform {
+        match p.parse() {
+            Ok(p) => opts = opts.target_platform(p),
+            Err(e) => return bad_request(format!("platform {p:?}: {e}"), None),
+        }
+    }
+    if let Some(t) = &req.target {
+        opts = opts.target_stage(t);
+    }
+    let df = match Dockerfile::parse(&req.dockerfile) {
+        Ok(df) => df,
+        Err(e) => return bad_request(e.to_string(), e.line()),
+    };
+    let images = match df.images(&opts) {
+        Ok(i) => i,
+        Err(e) => return bad_request(e.to_string(), e.line()),
+    };
+    let mut references: Vec<String> = images.iter().map(|i| i.reference.to_string()).collect();
+    references.sort();
+    references.dedup();
+    if references.len() > MAX_IMAGES {
+        return bad_request(format!("more than {MAX_IMAGES} external images"), None);
+    }
+    let mut results = Vec::new();
+    let mut mirrored_ok = BTreeSet::new();
+    for reference in &references {
+        let outcome = async {
+            let source: ImageLocation = reference
+                .parse()
+                .map_err(|e: kiln_oci_mirror::Error| e.to_string())?;
+            let target = m.target_of(&source).map_err(|e| e.to_string())?;
+            let report = m.copy(&source, &target).await?;
+            Ok::<_, String>((m.public_name(&target), report.digest))
+        }
+        .await;
+        match outcome {
+            Ok((target, digest)) => {
+                mirrored_ok.insert(reference.clone());
+                results.push(serde_json::json!({"reference": reference, "mirrored": target, "digest": digest}));
+            }
+            Err(error) => {
+                tracing::warn!(%reference, %error, "mirroring failed; left as written");
+                results.push(serde_json::json!({"reference": reference, "error": error}));
+            }
+        }
+    }
+    let mirror: Mirror = match format!("{}/{}", m.public_host, m.prefix).parse() {
+        Ok(mi) => mi,
+        Err(e) => return bad_request(e.to_string(), None),
+    };
+    let rewrite = match df.rewrite(&opts, &mirror, |u| {
+        mirrored_ok.contains(&u.reference.to_string())
+    }) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e.to_string(), e.line()),
+    };
+    let skipped: Vec<serde_json::Value> = rewrite
+        .skipped
+        .iter()
+        .map(|s| serde_json::json!({"reference": s.image.reference.to_string(), "line": s.image.line, "reason": format!("{:?}", s.reason)}))
+        .collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"dockerfile": rewrite.text, "images": results, "skipped": skipped}),
+    )
+}
