@@ -600,6 +600,36 @@ fn next_link(path: &str, n: Option<usize>, last: Option<&String>) -> String {
     s
 }
 
+/// Entry points for the fuzz targets; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{HeaderMap, HeaderValue, header};
+
+    /// Reads `value` as a `Range` against a blob of `size` bytes and as a
+    /// `Content-Range`; checks what is accepted lies within bounds. Never
+    /// panics on input.
+    pub fn ranges(value: &str, size: u64) -> bool {
+        let Ok(v) = HeaderValue::from_str(value) else {
+            return false;
+        };
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, v.clone());
+        h.insert(header::CONTENT_RANGE, v);
+        let range = super::byte_range(&h, size);
+        if let Ok(Some((start, end))) = range {
+            assert!(
+                start < end && end <= size,
+                "{value:?} gave {start}..{end} of {size}"
+            );
+        }
+        let content = super::content_range(&h);
+        if let Ok(Some((_, len))) = content {
+            assert!(len >= 1);
+        }
+        matches!(range, Ok(Some(_))) || matches!(content, Ok(Some(_)))
+    }
+}
+
 fn json_page(value: serde_json::Value, link: Option<String>) -> Response {
     let mut h = vec![(header::CONTENT_TYPE, "application/json".to_owned())];
     if let Some(l) = link {

@@ -6,4 +6,5 @@
 
 mod client;
 mod conformance;
+mod fuzz_corpus;
 mod server;
