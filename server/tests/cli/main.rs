@@ -15,6 +15,7 @@ mod cache;
 mod dockerfile;
 mod ext4;
 mod mirror;
+mod openapi;
 mod serve;
 mod token;
 mod vm;

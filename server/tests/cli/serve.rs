@@ -14,10 +14,10 @@ use crate::conformance;
 use crate::peers::{Layout, have, ok, runtime, scratch, skopeo};
 
 /// The password of tenants `acme` and `umbrella` in these tests.
-const SECRET: &str = "s3cret-tenant-password";
+pub(crate) const SECRET: &str = "s3cret-tenant-password";
 
 /// A plain HTTP client (reqwest wants a TLS provider chosen even so).
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
@@ -30,7 +30,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn tenant_config(extra: &str) -> String {
+pub(crate) fn tenant_config(extra: &str) -> String {
     let hash = format!(
         "{:x}",
         <sha2::Sha256 as sha2::Digest>::digest(SECRET.as_bytes())
@@ -41,16 +41,16 @@ fn tenant_config(extra: &str) -> String {
 }
 
 /// A running `kiln serve`, stopped (SIGTERM) on drop.
-struct Kiln {
+pub(crate) struct Kiln {
     child: Child,
     dir: PathBuf,
-    host: String,
+    pub(crate) host: String,
 }
 
 impl Kiln {
     /// Starts `kiln serve` in `dir` (its working directory) with `config`
     /// as its configuration file and `args` added.
-    fn start(dir: &Path, config: &str, args: &[&str]) -> Self {
+    pub(crate) fn start(dir: &Path, config: &str, args: &[&str]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
@@ -88,7 +88,7 @@ impl Kiln {
     }
 
     /// The admin password printed at first start.
-    fn admin_password(&self) -> String {
+    pub(crate) fn admin_password(&self) -> String {
         let log = self.log();
         let line = log
             .lines()
@@ -97,7 +97,7 @@ impl Kiln {
         line.trim_start()["password: ".len()..].to_owned()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.host)
     }
 
