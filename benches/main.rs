@@ -8,6 +8,7 @@
 mod dockerfile;
 mod ext4;
 mod mirror;
+mod registry;
 mod test_utils;
 mod token;
 mod vm;
@@ -21,6 +22,7 @@ fn main() {
     dockerfile::benches();
     token::benches();
     mirror::benches();
+    registry::benches();
     ext4::benches();
     vm::benches();
     criterion::Criterion::default()

@@ -21,7 +21,8 @@ use kiln_registry::Error;
 use kiln_registry::api::{Access, Denial, Grant, Need, Request};
 use kiln_registry_token::{
     Action, Actions, Challenge, ChallengeError, Claims, KeySet, MintRequest, Minter, Permission,
-    RepositoryName, RepositoryPattern, Scope, SigningKey, Verifier, grant,
+    RepositoryName, RepositoryPattern, Scope, SigningKey, TokenFormat, Verifier, VerifyingKey,
+    grant,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -70,6 +71,8 @@ pub(crate) struct Auth {
     minter: Minter,
     refresh_minter: Minter,
     verifier: Verifier,
+    /// Tokens in the legacy format, when configured.
+    legacy_verifier: Option<Verifier>,
     refresh_verifier: Verifier,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     failures_total: std::sync::atomic::AtomicU64,
@@ -192,6 +195,17 @@ impl Auth {
             minter: Minter::new(key.clone(), "kiln", &config.service).max_ttl(ttl),
             refresh_minter: Minter::new(key, "kiln", &refresh_audience).max_ttl(REFRESH_TTL),
             verifier: Verifier::new(&keys, "kiln", &config.service),
+            legacy_verifier: match &config.legacy_tokens {
+                Some(l) => {
+                    let secret = std::fs::read(&l.secret_file)
+                        .with_context(|| format!("reading {}", l.secret_file.display()))?;
+                    let secret = secret.strip_suffix(b"\n").unwrap_or(&secret);
+                    let mut legacy = KeySet::new();
+                    legacy.insert(VerifyingKey::legacy_hs256(secret)?)?;
+                    Some(Verifier::new(&legacy, &l.issuer, &config.service))
+                }
+                None => None,
+            },
             refresh_verifier: Verifier::new(&keys, "kiln", &refresh_audience),
             failures: Mutex::new(HashMap::new()),
             failures_total: std::sync::atomic::AtomicU64::new(0),
@@ -353,6 +367,25 @@ impl Auth {
             .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
     }
 
+    /// A token's claims: this server's tokens, or legacy-format ones when
+    /// configured.
+    fn verify(&self, token: &str) -> Result<Claims, kiln_registry_token::Error> {
+        match (self.verifier.verify(token), &self.legacy_verifier) {
+            (Ok(c), _) => Ok(c),
+            (Err(e), Some(legacy)) => legacy.verify(token).map_err(|_| e),
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// The principal a token was issued to: only this server's own tokens
+    /// name one (a legacy token's subject is no principal, whatever it says).
+    fn principal_of_claims(&self, claims: &Claims) -> Option<Principal> {
+        if claims.format != TokenFormat::Docker {
+            return None;
+        }
+        self.principal_of(claims.subject.as_deref())
+    }
+
     /// The principal a token's subject names, if it is one of this
     /// server's (a tenant still configured).
     fn principal_of(&self, subject: Option<&str>) -> Option<Principal> {
@@ -402,12 +435,12 @@ impl Auth {
         let principal = match auth {
             None => return Err(Error::Unauthorized),
             Some(v) if v.starts_with("Bearer ") || v.starts_with("bearer ") => {
-                let claims = self.verifier.verify(v[7..].trim()).map_err(|_| {
+                let claims = self.verify(v[7..].trim()).map_err(|_| {
                     self.failures_total
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     Error::Unauthorized
                 })?;
-                self.principal_of(claims.subject.as_deref())
+                self.principal_of_claims(&claims)
             }
             Some(_) => Some(self.basic(headers, ip)?),
         };
@@ -458,6 +491,54 @@ impl Auth {
     fn deny(&self, needs: &[Need], error: Error, why: Option<ChallengeError>) -> Denial {
         let challenge = matches!(error, Error::Unauthorized).then(|| self.challenge(needs, why));
         Denial { error, challenge }
+    }
+}
+
+/// Access for the internal loopback listener that copies into this server
+/// use: only the server's own credential, as Basic auth.
+#[derive(Debug)]
+pub(crate) struct InternalAccess {
+    sha256: [u8; 32],
+}
+
+impl InternalAccess {
+    pub(crate) fn new(auth: &Auth) -> Self {
+        Self {
+            sha256: Sha256::digest(auth.internal_password.as_bytes()).into(),
+        }
+    }
+}
+
+impl Access for InternalAccess {
+    type Grant = Allowed;
+
+    fn authorize(&self, request: Request<'_>, _needs: &[Need]) -> Result<Allowed, Denial> {
+        let basic = request
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|d| String::from_utf8(d).ok());
+        let ok = basic
+            .as_deref()
+            .and_then(|b| b.split_once(':'))
+            .is_some_and(|(user, password)| {
+                user == INTERNAL_USER
+                    && same(&Sha256::digest(password.as_bytes()).into(), &self.sha256)
+            });
+        if ok {
+            Ok(Allowed::Everything)
+        } else {
+            Err(Denial {
+                error: Error::Unauthorized,
+                challenge: Some("Basic realm=\"kiln-internal\"".into()),
+            })
+        }
     }
 }
 
@@ -521,10 +602,13 @@ impl Access for Auth {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let covers = |g: &Allowed, anonymous: bool| {
+        // `/v2/` needs credentials, any valid ones; the catalog a principal
+        // other than anonymous (it is filtered by what the credentials
+        // allow); repositories need grants.
+        let covers = |g: &Allowed, authenticated: bool, anonymous: bool| {
             needs.iter().all(|n| match n {
-                Need::Base => !anonymous,
-                Need::Catalog => !anonymous,
+                Need::Base => authenticated,
+                Need::Catalog => authenticated && !anonymous,
                 Need::Repository(r, a) => g.allows_exactly(r, *a),
                 Need::Wanted(..) => true,
                 _ => false,
@@ -532,21 +616,21 @@ impl Access for Auth {
         };
         match auth {
             Some(v) if v.starts_with("Bearer ") || v.starts_with("bearer ") => {
-                let token = v[7..].trim();
-                let claims = self.verifier.verify(token).map_err(|_| {
+                let claims = self.verify(v[7..].trim()).map_err(|e| {
+                    tracing::info!(error = %e, "token refused");
+                    self.failures_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.deny(
                         needs,
                         Error::Unauthorized,
                         Some(ChallengeError::InvalidToken),
                     )
                 })?;
-                let principal = self.principal_of(claims.subject.as_deref());
-                let anonymous = principal
-                    .as_ref()
-                    .is_none_or(|p| *p == Principal::Anonymous);
+                let principal = self.principal_of_claims(&claims);
+                let anonymous = principal == Some(Principal::Anonymous);
                 let policy = principal.map(|p| self.policy(&p)).unwrap_or_default();
                 let g = Allowed::Claims(Box::new(claims), policy);
-                if covers(&g, anonymous) {
+                if covers(&g, true, anonymous) {
                     Ok(g)
                 } else {
                     Err(self.deny(
@@ -561,7 +645,8 @@ impl Access for Auth {
                     .basic(request.headers, request.peer)
                     .map_err(|e| self.deny(needs, e, None))?;
                 let g = Allowed::Policy(self.policy(&p));
-                if covers(&g, p == Principal::Anonymous) {
+                let anonymous = p == Principal::Anonymous;
+                if covers(&g, !anonymous, anonymous) {
                     Ok(g)
                 } else {
                     Err(self.deny(needs, Error::Denied, None))
@@ -569,7 +654,7 @@ impl Access for Auth {
             }
             None => {
                 let g = Allowed::Policy(self.anonymous.clone());
-                if covers(&g, true) {
+                if covers(&g, false, true) {
                     Ok(g)
                 } else {
                     Err(self.deny(needs, Error::Unauthorized, None))

@@ -23,6 +23,10 @@ pub(crate) struct Config {
     pub service: String,
     /// Lifetime of access tokens in seconds (default 300).
     pub token_ttl_secs: u64,
+    /// Serve HTTPS with this certificate chain (PEM), with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
     /// No authentication at all (every client may do everything): for a
     /// registry on a trusted loopback only. Default false.
     pub open: bool,
@@ -41,6 +45,24 @@ pub(crate) struct Config {
     /// How to reach upstream registries the mirror copies from (others:
     /// HTTPS, anonymous).
     pub upstreams: Vec<Upstream>,
+    /// Accept tokens in Kiln's legacy format (`{build_id, repos, scope}`,
+    /// HS256) signed with this secret (default: not accepted).
+    pub legacy_tokens: Option<LegacyTokens>,
+}
+
+/// Where the legacy tokens' secret is, and whom they come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LegacyTokens {
+    /// A file holding the HS256 secret.
+    pub secret_file: PathBuf,
+    /// Their `iss` (default `kiln`).
+    #[serde(default = "default_legacy_issuer")]
+    pub issuer: String,
+}
+
+fn default_legacy_issuer() -> String {
+    "kiln".into()
 }
 
 /// An upstream registry.
@@ -86,6 +108,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             data_dir: PathBuf::from("kiln-data"),
             public_url: None,
+            tls_cert: None,
+            tls_key: None,
             service: "kiln".into(),
             token_ttl_secs: 300,
             open: false,
@@ -95,6 +119,7 @@ impl Default for Config {
             conversion_workers: 1,
             tenants: Vec::new(),
             upstreams: Vec::new(),
+            legacy_tokens: None,
         }
     }
 }
@@ -152,6 +177,9 @@ impl Config {
                 );
             }
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("tls_cert and tls_key go together");
+        }
         if !(1..=64).contains(&self.conversion_workers) {
             bail!("conversion_workers must be 1..=64");
         }
@@ -165,7 +193,14 @@ impl Config {
     pub(crate) fn public_url(&self) -> String {
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| {
+                let scheme = if self.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", self.listen)
+            })
             .trim_end_matches('/')
             .to_owned()
     }

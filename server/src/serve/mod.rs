@@ -8,6 +8,7 @@ mod convert;
 mod images;
 mod mirror;
 mod ops;
+mod tls;
 mod token;
 
 use std::net::SocketAddr;
@@ -47,6 +48,12 @@ pub(crate) struct ServeArgs {
     /// loopback only.
     #[arg(long)]
     open: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// How long shutdown waits for requests in flight (uploads) to finish.
     #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
     shutdown_grace: Duration,
@@ -83,6 +90,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.public_url = Some(u);
     }
     config.open |= args.open;
+    if let Some(c) = args.tls_cert {
+        config.tls_cert = Some(c);
+    }
+    if let Some(k) = args.tls_key {
+        config.tls_key = Some(k);
+    }
     config.validate()?;
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -145,13 +158,33 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
             })
         }
     };
+    let tls = config.tls_cert.clone().zip(config.tls_key.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Copies into this server (mirroring) go through a plain listener on a
+    // loopback port of its own that serves the registry routes to the
+    // server's own credential only: no certificate has to name a loopback
+    // address, and no token flow runs against ourselves.
+    let internal = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("binding the internal loopback listener")?;
+    let copy_host = internal.local_addr()?.to_string();
+    let internal_app = api::router(
+        registry.clone(),
+        Arc::new(auth::InternalAccess::new(&auth)),
+        options.clone(),
+    )
+    .layer(axum::middleware::from_fn(ops::peer_address));
+    tokio::spawn(async move {
+        if let Err(e) = serve_on(internal, internal_app, grace).await {
+            tracing::error!(error = %e, "internal loopback listener failed");
+        }
+    });
     let mirroring = mirror::Mirroring::new(
         auth.clone(),
-        self_host(addr),
+        copy_host,
         public_host(&config.public_url()),
         config.mirror_prefix.clone(),
         config.upstreams.clone(),
@@ -164,21 +197,37 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         .route("/metrics", axum::routing::get(metrics_page))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(|| async { "ready\n" }))
-        .layer(axum::middleware::from_fn_with_state(metrics, ops::observe));
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), open = config.open, "kiln serve listening");
-    eprintln!("kiln: listening on http://{addr}");
+        .layer(axum::middleware::from_fn_with_state(metrics, ops::observe))
+        .layer(axum::middleware::from_fn(ops::peer_address));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), open = config.open, scheme, "kiln serve listening");
+    eprintln!("kiln: listening on {scheme}://{addr}");
+    match tls {
+        Some((cert, key)) => {
+            serve_on(tls::TlsListener::new(listener, &cert, &key)?, app, grace).await
+        }
+        None => serve_on(listener, app, grace).await,
+    }
+}
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+/// Serves `app` on `listener` until SIGINT or SIGTERM, then lets requests
+/// in flight finish for up to `grace`.
+async fn serve_on<L>(listener: L, app: Router, grace: Duration) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    for<'a> tls::Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<tls::Peer>(),
     )
     .with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
         stop_tx.send(true).ok();
     });
-    let mut stop_rx = stop_rx;
     let server = tokio::spawn(server.into_future());
     tokio::select! {
         r = server => r??,
@@ -188,16 +237,6 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         } => tracing::warn!("requests still in flight after {grace:?}: stopping"),
     }
     Ok(())
-}
-
-/// How this server reaches itself: its port on the loopback address of the
-/// family it listens on.
-fn self_host(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
-        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
-        other => other.to_string(),
-    }
 }
 
 /// `host[:port]` of a URL.

@@ -111,6 +111,20 @@ fn counting(body: Body, metrics: Arc<Metrics>, counter: fn(&Metrics) -> &AtomicU
     }))
 }
 
+/// Makes the client's address (from either listener) available as
+/// `ConnectInfo<SocketAddr>`, which the registry and handlers read.
+pub(crate) async fn peer_address(mut req: Request, next: Next) -> Response {
+    if let Some(axum::extract::ConnectInfo(peer)) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<super::tls::Peer>>()
+        .copied()
+    {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer.0));
+    }
+    next.run(req).await
+}
+
 /// Figures the metrics page needs from elsewhere.
 pub(crate) struct Gauges {
     pub(crate) auth_failures: u64,

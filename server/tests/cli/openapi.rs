@@ -13,7 +13,8 @@ use crate::peers::{Layout, have, ok, runtime, scratch, skopeo};
 use crate::serve::{Kiln, SECRET, http, tenant_config};
 
 fn document() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
     serde_yaml::from_str(&text).unwrap()
 }
 
@@ -21,7 +22,8 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     match schema.get("$ref").and_then(Value::as_str) {
         Some(r) => {
             let pointer = r.strip_prefix('#').expect("local reference");
-            doc.pointer(pointer).unwrap_or_else(|| panic!("dangling {r}"))
+            doc.pointer(pointer)
+                .unwrap_or_else(|| panic!("dangling {r}"))
         }
         None => schema,
     }
@@ -46,7 +48,10 @@ fn validate(doc: &Value, schema: &Value, v: &Value, at: &str) {
     match schema.get("type") {
         Some(Value::String(t)) => assert!(type_matches(t, v), "{at}: {v} is not {t}"),
         Some(Value::Array(ts)) => {
-            assert!(ts.iter().any(|t| type_matches(t.as_str().unwrap(), v)), "{at}: {v} is none of {ts:?}");
+            assert!(
+                ts.iter().any(|t| type_matches(t.as_str().unwrap(), v)),
+                "{at}: {v} is none of {ts:?}"
+            );
         }
         _ => {}
     }
@@ -55,14 +60,21 @@ fn validate(doc: &Value, schema: &Value, v: &Value, at: &str) {
     }
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for r in required {
-            assert!(v.get(r.as_str().unwrap()).is_some(), "{at}: {r} missing in {v}");
+            assert!(
+                v.get(r.as_str().unwrap()).is_some(),
+                "{at}: {r} missing in {v}"
+            );
         }
     }
-    if let (Some(props), Some(obj)) = (schema.get("properties").and_then(Value::as_object), v.as_object()) {
+    if let (Some(props), Some(obj)) = (
+        schema.get("properties").and_then(Value::as_object),
+        v.as_object(),
+    ) {
         for (k, value) in obj {
             if let Some(p) = props.get(k) {
                 validate(doc, p, value, &format!("{at}.{k}"));
-            } else if let Some(extra) = schema.get("additionalProperties").filter(|e| e.is_object()) {
+            } else if let Some(extra) = schema.get("additionalProperties").filter(|e| e.is_object())
+            {
                 validate(doc, extra, value, &format!("{at}.{k}"));
             }
         }
@@ -87,8 +99,13 @@ impl Checker {
         let op = self.doc["paths"][path][method.as_str().to_lowercase()].clone();
         assert!(op.is_object(), "{method} {path} is not documented");
         let documented = &op["responses"][status.to_string()];
-        assert!(documented.is_object(), "{method} {path} answered {status}, which is not documented");
-        let content = documented["content"].as_object().expect("documented content");
+        assert!(
+            documented.is_object(),
+            "{method} {path} answered {status}, which is not documented"
+        );
+        let content = documented["content"]
+            .as_object()
+            .expect("documented content");
         let content_type = resp
             .headers()
             .get("content-type")
@@ -98,15 +115,22 @@ impl Checker {
             .next()
             .unwrap()
             .to_owned();
-        let media = content
-            .get(&content_type)
-            .unwrap_or_else(|| panic!("{method} {path} {status}: content type {content_type:?} not documented"));
+        let media = content.get(&content_type).unwrap_or_else(|| {
+            panic!("{method} {path} {status}: content type {content_type:?} not documented")
+        });
         let body = resp.bytes().await.unwrap();
         if content_type == "application/json" {
-            let v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{method} {path} {status}: {e}"));
-            validate(&self.doc, &media["schema"], &v, &format!("{method} {path} {status}"));
+            let v: Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{method} {path} {status}: {e}"));
+            validate(
+                &self.doc,
+                &media["schema"],
+                &v,
+                &format!("{method} {path} {status}"),
+            );
         }
-        self.seen.insert((path.to_owned(), method.as_str().to_lowercase(), status));
+        self.seen
+            .insert((path.to_owned(), method.as_str().to_lowercase(), status));
         status
     }
 
@@ -128,27 +152,53 @@ fn every_documented_route_and_status_answers_as_documented() {
     if !(have("docker-registry") && have("skopeo")) {
         return;
     }
-    let Some(images) = crate::ext4::images() else { return };
+    let Some(images) = crate::ext4::images() else {
+        return;
+    };
     let dir = scratch("serve-openapi");
     let upstream = crate::peers::Registry::start(&dir.join("upstream"));
     let kiln = Kiln::start(
         &dir.join("kiln"),
-        &tenant_config(&format!("[[upstreams]]\nregistry = \"{}\"\ninsecure = true\n", upstream.host)),
+        &tenant_config(&format!(
+            "[[upstreams]]\nregistry = \"{}\"\ninsecure = true\n",
+            upstream.host
+        )),
         &[],
     );
     let admin = kiln.admin_password();
     let creds = format!("acme:{SECRET}");
     // A runnable image (it converts) and one whose layer is no tar (it fails).
     let src = format!("oci:{}:busybox", images.display());
-    ok(skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &creds, &src, &format!("docker://{}/acme/box:v1", kiln.host)]));
+    ok(skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        &src,
+        &format!("docker://{}/acme/box:v1", kiln.host),
+    ]));
     let broken = Layout::new(&dir.join("broken"));
     let (d, s) = broken.image(7, &[1000], "amd64");
     broken.tag("v1", &[(d, s, "amd64")]);
     let src = format!("oci:{}:v1", broken.dir.display());
-    ok(skopeo(&["copy", "--dest-tls-verify=false", "--dest-creds", &creds, &src, &format!("docker://{}/acme/broken:v1", kiln.host)]));
+    ok(skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        &src,
+        &format!("docker://{}/acme/broken:v1", kiln.host),
+    ]));
     broken.push("v1", &format!("{}/acme/app:v1", upstream.host), false);
     let digest_of = |image: &str| {
-        crate::client::sha256(&ok(skopeo(&["inspect", "--raw", "--tls-verify=false", "--creds", &creds, &format!("docker://{}/{image}", kiln.host)])))
+        crate::client::sha256(&ok(skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            &format!("docker://{}/{image}", kiln.host),
+        ])))
     };
     let ready = digest_of("acme/box:v1");
     let failed = digest_of("acme/broken:v1");

@@ -1321,3 +1321,217 @@ fn the_admin_mirrors_upstream_images_and_dockerfiles_tenants_pull_them() {
         assert_eq!(v["line"], 2);
     });
 }
+
+#[test]
+fn tls_serves_https_with_http2_to_real_clients() {
+    if !(have("openssl") && have("curl") && have("skopeo") && have("docker-registry")) {
+        return;
+    }
+    let dir = scratch("serve-tls");
+    // A CA, and a server certificate it signed for 127.0.0.1.
+    let (ca_key, cert) = (dir.join("ca.key"), dir.join("ca.pem"));
+    let (key, leaf) = (dir.join("leaf.key"), dir.join("leaf.pem"));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let openssl = |args: &[&str], paths: &[(&str, &Path)]| {
+        let mut c = Command::new("openssl");
+        c.args(args);
+        for (flag, path) in paths {
+            c.arg(flag).arg(path);
+        }
+        ok(c.output().unwrap());
+    };
+    let ca_args = [
+        &["req", "-x509", "-days", "1", "-subj", "/CN=kiln-test-ca"][..],
+        &ec[..],
+    ]
+    .concat();
+    openssl(&ca_args, &[("-keyout", &ca_key), ("-out", &cert)]);
+    let csr_args = [&["req", "-subj", "/CN=127.0.0.1"][..], &ec[..]].concat();
+    openssl(
+        &csr_args,
+        &[("-keyout", &key), ("-out", &dir.join("leaf.csr"))],
+    );
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &["x509", "-req", "-days", "1", "-set_serial", "1"],
+        &[
+            ("-in", &dir.join("leaf.csr")),
+            ("-CA", &cert),
+            ("-CAkey", &ca_key),
+            ("-extfile", &dir.join("leaf.ext")),
+            ("-out", &leaf),
+        ],
+    );
+    let upstream = crate::peers::Registry::start(&dir.join("upstream"));
+    let (single, _) = layouts(&dir);
+    single.push("v1", &format!("{}/team/app:v1", upstream.host), false);
+    let config = tenant_config(&format!(
+        "[[upstreams]]\nregistry = \"{}\"\ninsecure = true\n",
+        upstream.host
+    ));
+    let kiln = Kiln::start(
+        &dir.join("kiln"),
+        &config,
+        &[
+            "--tls-cert",
+            leaf.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let url = format!("https://{}", kiln.host);
+    // HTTP/2 by ALPN, and the challenge names an HTTPS realm.
+    let out = ok(Command::new("curl")
+        .args(["-s", "--http2", "--cacert"])
+        .arg(&cert)
+        .args(["-o", "/dev/null", "-D", "-", "-w", "%{http_version}\n"])
+        .arg(format!("{url}/v2/"))
+        .output()
+        .unwrap());
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("HTTP/2 401"), "{out}");
+    assert!(out.contains(&format!("realm=\"{url}/token\"")), "{out}");
+    assert!(out.trim_end().ends_with('2'), "{out}");
+    // Plain HTTP to the TLS port gets nowhere.
+    let plain = Command::new("curl")
+        .args(["-s", "-m", "5"])
+        .arg(format!("http://{}/v2/", kiln.host))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("UNAUTHORIZED"));
+    // skopeo through the token flow, verifying the certificate.
+    let certs = dir.join("certs.d");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&cert, certs.join("ca.crt")).unwrap();
+    let src = format!("oci:{}:v1", single.dir.display());
+    ok(skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        certs.to_str().unwrap(),
+        "--dest-creds",
+        &format!("acme:{SECRET}"),
+        &src,
+        &format!("docker://{}/acme/app:v1", kiln.host),
+    ]));
+    // The mirror copies into this server over TLS, verifying its certificate.
+    let admin = kiln.admin_password();
+    let out = ok(Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&cert)
+        .args([
+            "-u",
+            &format!("admin:{admin}"),
+            "-H",
+            "content-type: application/json",
+            "-d",
+        ])
+        .arg(format!(r#"{{"source":"{}/team/app:v1"}}"#, upstream.host))
+        .arg(format!("{url}/kiln/v1/mirror"))
+        .output()
+        .unwrap());
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(v["digest"].is_string(), "{v}");
+}
+
+#[test]
+fn legacy_format_tokens_are_accepted_when_configured_and_name_no_principal() {
+    let dir = scratch("serve-legacy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = b"an old platform's legacy token secret, long enough";
+    std::fs::write(dir.join("legacy.key"), secret).unwrap();
+    let kiln = Kiln::start(
+        &dir,
+        &tenant_config(
+            "[legacy_tokens]\nsecret_file = \"legacy.key\"\nissuer = \"builder-platform\"\n",
+        ),
+        &[],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let legacy = |sub: &str, scope: &str, iss: &str, key: &[u8]| {
+        let claims = serde_json::json!({
+            "iss": iss, "sub": sub, "iat": now, "exp": now + 300,
+            "build_id": "7", "repos": ["acme/app"], "scope": scope,
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key),
+        )
+        .unwrap()
+    };
+    runtime().block_on(async {
+        let upload = |token: String, repo: &'static str| {
+            http()
+                .post(format!("{}/v2/{repo}/blobs/uploads/", kiln.url()))
+                .bearer_auth(token)
+                .send()
+        };
+        let push = legacy("builder-7", "push", "builder-platform", secret);
+        assert_eq!(
+            upload(push.clone(), "acme/app").await.unwrap().status(),
+            202
+        );
+        assert_eq!(
+            upload(push.clone(), "acme/other").await.unwrap().status(),
+            401
+        );
+        let r = http()
+            .get(format!("{}/v2/", kiln.url()))
+            .bearer_auth(&push)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "a valid token may ping");
+        let pull = legacy("builder-7", "pull", "builder-platform", secret);
+        assert_eq!(upload(pull, "acme/app").await.unwrap().status(), 401);
+        assert_eq!(
+            upload(
+                legacy("builder-7", "push", "someone-else", secret),
+                "acme/app"
+            )
+            .await
+            .unwrap()
+            .status(),
+            401
+        );
+        assert_eq!(
+            upload(
+                legacy(
+                    "builder-7",
+                    "push",
+                    "builder-platform",
+                    b"a different secret, also long enough!!"
+                ),
+                "acme/app"
+            )
+            .await
+            .unwrap()
+            .status(),
+            401
+        );
+        // A legacy token saying it is the admin is still only its grants.
+        let forged = legacy("admin", "push", "builder-platform", secret);
+        let r = http()
+            .post(format!("{}/kiln/v1/mirror", kiln.url()))
+            .bearer_auth(&forged)
+            .header("content-type", "application/json")
+            .body(r#"{"source":"127.0.0.1:9/x:1"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    });
+}

@@ -1,0 +1,511 @@
+//! `kiln serve` against CNCF distribution 2.8 (Debian's `docker-registry`)
+//! in the same run, both on local disk, on loopback: manifest GET req/s and
+//! p50/p99 (anonymous and with token auth), blob GET MB/s at 1 and 16
+//! connections, monolithic push MB/s, RSS at rest and at peak under load.
+//! Reads are driven by `wrk` (Debian's package), pushes by a Rust client.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_registry_token::{MintRequest, Minter, SigningKey};
+use sha2::{Digest as _, Sha256};
+
+const SERVICE: &str = "bench-registry";
+const ISSUER: &str = "kiln-bench";
+const REPO: &str = "bench/app";
+const BLOB_BYTES: usize = 16 << 20;
+const PUSH_BYTES: usize = 32 << 20;
+const PUSHES: usize = 6;
+const LOAD: &str = "5s";
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    host: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn rss_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(host: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(host).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `kiln`, built in release mode for this comparison.
+fn kiln_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "kiln",
+            "--bin",
+            "kiln",
+        ])
+        .status()
+        .expect("cargo build kiln");
+    assert!(status.success(), "building kiln failed");
+    root.join("target/release/kiln")
+}
+
+fn start_kiln(dir: &Path) -> Server {
+    let host = format!("127.0.0.1:{}", free_port());
+    let hash = format!("{:x}", Sha256::digest(b"bench-password"));
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("kiln.toml"),
+        format!("service = \"{SERVICE}\"\nanonymous_pull = [\"{REPO}\"]\n[[tenants]]\nname = \"bench\"\npassword_sha256 = \"{hash}\"\n"),
+    )
+    .unwrap();
+    let child = Command::new(kiln_binary())
+        .current_dir(dir)
+        .args(["serve", "--config", "kiln.toml", "--listen", &host])
+        .env("KILN_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("kiln.log")).unwrap())
+        .spawn()
+        .expect("start kiln serve");
+    wait_for(&host, "kiln serve");
+    Server {
+        name: "kiln",
+        child,
+        host,
+    }
+}
+
+fn start_distribution(dir: &Path, storage: &Path, auth: &str) -> Server {
+    let host = format!("127.0.0.1:{}", free_port());
+    std::fs::create_dir_all(dir).unwrap();
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth}",
+        storage.display()
+    );
+    std::fs::write(dir.join("config.yml"), config).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+        .spawn()
+        .expect("start docker-registry");
+    wait_for(&host, "docker-registry");
+    Server {
+        name: "distribution",
+        child,
+        host,
+    }
+}
+
+/// Deterministic noise (xorshift), so blobs are incompressible and distinct.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn digest(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// POST then PUT `?digest=` with the whole body.
+async fn push_blob(http: &reqwest::Client, host: &str, auth: Option<(&str, &str)>, data: Vec<u8>) {
+    let d = digest(&data);
+    let mut post = http.post(format!("http://{host}/v2/{REPO}/blobs/uploads/"));
+    if let Some((u, p)) = auth {
+        post = post.basic_auth(u, Some(p));
+    }
+    let r = post.send().await.unwrap();
+    assert_eq!(r.status(), 202, "{host}: {:?}", r.text().await);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let url = if loc.starts_with("http") {
+        loc
+    } else {
+        format!("http://{host}{loc}")
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let mut put = http.put(format!("{url}{sep}digest={d}")).body(data);
+    if let Some((u, p)) = auth {
+        put = put.basic_auth(u, Some(p));
+    }
+    let r = put.send().await.unwrap();
+    assert_eq!(r.status(), 201, "{host}: {:?}", r.text().await);
+}
+
+/// Pushes the benchmark image: a 16 MiB layer, its config and manifest.
+async fn push_image(
+    http: &reqwest::Client,
+    host: &str,
+    auth: Option<(&str, &str)>,
+) -> (String, String) {
+    let layer = noise(1, BLOB_BYTES);
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+        digest(&config),
+        config.len(),
+        digest(&layer),
+        layer.len()
+    );
+    let layer_digest = digest(&layer);
+    push_blob(http, host, auth, config).await;
+    push_blob(http, host, auth, layer).await;
+    let mut put = http
+        .put(format!("http://{host}/v2/{REPO}/manifests/v1"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest);
+    if let Some((u, p)) = auth {
+        put = put.basic_auth(u, Some(p));
+    }
+    assert_eq!(put.send().await.unwrap().status(), 201);
+    ("v1".into(), layer_digest)
+}
+
+/// What `wrk` measured.
+#[derive(Debug, Default, Clone, Copy)]
+struct Wrk {
+    req_per_s: f64,
+    mb_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn to_ms(s: &str) -> f64 {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn to_mb(s: &str) -> f64 {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = num.parse().unwrap_or(f64::NAN);
+    let bytes = match unit {
+        "B" => n,
+        "KB" => n * 1024.0,
+        "MB" => n * 1024.0 * 1024.0,
+        "GB" => n * 1024.0 * 1024.0 * 1024.0,
+        _ => f64::NAN,
+    };
+    bytes / 1e6
+}
+
+fn wrk(url: &str, connections: u32, headers: &[String]) -> Wrk {
+    let threads = connections.min(2);
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t",
+        &threads.to_string(),
+        "-c",
+        &connections.to_string(),
+        "-d",
+        LOAD,
+        "--latency",
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("Non-2xx"),
+        "wrk {url}: {text}"
+    );
+    let mut w = Wrk::default();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["Requests/sec:", n] => w.req_per_s = n.parse().unwrap_or(f64::NAN),
+            ["Transfer/sec:", n] => w.mb_per_s = to_mb(n),
+            ["50%", t] => w.p50_ms = to_ms(t),
+            ["99%", t] => w.p99_ms = to_ms(t),
+            _ => {}
+        }
+    }
+    w
+}
+
+/// Seconds for `PUSHES` monolithic pushes of distinct 32 MiB blobs.
+async fn push_mb_per_s(
+    http: &reqwest::Client,
+    host: &str,
+    auth: Option<(&str, &str)>,
+    seed: u64,
+) -> f64 {
+    let blobs: Vec<Vec<u8>> = (0..PUSHES as u64)
+        .map(|i| noise(seed * 100 + i + 10, PUSH_BYTES))
+        .collect();
+    let t = Instant::now();
+    for b in blobs {
+        push_blob(http, host, auth, b).await;
+    }
+    (PUSHES * PUSH_BYTES) as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
+fn row(name: &str, kiln: f64, dist: f64, higher_is_better: bool) {
+    let ratio = if higher_is_better {
+        kiln / dist
+    } else {
+        dist / kiln
+    };
+    println!("{name:<34} {kiln:>10.2} {dist:>14.2} {ratio:>8.2}x");
+}
+
+pub(crate) fn benches() {
+    if !crate::test_utils::selected("registry") {
+        return;
+    }
+    let missing: Vec<&str> = ["docker-registry", "wrk", "openssl"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "registry: not run: {} missing (apt-get install docker-registry wrk openssl)\n",
+            missing.join(", ")
+        );
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = std::env::temp_dir().join(format!("kiln-bench-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Distribution's token auth trusts a certificate whose key signs tokens.
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=kiln-bench",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(ok.status.success());
+    let kiln = start_kiln(&dir.join("kiln"));
+    let storage = dir.join("distribution-storage");
+    let dist = start_distribution(&dir.join("dist-anon"), &storage, "");
+    let dist_auth = start_distribution(
+        &dir.join("dist-token"),
+        &storage,
+        &format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:9/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            cert.display()
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (kiln_rest, dist_rest) = (kiln.rss_kib("VmRSS:"), dist.rss_kib("VmRSS:"));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let bench_auth = Some(("bench", "bench-password"));
+    let (kiln_token, dist_token, layer) = rt.block_on(async {
+        let (_, layer) = push_image(&http, &kiln.host, bench_auth).await;
+        push_image(&http, &dist.host, None).await;
+        let v: serde_json::Value = http
+            .get(format!(
+                "http://{}/token?service={SERVICE}&scope=repository:{REPO}:pull",
+                kiln.host
+            ))
+            .basic_auth("bench", Some("bench-password"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let signing = SigningKey::from_pem(&std::fs::read(&key).unwrap())
+            .unwrap()
+            .with_libtrust_kid()
+            .unwrap();
+        let dist_token = Minter::new(signing, ISSUER, SERVICE)
+            .mint(&MintRequest {
+                subject: "bench".into(),
+                permissions: vec![format!("{REPO}:pull").parse().unwrap()],
+                ttl: Duration::from_secs(3600),
+                build_id: None,
+            })
+            .unwrap();
+        (v["token"].as_str().unwrap().to_owned(), dist_token, layer)
+    });
+    let accept = "Accept: application/vnd.oci.image.manifest.v1+json".to_owned();
+    let manifest = |host: &str| format!("http://{host}/v2/{REPO}/manifests/v1");
+    let blob = |host: &str| format!("http://{host}/v2/{REPO}/blobs/{layer}");
+
+    let k_anon = wrk(&manifest(&kiln.host), 16, std::slice::from_ref(&accept));
+    let d_anon = wrk(&manifest(&dist.host), 16, std::slice::from_ref(&accept));
+    let k_tok = wrk(
+        &manifest(&kiln.host),
+        16,
+        &[
+            accept.clone(),
+            format!("Authorization: Bearer {kiln_token}"),
+        ],
+    );
+    let d_tok = wrk(
+        &manifest(&dist_auth.host),
+        16,
+        &[
+            accept.clone(),
+            format!("Authorization: Bearer {dist_token}"),
+        ],
+    );
+    let k_b1 = wrk(&blob(&kiln.host), 1, &[]);
+    let d_b1 = wrk(&blob(&dist.host), 1, &[]);
+    let k_b16 = wrk(&blob(&kiln.host), 16, &[]);
+    let d_b16 = wrk(&blob(&dist.host), 16, &[]);
+    let (k_push, d_push) = rt.block_on(async {
+        (
+            push_mb_per_s(&http, &kiln.host, bench_auth, 1).await,
+            push_mb_per_s(&http, &dist.host, None, 2).await,
+        )
+    });
+    let (kiln_peak, dist_peak) = (
+        kiln.rss_kib("VmHWM:"),
+        dist.rss_kib("VmHWM:").max(dist_auth.rss_kib("VmHWM:")),
+    );
+
+    println!(
+        "\nregistry: {} vs CNCF {} 2.8 (Debian docker-registry), loopback, local disk, wrk {LOAD} per figure",
+        kiln.name, dist.name
+    );
+    println!(
+        "{:<34} {:>10} {:>14} {:>9}",
+        "figure", "kiln", "distribution", "ratio"
+    );
+    row(
+        "manifest GET anonymous req/s (16)",
+        k_anon.req_per_s,
+        d_anon.req_per_s,
+        true,
+    );
+    row(
+        "manifest GET anonymous p50 ms",
+        k_anon.p50_ms,
+        d_anon.p50_ms,
+        false,
+    );
+    row(
+        "manifest GET anonymous p99 ms",
+        k_anon.p99_ms,
+        d_anon.p99_ms,
+        false,
+    );
+    row(
+        "manifest GET token req/s (16)",
+        k_tok.req_per_s,
+        d_tok.req_per_s,
+        true,
+    );
+    row(
+        "manifest GET token p50 ms",
+        k_tok.p50_ms,
+        d_tok.p50_ms,
+        false,
+    );
+    row(
+        "manifest GET token p99 ms",
+        k_tok.p99_ms,
+        d_tok.p99_ms,
+        false,
+    );
+    row(
+        "blob GET MB/s, 1 connection",
+        k_b1.mb_per_s,
+        d_b1.mb_per_s,
+        true,
+    );
+    row(
+        "blob GET MB/s, 16 connections",
+        k_b16.mb_per_s,
+        d_b16.mb_per_s,
+        true,
+    );
+    row("monolithic push MB/s", k_push, d_push, true);
+    row(
+        "RSS at rest MiB",
+        kiln_rest as f64 / 1024.0,
+        dist_rest as f64 / 1024.0,
+        false,
+    );
+    row(
+        "RSS peak under load MiB",
+        kiln_peak as f64 / 1024.0,
+        dist_peak as f64 / 1024.0,
+        false,
+    );
+    println!(
+        "(ratio: how many times better kiln is; targets: >= 1 everywhere, >= 2 for token req/s, >= 5 for RSS)\n"
+    );
+    drop((kiln, dist, dist_auth));
+    let _ = std::fs::remove_dir_all(&dir);
+}
