@@ -118,6 +118,10 @@ impl Oci {
         self.send(Method::GET, path, &[], Vec::new()).await
     }
 
+    pub(crate) async fn delete(&self, path: &str) -> Response {
+        self.send(Method::DELETE, path, &[], Vec::new()).await
+    }
+
     /// Uploads a blob monolithically (POST, then PUT with the bytes).
     pub(crate) async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = sha256(data);

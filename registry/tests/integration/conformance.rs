@@ -164,25 +164,11 @@ pub(crate) async fn pull(oci: &Oci, repo: &str) {
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
 
     for d in [&d0, &d1] {
-        let r = oci
-            .send(
-                Method::DELETE,
-                &format!("/v2/{repo}/manifests/{d}"),
-                &[],
-                vec![],
-            )
-            .await;
+        let r = oci.delete(&format!("/v2/{repo}/manifests/{d}")).await;
         assert_eq!(r.status(), 202);
     }
     for d in [&config, &layer] {
-        let r = oci
-            .send(
-                Method::DELETE,
-                &format!("/v2/{repo}/blobs/{d}"),
-                &[],
-                vec![],
-            )
-            .await;
+        let r = oci.delete(&format!("/v2/{repo}/blobs/{d}")).await;
         assert_eq!(r.status(), 202);
     }
 }
@@ -427,25 +413,11 @@ pub(crate) async fn push(oci: &Oci, repo: &str, other: &str) {
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
 
     for d in [sha256(&m), sha256(empty.as_bytes())] {
-        let r = oci
-            .send(
-                Method::DELETE,
-                &format!("/v2/{repo}/manifests/{d}"),
-                &[],
-                vec![],
-            )
-            .await;
+        let r = oci.delete(&format!("/v2/{repo}/manifests/{d}")).await;
         assert_eq!(r.status(), 202);
     }
     for d in [&config, &layer] {
-        let r = oci
-            .send(
-                Method::DELETE,
-                &format!("/v2/{repo}/blobs/{d}"),
-                &[],
-                vec![],
-            )
-            .await;
+        let r = oci.delete(&format!("/v2/{repo}/blobs/{d}")).await;
         assert_eq!(r.status(), 202);
     }
 }
@@ -587,12 +559,7 @@ pub(crate) async fn discovery(oci: &Oci, repo: &str) {
 
     // Deleting a referrer removes it from its subject's list.
     let r = oci
-        .send(
-            Method::DELETE,
-            &format!("/v2/{repo}/manifests/{}", sha256(r2.as_bytes())),
-            &[],
-            vec![],
-        )
+        .delete(&format!("/v2/{repo}/manifests/{}", sha256(r2.as_bytes())))
         .await;
     assert_eq!(r.status(), 202);
     let v: serde_json::Value = oci
@@ -610,24 +577,10 @@ pub(crate) async fn discovery(oci: &Oci, repo: &str) {
         sha256(&m2),
         subject,
     ] {
-        let r = oci
-            .send(
-                Method::DELETE,
-                &format!("/v2/{repo}/manifests/{d}"),
-                &[],
-                vec![],
-            )
-            .await;
+        let r = oci.delete(&format!("/v2/{repo}/manifests/{d}")).await;
         assert!(matches!(r.status().as_u16(), 202 | 404), "{}", r.status());
     }
-    let r = oci
-        .send(
-            Method::DELETE,
-            &format!("/v2/{repo}/blobs/{layer}"),
-            &[],
-            vec![],
-        )
-        .await;
+    let r = oci.delete(&format!("/v2/{repo}/blobs/{layer}")).await;
     assert_eq!(r.status(), 202);
 }
 
@@ -655,14 +608,7 @@ pub(crate) async fn management(oci: &Oci, repo: &str) {
             .unwrap(),
     );
     assert_eq!(before, 2);
-    let r = oci
-        .send(
-            Method::DELETE,
-            &format!("/v2/{repo}/manifests/tagtest0"),
-            &[],
-            vec![],
-        )
-        .await;
+    let r = oci.delete(&format!("/v2/{repo}/manifests/tagtest0")).await;
     assert_eq!(r.status(), 202, "tag deletion");
     let after = count(
         oci.get(&format!("/v2/{repo}/tags/list"))
@@ -680,14 +626,7 @@ pub(crate) async fn management(oci: &Oci, repo: &str) {
         "the manifest stays"
     );
     let d = sha256(&m3);
-    let r = oci
-        .send(
-            Method::DELETE,
-            &format!("/v2/{repo}/manifests/{d}"),
-            &[],
-            vec![],
-        )
-        .await;
+    let r = oci.delete(&format!("/v2/{repo}/manifests/{d}")).await;
     assert_eq!(r.status(), 202);
     assert_eq!(
         oci.get(&format!("/v2/{repo}/manifests/{d}")).await.status(),
@@ -700,24 +639,10 @@ pub(crate) async fn management(oci: &Oci, repo: &str) {
         404,
         "its tags went with it"
     );
-    let r = oci
-        .send(
-            Method::DELETE,
-            &format!("/v2/{repo}/manifests/{d}"),
-            &[],
-            vec![],
-        )
-        .await;
+    let r = oci.delete(&format!("/v2/{repo}/manifests/{d}")).await;
     assert_eq!(r.status(), 404);
     for b in [&config, &layer] {
-        let r = oci
-            .send(
-                Method::DELETE,
-                &format!("/v2/{repo}/blobs/{b}"),
-                &[],
-                vec![],
-            )
-            .await;
+        let r = oci.delete(&format!("/v2/{repo}/blobs/{b}")).await;
         assert_eq!(r.status(), 202);
         assert_eq!(
             oci.get(&format!("/v2/{repo}/blobs/{b}")).await.status(),

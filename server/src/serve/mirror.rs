@@ -137,17 +137,19 @@ impl Mirroring {
     }
 }
 
-/// Only the admin mirrors: a refusal response otherwise.
-fn admin_only(m: &Mirroring, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
-    let e = m.auth.require_admin(headers, Some(peer.ip())).err()?;
-    let mut r = kiln_registry::api::error_response(&e);
-    if matches!(e, kiln_registry::Error::Unauthorized) {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Basic realm=\"kiln\""),
-        );
-    }
-    Some(r)
+/// The admin's JSON request: the request, or the response refusing it
+/// (401/403 for anyone else, 400 for a body that is not the request).
+fn admin_request<T: serde::de::DeserializeOwned>(
+    m: &Mirroring,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    body: &[u8],
+) -> Result<T, Box<Response>> {
+    m.auth
+        .require_admin(headers, Some(peer.ip()))
+        .map_err(|e| Box::new(super::auth::basic_refusal(&e)))?;
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(bad_request(format!("invalid request: {e}"), None)))
 }
 
 #[derive(Deserialize)]
@@ -164,12 +166,9 @@ async fn mirror_image(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = admin_only(&m, &headers, peer) {
-        return r;
-    }
-    let req: MirrorRequest = match serde_json::from_slice(&body) {
+    let req: MirrorRequest = match admin_request(&m, &headers, peer, &body) {
         Ok(r) => r,
-        Err(e) => return bad_request(format!("invalid request: {e}"), None),
+        Err(r) => return *r,
     };
     let source: ImageLocation = match req.source.parse() {
         Ok(s) => s,
@@ -225,12 +224,9 @@ async fn mirror_dockerfile(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = admin_only(&m, &headers, peer) {
-        return r;
-    }
-    let req: DockerfileRequest = match serde_json::from_slice(&body) {
+    let req: DockerfileRequest = match admin_request(&m, &headers, peer, &body) {
         Ok(r) => r,
-        Err(e) => return bad_request(format!("invalid request: {e}"), None),
+        Err(r) => return *r,
     };
     let mut opts = ResolveOptions::new();
     for (k, v) in &req.build_args {

@@ -338,14 +338,7 @@ fn tenants_cannot_reach_past_their_namespaces() {
             .await;
         assert_eq!(r.status(), 201);
         // Deleting in another tenant's namespace.
-        let r = acme
-            .send(
-                Method::DELETE,
-                "/v2/umbrella/secret/manifests/v1",
-                &[],
-                vec![],
-            )
-            .await;
+        let r = acme.delete("/v2/umbrella/secret/manifests/v1").await;
         assert_eq!(r.status(), 401);
 
         // Basic credentials straight to the registry: the same policy, 403.
