@@ -32,30 +32,30 @@ pub(crate) struct ServeArgs {
     command: Option<ServeCommand>,
     /// TOML configuration file (see server/kiln.example.toml for every
     /// key and its default).
-    #[arg(long, short)]
+    #[arg(long, short, env = "KILN_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:5000].
-    #[arg(long)]
+    #[arg(long, env = "KILN_LISTEN")]
     listen: Option<SocketAddr>,
     /// Data directory [default: ./kiln-data].
-    #[arg(long)]
+    #[arg(long, env = "KILN_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// URL clients reach this server at, for token realms [default:
     /// http://<listen>].
-    #[arg(long)]
+    #[arg(long, env = "KILN_PUBLIC_URL")]
     public_url: Option<String>,
     /// No authentication (every client may do everything): for a trusted
     /// loopback only.
     #[arg(long)]
     open: bool,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
-    #[arg(long, requires = "tls_key")]
+    #[arg(long, requires = "tls_key", env = "KILN_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// The certificate's private key (PEM).
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, requires = "tls_cert", env = "KILN_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// How long shutdown waits for requests in flight (uploads) to finish.
-    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration, env = "KILN_SHUTDOWN_GRACE")]
     shutdown_grace: Duration,
 }
 

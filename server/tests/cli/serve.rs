@@ -1528,3 +1528,65 @@ fn legacy_format_tokens_are_accepted_when_configured_and_name_no_principal() {
         assert_eq!(r.status(), 403);
     });
 }
+
+#[test]
+fn shutdown_lets_an_upload_in_flight_finish_and_then_exits() {
+    let dir = scratch("serve-shutdown");
+    let mut kiln = Kiln::start(&dir, "", &["--open"]);
+    let pid = kiln.child.id().to_string();
+    runtime().block_on(async {
+        let oci = kiln.oci(None);
+        let r = oci
+            .send(Method::POST, "/v2/a/blobs/uploads/", &[], vec![])
+            .await;
+        let upload = format!("{}{}", kiln.url(), crate::client::location(&r));
+        // A chunk that arrives slowly: the first half, SIGTERM, the rest.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+        let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+        let patch = tokio::spawn(
+            http()
+                .patch(&upload)
+                .header("content-range", "0-1999")
+                .body(body)
+                .send(),
+        );
+        tx.send(Ok(vec![1; 1000])).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // New connections are no longer accepted; the upload goes on.
+        assert!(
+            std::net::TcpStream::connect(&kiln.host).is_err(),
+            "still accepting after SIGTERM"
+        );
+        tx.send(Ok(vec![2; 1000])).await.unwrap();
+        drop(tx);
+        let r = patch.await.unwrap().unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(header(&r, "range").as_deref(), Some("0-1999"));
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kiln.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "kiln serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(kiln.child.try_wait().unwrap().unwrap().success());
+}
+
+/// A stream of what the channel receives.
+fn tokio_stream_from(
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
