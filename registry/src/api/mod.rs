@@ -37,6 +37,15 @@ pub struct ManifestPushed {
 /// not block.
 pub type OnManifest = Arc<dyn Fn(ManifestPushed) + Send + Sync>;
 
+/// Work to finish before a manifest is read.
+pub type ReadWork = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Called before an authorized manifest GET or HEAD: may return work to
+/// finish first (e.g. fetch the manifest from an upstream on a miss, or
+/// refresh a stale tag: pull-through). The read then goes ahead as usual.
+pub type BeforeManifestRead =
+    Arc<dyn Fn(&RepositoryName, &crate::Reference) -> Option<ReadWork> + Send + Sync>;
+
 /// Router options.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -46,6 +55,8 @@ pub struct ApiOptions {
     pub automatic_mount: bool,
     /// Told of every manifest stored (default none).
     pub on_manifest: Option<OnManifest>,
+    /// Asked before every manifest read (default none).
+    pub before_manifest_read: Option<BeforeManifestRead>,
 }
 
 impl std::fmt::Debug for ApiOptions {
@@ -53,6 +64,7 @@ impl std::fmt::Debug for ApiOptions {
         f.debug_struct("ApiOptions")
             .field("automatic_mount", &self.automatic_mount)
             .field("on_manifest", &self.on_manifest.is_some())
+            .field("before_manifest_read", &self.before_manifest_read.is_some())
             .finish()
     }
 }
@@ -62,6 +74,7 @@ impl Default for ApiOptions {
         Self {
             automatic_mount: true,
             on_manifest: None,
+            before_manifest_read: None,
         }
     }
 }
@@ -400,6 +413,14 @@ impl<S: Storage, A: Access> Api<S, A> {
                 Ok(with_headers(StatusCode::OK, Body::from(body), &h))
             }
             (Route::Manifest(repo, r), m @ (Method::GET | Method::HEAD)) => {
+                if let Some(work) = self
+                    .options
+                    .before_manifest_read
+                    .as_ref()
+                    .and_then(|hook| hook(&repo, &r))
+                {
+                    work.await;
+                }
                 let digest_h = header::HeaderName::from_static("docker-content-digest");
                 if m == Method::HEAD {
                     let info = reg.manifest_info(&repo, &r).await?;

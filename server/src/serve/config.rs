@@ -45,6 +45,9 @@ pub(crate) struct Config {
     /// How to reach upstream registries the mirror copies from (others:
     /// HTTPS, anonymous).
     pub upstreams: Vec<Upstream>,
+    /// How long a pulled-through tag is served before it is checked
+    /// upstream again, in seconds (default 300).
+    pub pull_through_tag_ttl_secs: u64,
     /// Accept tokens in Kiln's legacy format (`{build_id, repos, scope}`,
     /// HS256) signed with this secret (default: not accepted).
     pub legacy_tokens: Option<LegacyTokens>,
@@ -80,6 +83,10 @@ pub(crate) struct Upstream {
     /// A file holding the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Serve pulls of `<mirror_prefix>/<registry>/<repository>` that miss
+    /// by fetching them from this upstream (default false).
+    #[serde(default)]
+    pub pull_through: bool,
 }
 
 impl Upstream {
@@ -120,6 +127,7 @@ impl Default for Config {
             tenants: Vec::new(),
             upstreams: Vec::new(),
             legacy_tokens: None,
+            pull_through_tag_ttl_secs: 300,
         }
     }
 }

@@ -22,6 +22,10 @@ use kiln_oci_mirror::{
 };
 use serde::Deserialize;
 
+use kiln_registry::Reference;
+use kiln_registry::api::ReadWork;
+use kiln_registry_token::RepositoryName;
+
 use super::auth::Auth;
 use super::config::Upstream;
 
@@ -38,16 +42,22 @@ pub(super) struct Mirroring {
     public_host: String,
     prefix: String,
     upstreams: Vec<Upstream>,
+    /// Pull-through: when each tag was last checked upstream, and one lock
+    /// per reference being fetched (concurrent misses fetch once).
+    checked: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    fetching: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    tag_ttl: Duration,
+    registry: Arc<kiln_registry::Registry<kiln_registry::FsStorage>>,
 }
 
-pub(super) fn router(m: Mirroring) -> Router {
+pub(super) fn router(m: Arc<Mirroring>) -> Router {
     Router::new()
         .route("/kiln/v1/mirror", axum::routing::post(mirror_image))
         .route(
             "/kiln/v1/mirror/dockerfile",
             axum::routing::post(mirror_dockerfile),
         )
-        .with_state(Arc::new(m))
+        .with_state(m)
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response {
@@ -73,6 +83,8 @@ impl Mirroring {
         public_host: String,
         prefix: String,
         upstreams: Vec<Upstream>,
+        tag_ttl: Duration,
+        registry: Arc<kiln_registry::Registry<kiln_registry::FsStorage>>,
     ) -> Self {
         Self {
             auth,
@@ -80,7 +92,74 @@ impl Mirroring {
             public_host,
             prefix,
             upstreams,
+            checked: std::sync::Mutex::new(std::collections::HashMap::new()),
+            fetching: std::sync::Mutex::new(std::collections::HashMap::new()),
+            tag_ttl,
+            registry,
         }
+    }
+
+    /// Pull-through: the upstream image a manifest read of `repo` and
+    /// `reference` stands for, when `repo` is `<prefix>/<registry>/<path>`
+    /// of an upstream configured for it.
+    fn pull_through_source(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Option<ImageLocation> {
+        let rest = repo
+            .as_str()
+            .strip_prefix(&self.prefix)?
+            .strip_prefix('/')?;
+        let (component, path) = rest.split_once('/')?;
+        let registry = kiln_dockerfile::registry_from_component(component)?;
+        self.upstreams
+            .iter()
+            .find(|u| u.pull_through && u.registry == registry)?;
+        let sep = if matches!(reference, Reference::Digest(_)) {
+            '@'
+        } else {
+            ':'
+        };
+        format!("{registry}/{path}{sep}{reference}").parse().ok()
+    }
+
+    /// Work before a manifest read: fetch a missing reference, or a tag not
+    /// checked upstream within the TTL, from a pull-through upstream. A
+    /// failed check of a stale tag serves what is stored.
+    pub(super) fn before_read(
+        self: &Arc<Self>,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Option<ReadWork> {
+        let source = self.pull_through_source(repo, reference)?;
+        let key = format!("{repo}:{reference}");
+        let fresh = self
+            .checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .is_some_and(|t| t.elapsed() < self.tag_ttl);
+        if fresh {
+            return None;
+        }
+        let (this, repo, reference) = (self.clone(), repo.clone(), reference.clone());
+        Some(Box::pin(async move {
+            let lock = this
+                .fetching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key.clone())
+                .or_default()
+                .clone();
+            let held = lock.lock().await;
+            this.refresh(&key, &repo, &reference, &source).await;
+            drop(held);
+            this.fetching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }))
     }
 
     fn source_config(&self, registry: &str) -> RegistryConfig {
@@ -92,6 +171,52 @@ impl Mirroring {
             }
         }
         c
+    }
+
+    /// Fetches `source` as `repo`/`reference` unless another request just
+    /// did, or it is a stored digest (content addressed: never stale).
+    async fn refresh(
+        &self,
+        key: &str,
+        repo: &RepositoryName,
+        reference: &Reference,
+        source: &ImageLocation,
+    ) {
+        let checked = self
+            .checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied();
+        if checked.is_some_and(|t| t.elapsed() < self.tag_ttl) {
+            return;
+        }
+        let stored = self.registry.manifest_info(repo, reference).await.is_ok();
+        if stored && matches!(reference, Reference::Digest(_)) {
+            return;
+        }
+        let target = match reference {
+            Reference::Tag(t) => format!("{}/{repo}:{t}", self.self_host),
+            _ => format!("{}/{repo}", self.self_host),
+        };
+        let Ok(target) = target.parse::<ImageLocation>() else {
+            return;
+        };
+        match self.copy(source, &target).await {
+            Ok(report) => {
+                tracing::info!(%source, digest = %report.digest, "pulled through");
+                if matches!(reference, Reference::Tag(_)) {
+                    self.checked
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key.to_owned(), std::time::Instant::now());
+                }
+            }
+            Err(e) if stored => {
+                tracing::warn!(%source, error = %e, "upstream check failed: serving the stored copy")
+            }
+            Err(e) => tracing::warn!(%source, error = %e, "pull-through failed"),
+        }
     }
 
     /// Copies `source` to `target` in this registry.

@@ -171,6 +171,8 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         .await
         .context("binding the internal loopback listener")?;
     let copy_host = internal.local_addr()?.to_string();
+    // It has no pull-through hook: the copies it serves must never start
+    // another.
     let internal_app = api::router(
         registry.clone(),
         Arc::new(auth::InternalAccess::new(&auth)),
@@ -182,13 +184,19 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
             tracing::error!(error = %e, "internal loopback listener failed");
         }
     });
-    let mirroring = mirror::Mirroring::new(
+    let mirroring = Arc::new(mirror::Mirroring::new(
         auth.clone(),
         copy_host,
         public_host(&config.public_url()),
         config.mirror_prefix.clone(),
         config.upstreams.clone(),
-    );
+        Duration::from_secs(config.pull_through_tag_ttl_secs),
+        registry.clone(),
+    ));
+    let pull_through = mirroring.clone();
+    options.before_manifest_read = Some(Arc::new(move |repo, reference| {
+        pull_through.before_read(repo, reference)
+    }));
     let app = Router::new()
         .merge(api::router(registry, auth.clone(), options))
         .merge(mirror::router(mirroring))

@@ -1590,3 +1590,84 @@ fn tokio_stream_from(
         rx.recv().await.map(|item| (item, rx))
     })
 }
+
+#[test]
+fn pull_through_fetches_misses_and_rechecks_stale_tags() {
+    if !(have("docker-registry") && have("skopeo")) {
+        return;
+    }
+    let dir = scratch("serve-pull-through");
+    let upstream = crate::peers::Registry::start(&dir.join("upstream"));
+    let other = crate::peers::Registry::start(&dir.join("other"));
+    let (single, multi) = layouts(&dir);
+    single.push("v1", &format!("{}/team/app:v1", upstream.host), false);
+    single.push("v1", &format!("{}/team/app:v1", other.host), false);
+    let config = tenant_config(&format!(
+        "pull_through_tag_ttl_secs = 1\n[[upstreams]]\nregistry = \"{}\"\ninsecure = true\npull_through = true\n[[upstreams]]\nregistry = \"{}\"\ninsecure = true\n",
+        upstream.host, other.host
+    ));
+    let kiln = Kiln::start(&dir.join("kiln"), &config, &[]);
+    let creds = format!("acme:{SECRET}");
+    let through = |registry: &str, reference: &str| {
+        skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &creds,
+            &format!(
+                "docker://{}/mirror/{}/team/app{reference}",
+                kiln.host,
+                registry.replace(':', "__")
+            ),
+        ])
+    };
+    let first = ok(through(&upstream.host, ":v1"));
+    assert_eq!(
+        first,
+        crate::peers::raw_manifest(&format!("{}/team/app:v1", upstream.host))
+    );
+    // By digest too, and the blobs came along.
+    let digest = sha256(&first);
+    assert_eq!(ok(through(&upstream.host, &format!("@{digest}"))), first);
+    ok(skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
+        &format!(
+            "docker://{}/mirror/{}/team/app:v1",
+            kiln.host,
+            upstream.host.replace(':', "__")
+        ),
+        &format!("oci:{}:copy", dir.join("out").display()),
+    ]));
+    // The tag moves upstream: served as it was within the TTL, then again.
+    multi.push("multi", &format!("{}/team/app:v1", upstream.host), true);
+    let moved = crate::peers::raw_manifest(&format!("{}/team/app:v1", upstream.host));
+    assert_ne!(moved, first);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        ok(through(&upstream.host, ":v1")),
+        moved,
+        "a stale tag is checked upstream"
+    );
+    // Upstreams not configured for it, and unknown names, are plain misses.
+    assert!(!through(&other.host, ":v1").status.success());
+    assert!(!through(&upstream.host, ":nope").status.success());
+    // Tenants still cannot push into the mirror namespace.
+    let src = format!("oci:{}:v1", single.dir.display());
+    let refused = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        &src,
+        &format!(
+            "docker://{}/mirror/{}/team/app:v2",
+            kiln.host,
+            upstream.host.replace(':', "__")
+        ),
+    ]);
+    assert!(!refused.status.success());
+}
