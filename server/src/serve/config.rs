@@ -38,6 +38,12 @@ pub(crate) struct Config {
     pub mirror_prefix: String,
     /// Largest manifest accepted, in bytes (default 4 MiB).
     pub max_manifest_bytes: usize,
+    /// How long a client may take to send a request's headers, in seconds
+    /// (default 30).
+    pub header_timeout_secs: u64,
+    /// How long a request body may send nothing before the request fails,
+    /// in seconds (default 120).
+    pub body_idle_timeout_secs: u64,
     /// Conversions to ext4 run at once (default 1).
     pub conversion_workers: usize,
     /// Tenants: each owns `<name>/*` and `cache/<name>`.
@@ -124,6 +130,8 @@ impl Default for Config {
             mirror_prefix: "mirror".into(),
             max_manifest_bytes: 4 << 20,
             conversion_workers: 1,
+            header_timeout_secs: 30,
+            body_idle_timeout_secs: 120,
             tenants: Vec::new(),
             upstreams: Vec::new(),
             legacy_tokens: None,
@@ -187,6 +195,9 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             bail!("tls_cert and tls_key go together");
+        }
+        if self.header_timeout_secs == 0 || self.body_idle_timeout_secs == 0 {
+            bail!("timeouts must be at least 1 s");
         }
         if !(1..=64).contains(&self.conversion_workers) {
             bail!("conversion_workers must be 1..=64");

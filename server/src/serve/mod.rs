@@ -129,7 +129,9 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
     let mut options = api::ApiOptions::default();
     let hook = conversions.clone();
     options.on_manifest = Some(Arc::new(move |pushed| hook.on_manifest(&pushed)));
-    let metrics = Arc::new(ops::Metrics::default());
+    let metrics = Arc::new(ops::Metrics::new(Duration::from_secs(
+        config.body_idle_timeout_secs,
+    )));
     let metrics_page = {
         let (metrics, registry, conversions, auth) = (
             metrics.clone(),
@@ -167,6 +169,10 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
     // loopback port of its own that serves the registry routes to the
     // server's own credential only: no certificate has to name a loopback
     // address, and no token flow runs against ourselves.
+    let timing = Timing {
+        headers: Duration::from_secs(config.header_timeout_secs),
+        grace,
+    };
     let internal = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .await
         .context("binding the internal loopback listener")?;
@@ -177,10 +183,9 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         registry.clone(),
         Arc::new(auth::InternalAccess::new(&auth)),
         options.clone(),
-    )
-    .layer(axum::middleware::from_fn(ops::peer_address));
+    );
     tokio::spawn(async move {
-        if let Err(e) = serve_on(internal, internal_app, grace).await {
+        if let Err(e) = serve_on(internal, internal_app, timing).await {
             tracing::error!(error = %e, "internal loopback listener failed");
         }
     });
@@ -205,46 +210,79 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         .route("/metrics", axum::routing::get(metrics_page))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(|| async { "ready\n" }))
-        .layer(axum::middleware::from_fn_with_state(metrics, ops::observe))
-        .layer(axum::middleware::from_fn(ops::peer_address));
+        .layer(axum::middleware::from_fn_with_state(metrics, ops::observe));
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, data_dir = %config.data_dir.display(), open = config.open, scheme, "kiln serve listening");
     eprintln!("kiln: listening on {scheme}://{addr}");
     match tls {
         Some((cert, key)) => {
-            serve_on(tls::TlsListener::new(listener, &cert, &key)?, app, grace).await
+            serve_on(tls::TlsListener::new(listener, &cert, &key)?, app, timing).await
         }
-        None => serve_on(listener, app, grace).await,
+        None => serve_on(listener, app, timing).await,
     }
 }
 
-/// Serves `app` on `listener` until SIGINT or SIGTERM, then lets requests
-/// in flight finish for up to `grace`.
-async fn serve_on<L>(listener: L, app: Router, grace: Duration) -> anyhow::Result<()>
+/// Serves `app` on `listener` until SIGINT or SIGTERM (HTTP/1.1, and HTTP/2
+/// by ALPN or prior knowledge), then stops accepting and lets requests in
+/// flight finish for up to `grace`.
+async fn serve_on<L>(mut listener: L, app: Router, timing: Timing) -> anyhow::Result<()>
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-    for<'a> tls::Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    L: axum::serve::Listener<Addr = SocketAddr>,
 {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<tls::Peer>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing requests in flight");
-        stop_tx.send(true).ok();
-    });
-    let server = tokio::spawn(server.into_future());
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timing.headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(60));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            conn = listener.accept() => conn,
+            () = &mut shutdown => break,
+        };
+        let service = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
+        );
+        let conn = builder.serve_connection_with_upgrades(
+            TokioIo::new(io),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing requests in flight");
+    let grace = timing.grace;
     tokio::select! {
-        r = server => r??,
-        () = async {
-            stop_rx.wait_for(|s| *s).await.ok();
-            tokio::time::sleep(grace).await;
-        } => tracing::warn!("requests still in flight after {grace:?}: stopping"),
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => tracing::warn!("requests still in flight after {grace:?}: stopping"),
     }
     Ok(())
+}
+
+/// A listener's deadlines.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// For a request's headers.
+    headers: Duration,
+    /// For requests in flight at shutdown.
+    grace: Duration,
 }
 
 /// `host[:port]` of a URL.

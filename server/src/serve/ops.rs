@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -13,13 +13,26 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tracing::Instrument;
 
-/// Counters behind `/metrics`.
+/// Counters behind `/metrics`, and the request body idle timeout.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
+    /// How long a request body may send nothing.
+    pub(crate) body_idle_timeout: Duration,
     requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     next_id: AtomicU64,
+}
+
+impl Metrics {
+    /// Counters at zero, with request bodies idle for at most
+    /// `body_idle_timeout`.
+    pub(crate) fn new(body_idle_timeout: Duration) -> Self {
+        Self {
+            body_idle_timeout,
+            ..Self::default()
+        }
+    }
 }
 
 /// Which endpoint a path is, for labels (never the path itself: names and
@@ -73,7 +86,8 @@ pub(crate) async fn observe(
     let method = req.method().clone();
     let route = route_of(req.uri().path());
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.uri().path());
-    let req = req.map(|body| counting(body, metrics.clone(), |m| &m.bytes_in));
+    let idle = metrics.body_idle_timeout;
+    let req = req.map(|body| counting(idle_limited(body, idle), metrics.clone(), |m| &m.bytes_in));
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
@@ -96,6 +110,29 @@ pub(crate) async fn observe(
     response.map(|body| counting(body, metrics, |m| &m.bytes_out))
 }
 
+/// `body`, failing once it has sent nothing for `idle` (an upload then
+/// stays where its last whole write left it).
+fn idle_limited(body: Body, idle: Duration) -> Body {
+    let stream = body.into_data_stream();
+    Body::from_stream(futures_util::stream::unfold(
+        Some(stream),
+        move |state| async move {
+            let mut stream = state?;
+            match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(item)) => Some((item, Some(stream))),
+                Ok(None) => None,
+                Err(_) => {
+                    let idle = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "request body idle for too long",
+                    );
+                    Some((Err(axum::Error::new(idle)), None))
+                }
+            }
+        },
+    ))
+}
+
 /// `body`, its bytes added to a counter: at once when its length is known
 /// (the body stays as it is, with its length), else as they stream.
 fn counting(body: Body, metrics: Arc<Metrics>, counter: fn(&Metrics) -> &AtomicU64) -> Body {
@@ -109,20 +146,6 @@ fn counting(body: Body, metrics: Arc<Metrics>, counter: fn(&Metrics) -> &AtomicU
             counter(&metrics).fetch_add(c.len() as u64, Ordering::Relaxed);
         }
     }))
-}
-
-/// Makes the client's address (from either listener) available as
-/// `ConnectInfo<SocketAddr>`, which the registry and handlers read.
-pub(crate) async fn peer_address(mut req: Request, next: Next) -> Response {
-    if let Some(axum::extract::ConnectInfo(peer)) = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<super::tls::Peer>>()
-        .copied()
-    {
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer.0));
-    }
-    next.run(req).await
 }
 
 /// Figures the metrics page needs from elsewhere.

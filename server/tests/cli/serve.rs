@@ -1671,3 +1671,70 @@ fn pull_through_fetches_misses_and_rechecks_stale_tags() {
     ]);
     assert!(!refused.status.success());
 }
+
+#[test]
+fn slow_headers_and_idle_bodies_time_out_and_an_upload_keeps_what_arrived() {
+    use std::io::{Read as _, Write as _};
+    let dir = scratch("serve-timeouts");
+    let kiln = Kiln::start(
+        &dir,
+        "header_timeout_secs = 1\nbody_idle_timeout_secs = 1\n",
+        &["--open"],
+    );
+    // Headers that never end: the connection is closed.
+    let mut slow = std::net::TcpStream::connect(&kiln.host).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "slow headers were not cut off"
+    );
+    // A chunk that stops half way: the request fails, the session keeps the
+    // upload as it was, and the client can go on.
+    let loc = runtime().block_on(async {
+        let r = kiln
+            .oci(None)
+            .send(Method::POST, "/v2/a/blobs/uploads/", &[], vec![])
+            .await;
+        crate::client::location(&r)
+    });
+    let mut idle = std::net::TcpStream::connect(&kiln.host).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        idle,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nContent-Range: 0-99\r\n\r\n"
+    )
+    .unwrap();
+    idle.write_all(&[7; 40]).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = idle.read_to_end(&mut answer);
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "an idle body was not cut off"
+    );
+    runtime().block_on(async {
+        let oci = kiln.oci(None);
+        let r = oci.get(&loc).await;
+        assert_eq!(r.status(), 204);
+        assert_eq!(
+            header(&r, "range").as_deref(),
+            Some("0-0"),
+            "nothing of the cut chunk kept"
+        );
+        let r = oci
+            .send(
+                Method::PATCH,
+                &loc,
+                &[("content-range", "0-99")],
+                vec![7; 100],
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+    });
+}
