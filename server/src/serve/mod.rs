@@ -41,7 +41,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "KILN_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// URL clients reach this server at, for token realms [default:
-    /// http://<listen>].
+    /// http://LISTEN].
     #[arg(long, env = "KILN_PUBLIC_URL")]
     public_url: Option<String>,
     /// No authentication (every client may do everything): for a trusted
