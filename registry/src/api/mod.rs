@@ -552,7 +552,11 @@ impl<S: Storage, A: Access> Api<S, A> {
                         .await?;
                     return Ok(blob_created(&repo, &d));
                 }
-                Ok(upload_accepted(&repo, &id, 0))
+                let mut r = upload_accepted(&repo, &id, 0);
+                if let Some(min) = reg.storage().chunk_min_length() {
+                    r.headers_mut().insert("oci-chunk-min-length", HeaderValue::from(min));
+                }
+                Ok(r)
             }
             (Route::Upload(repo, id), Method::GET) => {
                 let size = reg.upload_size(&repo, &id).await?;

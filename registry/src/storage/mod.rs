@@ -99,4 +99,11 @@ pub trait Storage: Send + Sync + 'static {
     /// The names directly below `prefix` (documents and folders), sorted;
     /// empty when there are none.
     fn list_docs(&self, prefix: &str) -> impl Future<Output = io::Result<Vec<String>>> + Send;
+
+    /// The smallest chunk a chunked upload may send (but its last), when the
+    /// backend has one (S3 multipart parts: 5 MiB); advertised to clients
+    /// as `OCI-Chunk-Min-Length`. None by default.
+    fn chunk_min_length(&self) -> Option<u64> {
+        None
+    }
 }
