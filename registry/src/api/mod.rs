@@ -554,7 +554,8 @@ impl<S: Storage, A: Access> Api<S, A> {
                 }
                 let mut r = upload_accepted(&repo, &id, 0);
                 if let Some(min) = reg.storage().chunk_min_length() {
-                    r.headers_mut().insert("oci-chunk-min-length", HeaderValue::from(min));
+                    r.headers_mut()
+                        .insert("oci-chunk-min-length", HeaderValue::from(min));
                 }
                 Ok(r)
             }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::peers::{Layout, have, ok, runtime, scratch, skopeo};
+use crate::peers::{Layout, have, runtime, scratch};
 use crate::serve::{Kiln, SECRET, http, tenant_config};
 
 fn document() -> Value {
@@ -169,39 +169,15 @@ fn every_documented_route_and_status_answers_as_documented() {
     let creds = format!("acme:{SECRET}");
     // A runnable image (it converts) and one whose layer is no tar (it fails).
     let src = format!("oci:{}:busybox", images.display());
-    ok(skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &src,
-        &format!("docker://{}/acme/box:v1", kiln.host),
-    ]));
+    kiln.push_oci(&src, "acme/box:v1", &creds);
     let broken = Layout::new(&dir.join("broken"));
     let (d, s) = broken.image(7, &[1000], "amd64");
     broken.tag("v1", &[(d, s, "amd64")]);
     let src = format!("oci:{}:v1", broken.dir.display());
-    ok(skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &src,
-        &format!("docker://{}/acme/broken:v1", kiln.host),
-    ]));
+    kiln.push_oci(&src, "acme/broken:v1", &creds);
     broken.push("v1", &format!("{}/acme/app:v1", upstream.host), false);
-    let digest_of = |image: &str| {
-        crate::client::sha256(&ok(skopeo(&[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            &creds,
-            &format!("docker://{}/{image}", kiln.host),
-        ])))
-    };
-    let ready = digest_of("acme/box:v1");
-    let failed = digest_of("acme/broken:v1");
+    let ready = kiln.digest_of(&creds, "acme/box:v1");
+    let failed = kiln.digest_of(&creds, "acme/broken:v1");
 
     let mut c = Checker {
         doc: document(),

@@ -101,6 +101,31 @@ impl Kiln {
         format!("http://{}", self.host)
     }
 
+    /// Copies `src` (an `oci:` layout reference) to `repo_tag` here with
+    /// skopeo as `creds`.
+    pub(crate) fn push_oci(&self, src: &str, repo_tag: &str, creds: &str) {
+        ok(skopeo(&[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            creds,
+            src,
+            &format!("docker://{}/{repo_tag}", self.host),
+        ]));
+    }
+
+    /// The digest of `repo_tag`'s manifest here, as skopeo reads it.
+    pub(crate) fn digest_of(&self, creds: &str, repo_tag: &str) -> String {
+        sha256(&ok(skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            creds,
+            &format!("docker://{}/{repo_tag}", self.host),
+        ])))
+    }
+
     fn oci(&self, user: Option<(&str, &str)>) -> Oci {
         Oci::new(&self.url(), user)
     }
@@ -696,14 +721,7 @@ fn skopeo_copies_images_and_indexes_in_and_out_through_the_token_flow() {
     let creds = format!("acme:{SECRET}");
     // skopeo in, by tag and the whole index.
     let src = format!("oci:{}:v1", single.dir.display());
-    ok(skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &src,
-        &format!("docker://{host}/acme/app:v1"),
-    ]));
+    kiln.push_oci(&src, "acme/app:v1", &creds);
     let src = format!("oci:{}:multi", multi.dir.display());
     ok(skopeo(&[
         "copy",
@@ -769,14 +787,7 @@ fn podman_and_buildah_push_and_pull_through_the_token_flow() {
     let host = &kiln.host;
     let creds = format!("acme:{SECRET}");
     let src = format!("oci:{}:busybox", images.display());
-    ok(skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &src,
-        &format!("docker://{host}/acme/app:v1"),
-    ]));
+    kiln.push_oci(&src, "acme/app:v1", &creds);
     // podman pull and push, buildah push, each with their own storage.
     // podman refuses a run root path over 50 characters: a short one.
     let run = tempfile::tempdir().unwrap();
@@ -858,14 +869,7 @@ fn containerd_pulls_through_the_token_flow() {
     let kiln = Kiln::start(&dir, &tenant_config(""), &[]);
     let creds = format!("acme:{SECRET}");
     let src = format!("oci:{}:busybox", images.display());
-    ok(skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &src,
-        &format!("docker://{}/acme/app:v1", kiln.host),
-    ]));
+    kiln.push_oci(&src, "acme/app:v1", &creds);
 
     let c = dir.join("containerd");
     let sock = c.join("containerd.sock");
@@ -946,14 +950,7 @@ fn oras_pushes_an_artifact_with_a_subject_that_the_referrers_api_finds() {
     let (single, _) = layouts(&dir);
     let creds = format!("acme:{SECRET}");
     let src = format!("oci:{}:v1", single.dir.display());
-    ok(skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        &creds,
-        &src,
-        &format!("docker://{}/acme/app:v1", kiln.host),
-    ]));
+    kiln.push_oci(&src, "acme/app:v1", &creds);
     let subject = ok(skopeo(&[
         "inspect",
         "--raw",
@@ -1043,17 +1040,6 @@ async fn conversion(oci: &Oci, digest: &str) -> serde_json::Value {
     }
 }
 
-fn image_digest(kiln: &Kiln, creds: &str, repo_tag: &str) -> String {
-    sha256(&ok(skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        "--creds",
-        creds,
-        &format!("docker://{}/{repo_tag}", kiln.host),
-    ])))
-}
-
 #[test]
 fn pushed_images_convert_to_ext4_and_caches_and_artifacts_are_skipped() {
     if !(have("skopeo") && have("e2fsck")) {
@@ -1083,10 +1069,10 @@ fn pushed_images_convert_to_ext4_and_caches_and_artifacts_are_skipped() {
     push("artifact", "acme/sbom:v1", &creds, false);
     let admin = format!("admin:{admin_password}");
     push("buildkit-cache", "cache/global/node:latest", &admin, false);
-    let debian = image_digest(&kiln, &creds, "acme/debian:v1");
-    let multi = image_digest(&kiln, &creds, "acme/multi:v1");
-    let cache = image_digest(&kiln, &creds, "cache/acme:node");
-    let artifact = image_digest(&kiln, &creds, "acme/sbom:v1");
+    let debian = kiln.digest_of(&creds, "acme/debian:v1");
+    let multi = kiln.digest_of(&creds, "acme/multi:v1");
+    let cache = kiln.digest_of(&creds, "cache/acme:node");
+    let artifact = kiln.digest_of(&creds, "acme/sbom:v1");
 
     let out = dir.join("debian.ext4");
     runtime().block_on(async {
