@@ -572,15 +572,28 @@ fn token_attacks_get_401_and_write_nothing() {
         assert_eq!(r.status(), 400);
         // Oversized manifests and manifests naming missing blobs.
         let acme = kiln.oci(Some(("acme", SECRET)));
-        let big = vec![b' '; (4 << 20) + 1];
-        let r = acme
-            .put_manifest(
-                "acme/app",
-                "big",
-                "application/vnd.oci.image.manifest.v1+json",
-                &big,
-            )
-            .await;
+        // With a token from the start: a 401 challenge answered before the
+        // 4 MiB body is read would end the connection under the client.
+        let v: serde_json::Value = http
+            .get(format!(
+                "{}/token?service=kiln&scope=repository:acme/app:pull,push",
+                kiln.url()
+            ))
+            .basic_auth("acme", Some(SECRET))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let r = http
+            .put(format!("{}/v2/acme/app/manifests/big", kiln.url()))
+            .bearer_auth(v["token"].as_str().unwrap())
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(vec![b' '; (4 << 20) + 1])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 413);
         let dangling = conformance::manifest(&sha256(b"missing config"), 14, &[], "");
         let r = acme
