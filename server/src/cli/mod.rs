@@ -5,7 +5,7 @@ mod dockerfile;
 mod ext4;
 mod mirror;
 mod token;
-mod vm;
+pub(crate) mod vm;
 
 use std::time::Duration;
 

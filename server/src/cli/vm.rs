@@ -119,6 +119,18 @@ fn choose_accel(
     work: &Path,
     runtime: &tokio::runtime::Runtime,
 ) -> Accel {
+    runtime.block_on(accel_for(choice, kernel, init, work))
+}
+
+/// `kvm`, `tcg`, or for `auto` the verdict of a short KVM canary boot,
+/// decided once per machine (cached in the temp directory's
+/// `kiln-accel-canary`, shared by `kiln vm run` and `kiln serve`).
+pub(crate) async fn accel_for(
+    choice: &str,
+    kernel: &GuestKernel,
+    init: &Path,
+    work: &Path,
+) -> Accel {
     match choice {
         "kvm" => return Accel::Kvm,
         "tcg" => return Accel::Tcg,
@@ -132,12 +144,8 @@ fn choose_accel(
             Accel::Tcg
         };
     }
-    let (accel, why) = runtime.block_on(accel_canary(
-        kernel,
-        init,
-        &work.join("canary"),
-        Duration::from_secs(5),
-    ));
+    let (accel, why) =
+        accel_canary(kernel, init, &work.join("canary"), Duration::from_secs(5)).await;
     let name = if accel == Accel::Kvm { "kvm" } else { "tcg" };
     eprintln!("kiln: using {name}: {why}");
     let _ = std::fs::write(&cache, format!("{name} {why}\n"));

@@ -49,7 +49,8 @@ pub(crate) enum Principal {
 }
 
 impl Principal {
-    fn subject(&self) -> String {
+    /// The subject tokens issued to the principal carry.
+    pub(crate) fn subject(&self) -> String {
         match self {
             Self::Admin => "admin".into(),
             Self::Tenant(t) => format!("tenant:{t}"),
@@ -447,6 +448,44 @@ impl Auth {
         match principal {
             Some(Principal::Admin) => Ok(()),
             _ => Err(Error::Denied),
+        }
+    }
+
+    /// Whether `principal`'s policy allows `action` on `repo`.
+    pub(crate) fn policy_allows(
+        &self,
+        principal: &Principal,
+        repo: &RepositoryName,
+        action: Action,
+    ) -> bool {
+        policy_allows(&self.policy(principal), repo, action)
+    }
+
+    /// Who the request's credentials (Basic, or a token this server issued)
+    /// name; anonymous without credentials.
+    ///
+    /// # Errors
+    ///
+    /// `Unauthorized` for bad credentials, `Denied` for a token that names
+    /// no principal of this server, `TooManyRequests` after failures.
+    pub(crate) fn principal(
+        &self,
+        headers: &HeaderMap,
+        ip: Option<IpAddr>,
+    ) -> Result<Principal, Error> {
+        match headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(v) if v.starts_with("Bearer ") || v.starts_with("bearer ") => {
+                let claims = self.verify(v[7..].trim()).map_err(|_| {
+                    self.failures_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Error::Unauthorized
+                })?;
+                self.principal_of_claims(&claims).ok_or(Error::Denied)
+            }
+            _ => self.basic(headers, ip),
         }
     }
 

@@ -54,9 +54,61 @@ pub(crate) struct Config {
     /// How long a pulled-through tag is served before it is checked
     /// upstream again, in seconds (default 300).
     pub pull_through_tag_ttl_secs: u64,
+    /// Instances (`/kiln/v1/instances`): where the guest kernel and init
+    /// are (default: not configured, instances off).
+    pub vm: Option<VmSettings>,
     /// Accept tokens in Kiln's legacy format (`{build_id, repos, scope}`,
     /// HS256) signed with this secret (default: not accepted).
     pub legacy_tokens: Option<LegacyTokens>,
+}
+
+/// How instances boot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VmSettings {
+    /// The guest kernel (a `vmlinuz` with its modules beside it, as an
+    /// unpacked `linux-image-*-cloud-amd64`).
+    pub kernel: PathBuf,
+    /// The static `kiln-init` binary.
+    pub init: PathBuf,
+    /// The QEMU binary (default `qemu-system-x86_64`).
+    #[serde(default = "default_qemu")]
+    pub qemu: PathBuf,
+    /// `auto` (KVM when a canary guest boots under it, else TCG), `kvm` or
+    /// `tcg` (default `auto`).
+    #[serde(default = "default_accel")]
+    pub accel: String,
+    /// Instances running at once (default 4).
+    #[serde(default = "default_max_instances")]
+    pub max_instances: usize,
+    /// Most memory one instance may ask for, in MiB (default 2048).
+    #[serde(default = "default_max_memory")]
+    pub max_memory_mib: u64,
+    /// Most vCPUs one instance may ask for (default 2).
+    #[serde(default = "default_max_cpus")]
+    pub max_cpus: u8,
+    /// The longest an instance may run, in seconds (default 3600).
+    #[serde(default = "default_max_timeout")]
+    pub max_timeout_secs: u64,
+}
+
+fn default_qemu() -> PathBuf {
+    "qemu-system-x86_64".into()
+}
+fn default_accel() -> String {
+    "auto".into()
+}
+fn default_max_instances() -> usize {
+    4
+}
+fn default_max_memory() -> u64 {
+    2048
+}
+fn default_max_cpus() -> u8 {
+    2
+}
+fn default_max_timeout() -> u64 {
+    3600
 }
 
 /// Where the legacy tokens' secret is, and whom they come from.
@@ -135,6 +187,7 @@ impl Default for Config {
             tenants: Vec::new(),
             upstreams: Vec::new(),
             legacy_tokens: None,
+            vm: None,
             pull_through_tag_ttl_secs: 300,
         }
     }
@@ -195,6 +248,13 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             bail!("tls_cert and tls_key go together");
+        }
+        if let Some(vm) = &self.vm
+            && (!["auto", "kvm", "tcg"].contains(&vm.accel.as_str())
+                || vm.max_instances == 0
+                || vm.max_cpus == 0)
+        {
+            bail!("[vm]: accel must be auto, kvm or tcg; max_instances and max_cpus at least 1");
         }
         if self.header_timeout_secs == 0 || self.body_idle_timeout_secs == 0 {
             bail!("timeouts must be at least 1 s");

@@ -6,6 +6,7 @@ mod auth;
 mod config;
 mod convert;
 mod images;
+mod instances;
 mod mirror;
 mod ops;
 mod tls;
@@ -202,8 +203,16 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
     options.before_manifest_read = Some(Arc::new(move |repo, reference| {
         pull_through.before_read(repo, reference)
     }));
+    let instances = instances::Instances::new(
+        config.vm.clone(),
+        auth.clone(),
+        registry.clone(),
+        conversions.clone(),
+        config.data_dir.join("instances"),
+    )?;
     let app = Router::new()
         .merge(api::router(registry, auth.clone(), options))
+        .merge(instances::router(instances))
         .merge(mirror::router(mirroring))
         .merge(images::router(conversions, auth.clone()))
         .merge(token::router(auth))

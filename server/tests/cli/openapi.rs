@@ -155,12 +155,15 @@ fn every_documented_route_and_status_answers_as_documented() {
     let Some(images) = crate::ext4::images() else {
         return;
     };
+    let Some(vm) = crate::serve::vm_config() else {
+        return;
+    };
     let dir = scratch("serve-openapi");
     let upstream = crate::peers::Registry::start(&dir.join("upstream"));
     let kiln = Kiln::start(
         &dir.join("kiln"),
         &tenant_config(&format!(
-            "[[upstreams]]\nregistry = \"{}\"\ninsecure = true\n",
+            "{vm}[[upstreams]]\nregistry = \"{}\"\ninsecure = true\n",
             upstream.host
         )),
         &[],
@@ -238,6 +241,40 @@ fn every_documented_route_and_status_answers_as_documented() {
         assert_eq!(c.check(&Method::POST, md, post(md, admin, serde_json::json!({"dockerfile": "FROM a\nFOO\n"})).await.unwrap()).await, 400);
         assert_eq!(c.check(&Method::POST, md, post(md, None, df.clone()).await.unwrap()).await, 401);
         assert_eq!(c.check(&Method::POST, md, post(md, acme, df).await.unwrap()).await, 403);
+
+        // Two sleepers fill the server's two instance slots: a third is 429.
+        let inst = "/kiln/v1/instances";
+        let launch = |body: Value| post(inst, acme, body);
+        let mut sleepers = Vec::new();
+        for _ in 0..2 {
+            let r = launch(serde_json::json!({"image": "acme/box:v1", "cmd": ["sleep 600"], "memory": "64M", "cpus": 1, "timeout": 600, "env": ["A=b"]})).await.unwrap();
+            let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            sleepers.push(v["id"].as_str().unwrap().to_owned());
+        }
+        let r = launch(serde_json::json!({"image": "acme/box:v1"})).await.unwrap();
+        assert_eq!(c.check(&Method::POST, inst, r).await, 429);
+        let (one, console, stop) = ("/kiln/v1/instances/{id}", "/kiln/v1/instances/{id}/console", "/kiln/v1/instances/{id}/stop");
+        for id in &sleepers {
+            let r = http().post(format!("{base}/kiln/v1/instances/{id}/stop")).basic_auth("acme", Some(SECRET)).send().await.unwrap();
+            assert_eq!(c.check(&Method::POST, stop, r).await, 202);
+            // The console ends when the instance does.
+            let _ = get(format!("/kiln/v1/instances/{id}/console"), acme).await.unwrap().bytes().await;
+        }
+        let r = launch(serde_json::json!({"image": "acme/box:v1", "cmd": ["echo hi; exit 3"]})).await.unwrap();
+        let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        let r = launch(serde_json::json!({"image": "acme/box:v1", "cmd": ["exit 0"]})).await.unwrap();
+        assert_eq!(c.check(&Method::POST, inst, r).await, 201);
+        assert_eq!(c.check(&Method::POST, inst, launch(serde_json::json!({"image": "Bad"})).await.unwrap()).await, 400);
+        assert_eq!(c.check(&Method::POST, inst, post(inst, None, serde_json::json!({"image": "acme/box:v1"})).await.unwrap()).await, 401);
+        assert_eq!(c.check(&Method::POST, inst, post(inst, Some(("umbrella", SECRET)), serde_json::json!({"image": "acme/box:v1"})).await.unwrap()).await, 404);
+        assert_eq!(c.check(&Method::POST, inst, launch(serde_json::json!({"image": "acme/broken:v1"})).await.unwrap()).await, 409);
+        assert_eq!(c.check(&Method::GET, console, get(format!("/kiln/v1/instances/{id}/console"), acme).await.unwrap()).await, 200);
+        assert_eq!(c.check(&Method::GET, one, get(format!("/kiln/v1/instances/{id}"), acme).await.unwrap()).await, 200);
+        assert_eq!(c.check(&Method::GET, one, get(format!("/kiln/v1/instances/{id}"), Some(("umbrella", SECRET))).await.unwrap()).await, 404);
+        assert_eq!(c.check(&Method::GET, console, get("/kiln/v1/instances/nope/console".into(), acme).await.unwrap()).await, 404);
+        let r = http().post(format!("{base}/kiln/v1/instances/nope/stop")).basic_auth("acme", Some(SECRET)).send().await.unwrap();
+        assert_eq!(c.check(&Method::POST, stop, r).await, 404);
 
         for p in ["/healthz", "/readyz", "/metrics"] {
             assert_eq!(c.check(&Method::GET, p, get(p.into(), None).await.unwrap()).await, 200);

@@ -1737,3 +1737,115 @@ fn slow_headers_and_idle_bodies_time_out_and_an_upload_keeps_what_arrived() {
         assert_eq!(r.status(), 202);
     });
 }
+
+/// `[vm]` for instances from the VM tests' environment (`KILN_TEST_KERNEL`,
+/// `KILN_INIT`; scripts/test provides both), with qemu installed.
+pub(crate) fn vm_config() -> Option<String> {
+    let kernel = std::env::var("KILN_TEST_KERNEL").ok();
+    let init = std::env::var("KILN_INIT").ok();
+    match (kernel, init, have("qemu-system-x86_64")) {
+        (Some(k), Some(i), true) => Some(format!(
+            "[vm]\nkernel = \"{k}\"\ninit = \"{i}\"\nmax_instances = 2\n"
+        )),
+        _ => {
+            let msg = "instance tests need qemu-system-x86_64, KILN_TEST_KERNEL and KILN_INIT (scripts/test provides them)";
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            eprintln!("\n!!!!! SKIPPING: {msg} !!!!!\n");
+            None
+        }
+    }
+}
+
+#[test]
+fn instances_boot_converted_images_report_exit_status_and_stop() {
+    let Some(vm) = vm_config() else { return };
+    let Some(images) = crate::ext4::images() else {
+        return;
+    };
+    if !have("skopeo") {
+        return;
+    }
+    let dir = scratch("serve-instances");
+    let kiln = Kiln::start(&dir, &tenant_config(&vm), &[]);
+    let creds = format!("acme:{SECRET}");
+    kiln.push_oci(
+        &format!("oci:{}:busybox", images.display()),
+        "acme/box:v1",
+        &creds,
+    );
+    let digest = kiln.digest_of(&creds, "acme/box:v1");
+    let ids = runtime().block_on(async {
+        let acme = kiln.oci(Some(("acme", SECRET)));
+        assert_eq!(conversion(&acme, &digest).await["state"], "ready");
+        let launch = |user: &'static str, body: serde_json::Value| {
+            http()
+                .post(format!("{}/kiln/v1/instances", kiln.url()))
+                .basic_auth(user, Some(SECRET))
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+        };
+        let get = |user: &'static str, path: String| http().get(format!("{}{path}", kiln.url())).basic_auth(user, Some(SECRET)).send();
+        // Another tenant cannot run acme's image, nor anyone without credentials.
+        let r = launch("umbrella", serde_json::json!({"image": "acme/box:v1"})).await.unwrap();
+        assert_eq!(r.status(), 404);
+        let r = http().post(format!("{}/kiln/v1/instances", kiln.url())).body("{}").send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = launch("acme", serde_json::json!({"image": "acme/nothing:v1"})).await.unwrap();
+        assert_eq!(r.status(), 404);
+
+        let r = launch(
+            "acme",
+            serde_json::json!({"image": "acme/box:v1", "cmd": ["echo hello from an instance; echo \"$GREETING\"; exit 7"], "env": ["GREETING=hi there"]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = r.json().await.unwrap();
+        let first = v["id"].as_str().unwrap().to_owned();
+        let id = first.clone();
+        // The console streams until the instance ends.
+        let console = get("acme", format!("/kiln/v1/instances/{id}/console")).await.unwrap().text().await.unwrap();
+        let v: serde_json::Value = get("acme", format!("/kiln/v1/instances/{id}")).await.unwrap().json().await.unwrap();
+        assert!(console.contains("hello from an instance\nhi there\n"), "{console} {v}");
+        assert!(!console.contains("KILN-REPORT"), "the report line is not shown");
+        let v: serde_json::Value = get("acme", format!("/kiln/v1/instances/{id}")).await.unwrap().json().await.unwrap();
+        assert_eq!((v["state"].as_str(), v["exit_code"].as_i64()), (Some("exited"), Some(7)), "{v}");
+        assert_eq!(get("umbrella", format!("/kiln/v1/instances/{id}")).await.unwrap().status(), 404);
+
+        // A long workload, stopped.
+        let r = launch("acme", serde_json::json!({"image": "acme/box:v1", "cmd": ["sleep 600"]})).await.unwrap();
+        let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let v: serde_json::Value = get("acme", format!("/kiln/v1/instances/{id}")).await.unwrap().json().await.unwrap();
+            if v["state"] == "running" {
+                break;
+            }
+            assert!(Instant::now() < deadline && v["state"] == "starting", "{v}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let r = http()
+            .post(format!("{}/kiln/v1/instances/{id}/stop", kiln.url()))
+            .basic_auth("acme", Some(SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let _ = get("acme", format!("/kiln/v1/instances/{id}/console")).await.unwrap().text().await;
+        let v: serde_json::Value = get("acme", format!("/kiln/v1/instances/{id}")).await.unwrap().json().await.unwrap();
+        assert_eq!(v["state"], "stopped", "{v}");
+        [first, id]
+    });
+    // No QEMU outlives its instance.
+    for id in ids {
+        let left = Command::new("pgrep")
+            .args(["-f", &format!("kiln-i-{id}")])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+            "QEMU of {id} left running"
+        );
+    }
+}
