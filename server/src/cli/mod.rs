@@ -4,6 +4,7 @@ mod cache;
 mod dockerfile;
 mod ext4;
 mod mirror;
+mod run;
 mod token;
 pub(crate) mod vm;
 
@@ -38,6 +39,9 @@ enum Command {
     /// Mint and verify per-repository registry tokens.
     #[command(subcommand)]
     Token(token::Command),
+    /// Run an image of a `kiln serve` registry as a microVM instance there
+    /// (console to standard output, its exit status as this command's).
+    Run(run::RunArgs),
     /// Run the reference server: an OCI registry with token auth and
     /// tenants (zero configuration: 127.0.0.1:5000, ./kiln-data).
     Serve(crate::serve::ServeArgs),
@@ -53,6 +57,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => token::run(cmd),
         Command::Vm(cmd) => vm::run_cmd(cmd),
         Command::Serve(args) => crate::serve::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
 

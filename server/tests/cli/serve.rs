@@ -1837,6 +1837,53 @@ fn instances_boot_converted_images_report_exit_status_and_stop() {
         assert_eq!(v["state"], "stopped", "{v}");
         [first, id]
     });
+    // `kiln run` over the same API: the console on stdout, the exit status.
+    std::fs::write(dir.join("password"), SECRET).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "run",
+            "--server",
+            &kiln.url(),
+            "--user",
+            "acme",
+            "--password-file",
+        ])
+        .arg(dir.join("password"))
+        .args([
+            "--env",
+            "WHO=kiln run",
+            "acme/box:v1",
+            "--",
+            "echo \"hello from $WHO\"; exit 5",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from kiln run\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(5));
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "run",
+            "--server",
+            &kiln.url(),
+            "--user",
+            "umbrella",
+            "--password-file",
+        ])
+        .arg(dir.join("password"))
+        .arg("acme/box:v1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // No QEMU outlives its instance.
     for id in ids {
         let left = Command::new("pgrep")

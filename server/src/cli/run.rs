@@ -1,0 +1,134 @@
+//! `kiln run`: an image of a `kiln serve` registry as a microVM instance,
+//! over the server's instances API — the console streamed to standard
+//! output, the workload's exit status as this command's.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use futures_util::StreamExt;
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The image: REPOSITORY:TAG or REPOSITORY@DIGEST in the server's
+    /// registry (converted to ext4 by the server).
+    image: String,
+    /// The server.
+    #[arg(long, env = "KILN_SERVER", default_value = "http://127.0.0.1:5000")]
+    server: String,
+    /// Username (a tenant, or admin).
+    #[arg(long, env = "KILN_USER")]
+    user: String,
+    /// A file holding the password (else `KILN_PASSWORD`).
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// `NAME=value` added to the image's environment (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Guest memory, e.g. 256M.
+    #[arg(long)]
+    memory: Option<String>,
+    /// vCPUs.
+    #[arg(long)]
+    cpus: Option<u8>,
+    /// Seconds the instance may run.
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Replaces the image's `Cmd` (the entrypoint stays), as `docker run`.
+    #[arg(last = true)]
+    cmd: Vec<String>,
+}
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
+    let password = match &args.password_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        None => std::env::var("KILN_PASSWORD")
+            .context("no password: --password-file or KILN_PASSWORD")?,
+    };
+    let code = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(instance(&args, &password))?;
+    std::process::exit(code & 0xff);
+}
+
+async fn instance(args: &RunArgs, password: &str) -> anyhow::Result<i32> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let base = args.server.trim_end_matches('/');
+    let mut launch = serde_json::json!({"image": args.image, "cmd": args.cmd, "env": args.env});
+    if let Some(m) = &args.memory {
+        launch["memory"] = m.clone().into();
+    }
+    if let Some(c) = args.cpus {
+        launch["cpus"] = c.into();
+    }
+    if let Some(t) = args.timeout {
+        launch["timeout"] = t.into();
+    }
+    let r = http
+        .post(format!("{base}/kiln/v1/instances"))
+        .basic_auth(&args.user, Some(password))
+        .json(&launch)
+        .send()
+        .await
+        .with_context(|| format!("reaching {base}"))?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    if !status.is_success() {
+        let why = v["error"]
+            .as_str()
+            .or_else(|| v["errors"][0]["message"].as_str())
+            .unwrap_or("no reason given");
+        bail!("the server refused the instance ({status}): {why}");
+    }
+    let id = v["id"]
+        .as_str()
+        .context("no instance id in the answer")?
+        .to_owned();
+    // Ctrl-C stops the instance; the console then ends with it.
+    let stop = {
+        let (http, url, user, password) = (
+            http.clone(),
+            format!("{base}/kiln/v1/instances/{id}/stop"),
+            args.user.clone(),
+            password.to_owned(),
+        );
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("kiln: stopping the instance");
+                let _ = http.post(url).basic_auth(user, Some(password)).send().await;
+            }
+        })
+    };
+    let console = http
+        .get(format!("{base}/kiln/v1/instances/{id}/console"))
+        .basic_auth(&args.user, Some(password))
+        .send()
+        .await?;
+    let mut body = console.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("reading the console")?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&chunk)?;
+        out.flush()?;
+    }
+    stop.abort();
+    let v: serde_json::Value = http
+        .get(format!("{base}/kiln/v1/instances/{id}"))
+        .basic_auth(&args.user, Some(password))
+        .send()
+        .await?
+        .json()
+        .await?;
+    match v["state"].as_str() {
+        Some("exited") => Ok(v["exit_code"].as_i64().unwrap_or(0) as i32),
+        Some("stopped") => Ok(130),
+        Some("failed") => bail!("the instance failed: {}", v["error"].as_str().unwrap_or("")),
+        other => bail!("the instance ended in state {other:?}"),
+    }
+}
