@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Descriptor, Manifest, OCI_INDEX};
 use crate::storage::{ByteStream, Storage};
-use crate::{Digest, Error, Hasher, Reference, Tag, UploadId};
+use crate::{Algorithm, Digest, Error, Hasher, Reference, Tag, UploadId};
 
 /// Limits on what clients may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +69,6 @@ pub struct ManifestInfo {
 pub struct PutManifest {
     /// The digest of the exact bytes.
     pub digest: Digest,
-    /// The subject it refers to, for the `OCI-Subject` header.
-    pub subject: Option<Digest>,
     /// The parsed manifest.
     pub manifest: Manifest,
 }
@@ -134,8 +132,25 @@ fn referrers_prefix(repo: &RepositoryName, subject: &Digest) -> String {
     )
 }
 
+fn referrer_key(repo: &RepositoryName, subject: &Digest, d: &Digest) -> String {
+    format!(
+        "{}/{}-{}",
+        referrers_prefix(repo, subject),
+        d.algorithm(),
+        d.hex()
+    )
+}
+
 fn flat(repo: &RepositoryName) -> String {
     repo.as_str().replace('/', ",")
+}
+
+fn catalog_key(repo: &RepositoryName) -> String {
+    format!("catalog/{}", flat(repo))
+}
+
+fn upload_key(id: &UploadId) -> String {
+    format!("uploads/{id}")
 }
 
 fn holder_key(d: &Digest, repo: &RepositoryName) -> String {
@@ -277,9 +292,7 @@ impl<S: Storage> Registry<S> {
             repository: repo.as_str().to_owned(),
         })
         .map_err(std::io::Error::other)?;
-        self.store
-            .put_doc(&format!("uploads/{id}"), &record)
-            .await?;
+        self.store.put_doc(&upload_key(&id), &record).await?;
         Ok(id)
     }
 
@@ -293,7 +306,7 @@ impl<S: Storage> Registry<S> {
         let unknown = || Error::UploadUnknown(id.to_string());
         let record = self
             .store
-            .get_doc(&format!("uploads/{id}"))
+            .get_doc(&upload_key(id))
             .await?
             .ok_or_else(unknown)?;
         let record: UploadRecord = serde_json::from_slice(&record).map_err(|_| unknown())?;
@@ -305,20 +318,26 @@ impl<S: Storage> Registry<S> {
             return Ok(s.clone());
         }
         // A session this process has not seen (new, or from before a
-        // restart or on another replica): hash from the start when it is
-        // empty, else re-hash at completion.
-        let hasher = (map.len() < self.limits.max_hashed_uploads).then(|| UploadHash {
-            offset: 0,
-            hasher: Some(Digest::sha256_of(b"").hasher()),
-        });
-        let state = Arc::new(tokio::sync::Mutex::new(hasher.unwrap_or(UploadHash {
-            offset: u64::MAX,
-            hasher: None,
-        })));
-        if map.len() < self.limits.max_hashed_uploads {
+        // restart or on another replica): hashed from the start while the
+        // table has room (the hash applies only while the session is still
+        // empty), else re-hashed from storage at completion.
+        let keep = map.len() < self.limits.max_hashed_uploads;
+        let state = Arc::new(tokio::sync::Mutex::new(UploadHash {
+            offset: if keep { 0 } else { u64::MAX },
+            hasher: keep.then(|| Hasher::new(Algorithm::Sha256)),
+        }));
+        if keep {
             map.insert(id.clone(), state.clone());
         }
         Ok(state)
+    }
+
+    /// The bytes a session's data holds in storage.
+    async fn stored_size(&self, id: &UploadId) -> Result<u64, Error> {
+        self.store
+            .upload_size(id.as_str())
+            .await?
+            .ok_or_else(|| Error::UploadUnknown(id.to_string()))
     }
 
     fn forget(&self, id: &UploadId) {
@@ -335,10 +354,7 @@ impl<S: Storage> Registry<S> {
     /// [`Error::UploadUnknown`] for no such session in `repo`.
     pub async fn upload_size(&self, repo: &RepositoryName, id: &UploadId) -> Result<u64, Error> {
         let _ = self.session(repo, id).await?;
-        self.store
-            .upload_size(id.as_str())
-            .await?
-            .ok_or_else(|| Error::UploadUnknown(id.to_string()))
+        self.stored_size(id).await
     }
 
     /// Appends a chunk. `start` is where the client says it begins
@@ -361,11 +377,7 @@ impl<S: Storage> Registry<S> {
     ) -> Result<u64, Error> {
         let session = self.session(repo, id).await?;
         let mut state = session.lock().await;
-        let have = self
-            .store
-            .upload_size(id.as_str())
-            .await?
-            .ok_or_else(|| Error::UploadUnknown(id.to_string()))?;
+        let have = self.stored_size(id).await?;
         if let Some(start) = start
             && start != have
         {
@@ -428,11 +440,7 @@ impl<S: Storage> Registry<S> {
         }
         let session = self.session(repo, id).await?;
         let mut state = session.lock().await;
-        let size = self
-            .store
-            .upload_size(id.as_str())
-            .await?
-            .ok_or_else(|| Error::UploadUnknown(id.to_string()))?;
+        let size = self.stored_size(id).await?;
         let actual = match state.hasher.take() {
             Some(h) if state.offset == size && digest.algorithm() == "sha256" => h.finish(),
             _ => {
@@ -458,7 +466,7 @@ impl<S: Storage> Registry<S> {
                 actual,
             })
         };
-        self.store.delete_doc(&format!("uploads/{id}")).await?;
+        self.store.delete_doc(&upload_key(id)).await?;
         self.forget(id);
         result
     }
@@ -472,7 +480,7 @@ impl<S: Storage> Registry<S> {
         let session = self.session(repo, id).await?;
         let _held = session.lock().await;
         self.store.delete_upload(id.as_str()).await?;
-        self.store.delete_doc(&format!("uploads/{id}")).await?;
+        self.store.delete_doc(&upload_key(id)).await?;
         self.forget(id);
         Ok(())
     }
@@ -592,9 +600,7 @@ impl<S: Storage> Registry<S> {
         }
         let size = bytes.len() as u64;
         self.store.put_blob(&digest, bytes).await?;
-        self.store
-            .put_doc(&format!("catalog/{}", flat(repo)), b"")
-            .await?;
+        self.store.put_doc(&catalog_key(repo), b"").await?;
         let rev = serde_json::to_vec(&Revision {
             media_type: manifest.media_type.clone(),
             size,
@@ -606,24 +612,16 @@ impl<S: Storage> Registry<S> {
         if let Some(subject) = &manifest.subject {
             let desc = serde_json::to_vec(&manifest.referrer_descriptor(&digest, size))
                 .map_err(std::io::Error::other)?;
-            let key = format!(
-                "{}/{}-{}",
-                referrers_prefix(repo, subject),
-                digest.algorithm(),
-                digest.hex()
-            );
-            self.store.put_doc(&key, &desc).await?;
+            self.store
+                .put_doc(&referrer_key(repo, subject, &digest), &desc)
+                .await?;
         }
         if let Reference::Tag(t) = r {
             self.store
                 .put_doc(&tag_key(repo, t), digest.as_str().as_bytes())
                 .await?;
         }
-        Ok(PutManifest {
-            subject: manifest.subject.clone(),
-            digest,
-            manifest,
-        })
+        Ok(PutManifest { digest, manifest })
     }
 
     /// Deletes a tag, or a manifest by digest with every tag pointing at it
@@ -657,13 +655,9 @@ impl<S: Storage> Registry<S> {
                 if let Ok(m) = Manifest::parse(&bytes, Some(&info.media_type))
                     && let Some(subject) = m.subject
                 {
-                    let key = format!(
-                        "{}/{}-{}",
-                        referrers_prefix(repo, &subject),
-                        d.algorithm(),
-                        d.hex()
-                    );
-                    self.store.delete_doc(&key).await?;
+                    self.store
+                        .delete_doc(&referrer_key(repo, &subject, d))
+                        .await?;
                 }
                 self.store.delete_doc(&revision_key(repo, d)).await?;
             }
@@ -690,11 +684,7 @@ impl<S: Storage> Registry<S> {
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<(Vec<String>, bool), Error> {
-        let known = self
-            .store
-            .get_doc(&format!("catalog/{}", flat(repo)))
-            .await?
-            .is_some();
+        let known = self.store.get_doc(&catalog_key(repo)).await?.is_some();
         if !known {
             return Err(Error::NameUnknown(repo.to_string()));
         }

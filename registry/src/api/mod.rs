@@ -22,6 +22,10 @@ pub use route::Route;
 use crate::storage::{ByteStream, Storage};
 use crate::{Digest, Error, Registry, UploadId};
 
+/// The digest of what a response carries or names.
+const DOCKER_CONTENT_DIGEST: header::HeaderName =
+    header::HeaderName::from_static("docker-content-digest");
+
 /// A manifest the API just stored.
 #[derive(Debug, Clone)]
 pub struct ManifestPushed {
@@ -275,10 +279,7 @@ fn blob_created(repo: &RepositoryName, d: &Digest) -> Response {
         Body::empty(),
         &[
             (header::LOCATION, format!("/v2/{repo}/blobs/{d}")),
-            (
-                header::HeaderName::from_static("docker-content-digest"),
-                d.to_string(),
-            ),
+            (DOCKER_CONTENT_DIGEST, d.to_string()),
             (header::CONTENT_LENGTH, "0".into()),
         ],
     )
@@ -421,7 +422,6 @@ impl<S: Storage, A: Access> Api<S, A> {
                 {
                     work.await;
                 }
-                let digest_h = header::HeaderName::from_static("docker-content-digest");
                 if m == Method::HEAD {
                     let info = reg.manifest_info(&repo, &r).await?;
                     return Ok(with_headers(
@@ -430,7 +430,7 @@ impl<S: Storage, A: Access> Api<S, A> {
                         &[
                             (header::CONTENT_TYPE, info.media_type),
                             (header::CONTENT_LENGTH, info.size.to_string()),
-                            (digest_h, info.digest.to_string()),
+                            (DOCKER_CONTENT_DIGEST, info.digest.to_string()),
                         ],
                     ));
                 }
@@ -440,7 +440,7 @@ impl<S: Storage, A: Access> Api<S, A> {
                     Body::from(bytes),
                     &[
                         (header::CONTENT_TYPE, info.media_type),
-                        (digest_h, info.digest.to_string()),
+                        (DOCKER_CONTENT_DIGEST, info.digest.to_string()),
                     ],
                 ))
             }
@@ -457,13 +457,10 @@ impl<S: Storage, A: Access> Api<S, A> {
                         header::LOCATION,
                         format!("/v2/{repo}/manifests/{}", put.digest),
                     ),
-                    (
-                        header::HeaderName::from_static("docker-content-digest"),
-                        put.digest.to_string(),
-                    ),
+                    (DOCKER_CONTENT_DIGEST, put.digest.to_string()),
                     (header::CONTENT_LENGTH, "0".into()),
                 ];
-                if let Some(s) = &put.subject {
+                if let Some(s) = &put.manifest.subject {
                     h.push((
                         header::HeaderName::from_static("oci-subject"),
                         s.to_string(),
@@ -485,10 +482,7 @@ impl<S: Storage, A: Access> Api<S, A> {
             }
             (Route::Blob(repo, d), m @ (Method::GET | Method::HEAD)) => {
                 let size = reg.blob_size(&repo, &d).await?;
-                let digest_h = (
-                    header::HeaderName::from_static("docker-content-digest"),
-                    d.to_string(),
-                );
+                let digest_h = (DOCKER_CONTENT_DIGEST, d.to_string());
                 let octets = (header::CONTENT_TYPE, "application/octet-stream".to_owned());
                 let ranges = (header::ACCEPT_RANGES, "bytes".to_owned());
                 let range = match byte_range(headers, size) {

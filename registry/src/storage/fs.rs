@@ -312,7 +312,7 @@ mod tests {
             Ok(Bytes::from_static(b"hello ")),
             Ok(Bytes::from_static(b"world")),
         ]));
-        let mut h = Digest::sha256_of(b"").hasher();
+        let mut h = Hasher::new(crate::Algorithm::Sha256);
         assert_eq!(
             s.append_upload("u1", 0, body, Some(&mut h), 100)
                 .await

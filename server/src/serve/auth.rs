@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -67,8 +67,10 @@ pub(crate) struct Auth {
     ttl: Duration,
     admin_sha256: [u8; 32],
     tenants: HashMap<String, [u8; 32]>,
-    anonymous: Vec<Permission>,
-    mirror_prefix: String,
+    /// Each principal's policy, built once.
+    admin_policy: Arc<[Permission]>,
+    tenant_policies: HashMap<String, Arc<[Permission]>>,
+    anonymous: Arc<[Permission]>,
     minter: Minter,
     refresh_minter: Minter,
     verifier: Verifier,
@@ -80,6 +82,7 @@ pub(crate) struct Auth {
     /// The server's own credential (an admin), for copies into itself; in
     /// memory only, new at every start.
     internal_password: String,
+    internal_sha256: [u8; 32],
 }
 
 impl std::fmt::Debug for Auth {
@@ -90,27 +93,10 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+pub(crate) fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
     let mut b = [0u8; N];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     Ok(b)
-}
-
-/// Writes a secret file readable by its owner only, atomically.
-fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
@@ -133,6 +119,67 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// `user:password` from the base64 of Basic credentials.
+fn decode_basic(b64: &str) -> Option<(String, String)> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok())?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// Pull, push and delete.
+fn all_actions() -> Actions {
+    Actions::NONE
+        .with(Action::Pull)
+        .with(Action::Push)
+        .with(Action::Delete)
+}
+
+/// Pull alone.
+fn pull() -> Actions {
+    Actions::NONE.with(Action::Pull)
+}
+
+/// A tenant's policy: its own namespaces, pull on the global cache and the
+/// mirror namespace, and what anyone may pull.
+fn tenant_policy(t: &str, mirror_prefix: &str, anonymous: &[Permission]) -> Arc<[Permission]> {
+    let perm = |pattern: String, actions| {
+        pattern
+            .parse::<RepositoryPattern>()
+            .ok()
+            .map(|p| Permission::new(p, actions))
+    };
+    [
+        perm(t.to_owned(), all_actions()),
+        perm(format!("{t}/*"), all_actions()),
+        perm(format!("cache/{t}"), all_actions()),
+        perm(format!("cache/{t}/*"), all_actions()),
+        perm("cache/global/*".into(), pull()),
+        perm(format!("{mirror_prefix}/*"), pull()),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(anonymous.iter().cloned())
+    .collect()
+}
+
+/// The `Authorization` header, when it is text.
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The token of an `Authorization: Bearer` value.
+fn bearer(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
 /// Equality that takes the same time wherever the first difference is.
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -148,7 +195,7 @@ impl Auth {
             Ok(k) if k.len() >= 32 => k,
             _ => {
                 let k = random_bytes::<32>()?;
-                write_secret(&key_path, &k)?;
+                super::write_atomically(&key_path, &k, 0o600)?;
                 k.to_vec()
             }
         };
@@ -162,7 +209,7 @@ impl Auth {
                 let password =
                     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
                 let hash = sha256_hex(password.as_bytes());
-                write_secret(&admin_path, hash.as_bytes())?;
+                super::write_atomically(&admin_path, hash.as_bytes(), 0o600)?;
                 eprintln!(
                     "kiln: new admin credential (shown once, only its hash is kept in {}):\n  username: admin\n  password: {password}",
                     admin_path.display()
@@ -180,6 +227,13 @@ impl Auth {
             .iter()
             .filter_map(|t| Some((t.name.clone(), hex32(&t.password_sha256)?)))
             .collect();
+        let internal_password =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
+        let anonymous: Vec<Permission> = config
+            .anonymous_pull
+            .iter()
+            .map(|p| Permission::new(p.clone(), pull()))
+            .collect();
         Ok(Self {
             open: config.open,
             service: config.service.clone(),
@@ -187,12 +241,18 @@ impl Auth {
             ttl,
             admin_sha256,
             tenants,
-            anonymous: config
-                .anonymous_pull
+            admin_policy: Arc::from([Permission::new(RepositoryPattern::Any, all_actions())]),
+            tenant_policies: config
+                .tenants
                 .iter()
-                .map(|p| Permission::new(p.clone(), Actions::NONE.with(Action::Pull)))
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        tenant_policy(&t.name, &config.mirror_prefix, &anonymous),
+                    )
+                })
                 .collect(),
-            mirror_prefix: config.mirror_prefix.clone(),
+            anonymous: anonymous.into(),
             minter: Minter::new(key.clone(), "kiln", &config.service).max_ttl(ttl),
             refresh_minter: Minter::new(key, "kiln", &refresh_audience).max_ttl(REFRESH_TTL),
             verifier: Verifier::new(&keys, "kiln", &config.service),
@@ -210,38 +270,20 @@ impl Auth {
             refresh_verifier: Verifier::new(&keys, "kiln", &refresh_audience),
             failures: Mutex::new(HashMap::new()),
             failures_total: std::sync::atomic::AtomicU64::new(0),
-            internal_password: base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(random_bytes::<32>()?),
+            internal_sha256: Sha256::digest(internal_password.as_bytes()).into(),
+            internal_password,
         })
     }
 
     /// What a principal may do.
-    pub(crate) fn policy(&self, p: &Principal) -> Vec<Permission> {
-        let all = Actions::NONE
-            .with(Action::Pull)
-            .with(Action::Push)
-            .with(Action::Delete);
-        let pull = Actions::NONE.with(Action::Pull);
-        let perm = |pattern: String, actions| {
-            pattern
-                .parse::<RepositoryPattern>()
-                .ok()
-                .map(|p| Permission::new(p, actions))
-        };
+    pub(crate) fn policy(&self, p: &Principal) -> Arc<[Permission]> {
         match p {
-            Principal::Admin => vec![Permission::new(RepositoryPattern::Any, all)],
-            Principal::Tenant(t) => [
-                perm(t.clone(), all),
-                perm(format!("{t}/*"), all),
-                perm(format!("cache/{t}"), all),
-                perm(format!("cache/{t}/*"), all),
-                perm("cache/global/*".into(), pull),
-                perm(format!("{}/*", self.mirror_prefix), pull),
-            ]
-            .into_iter()
-            .flatten()
-            .chain(self.anonymous.iter().cloned())
-            .collect(),
+            Principal::Admin => self.admin_policy.clone(),
+            Principal::Tenant(t) => self
+                .tenant_policies
+                .get(t)
+                .cloned()
+                .unwrap_or_else(|| self.anonymous.clone()),
             Principal::Anonymous => self.anonymous.clone(),
         }
     }
@@ -291,10 +333,9 @@ impl Auth {
             return Err(Error::TooManyRequests);
         }
         let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
-        let internal: [u8; 32] = Sha256::digest(self.internal_password.as_bytes()).into();
         let ok = match user {
             "admin" => same(&given, &self.admin_sha256).then_some(Principal::Admin),
-            INTERNAL_USER => same(&given, &internal).then_some(Principal::Admin),
+            INTERNAL_USER => same(&given, &self.internal_sha256).then_some(Principal::Admin),
             t => self
                 .tenants
                 .get(t)
@@ -313,10 +354,7 @@ impl Auth {
         headers: &HeaderMap,
         ip: Option<IpAddr>,
     ) -> Result<Principal, Error> {
-        let Some(v) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(v) = authorization(headers) else {
             return Ok(Principal::Anonymous);
         };
         let Some(b64) = v
@@ -325,13 +363,8 @@ impl Auth {
         else {
             return Err(Error::Unauthorized);
         };
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .ok()
-            .and_then(|d| String::from_utf8(d).ok())
-            .ok_or(Error::Unauthorized)?;
-        let (user, password) = decoded.split_once(':').ok_or(Error::Unauthorized)?;
-        self.login(user, password, ip)
+        let (user, password) = decode_basic(b64).ok_or(Error::Unauthorized)?;
+        self.login(&user, &password, ip)
     }
 
     /// An access token for `principal` with what it may have of `scopes`
@@ -430,23 +463,11 @@ impl Auth {
         headers: &HeaderMap,
         ip: Option<IpAddr>,
     ) -> Result<(), Error> {
-        let auth = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let principal = match auth {
-            None => return Err(Error::Unauthorized),
-            Some(v) if v.starts_with("Bearer ") || v.starts_with("bearer ") => {
-                let claims = self.verify(v[7..].trim()).map_err(|_| {
-                    self.failures_total
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Error::Unauthorized
-                })?;
-                self.principal_of_claims(&claims)
-            }
-            Some(_) => Some(self.basic(headers, ip)?),
-        };
-        match principal {
-            Some(Principal::Admin) => Ok(()),
+        if authorization(headers).is_none() {
+            return Err(Error::Unauthorized);
+        }
+        match self.principal(headers, ip)? {
+            Principal::Admin => Ok(()),
             _ => Err(Error::Denied),
         }
     }
@@ -473,20 +494,24 @@ impl Auth {
         headers: &HeaderMap,
         ip: Option<IpAddr>,
     ) -> Result<Principal, Error> {
-        match headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(v) if v.starts_with("Bearer ") || v.starts_with("bearer ") => {
-                let claims = self.verify(v[7..].trim()).map_err(|_| {
-                    self.failures_total
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Error::Unauthorized
-                })?;
+        match authorization(headers).and_then(bearer) {
+            Some(token) => {
+                let claims = self
+                    .verify_counted(token)
+                    .map_err(|_| Error::Unauthorized)?;
                 self.principal_of_claims(&claims).ok_or(Error::Denied)
             }
-            _ => self.basic(headers, ip),
+            None => self.basic(headers, ip),
         }
+    }
+
+    /// Verifies a token, counting and logging a refusal.
+    fn verify_counted(&self, token: &str) -> Result<Claims, kiln_registry_token::Error> {
+        self.verify(token).inspect_err(|e| {
+            tracing::info!(error = %e, "token refused");
+            self.failures_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
     }
 
     /// The service name (token audience).
@@ -543,7 +568,7 @@ pub(crate) struct InternalAccess {
 impl InternalAccess {
     pub(crate) fn new(auth: &Auth) -> Self {
         Self {
-            sha256: Sha256::digest(auth.internal_password.as_bytes()).into(),
+            sha256: auth.internal_sha256,
         }
     }
 }
@@ -552,20 +577,9 @@ impl Access for InternalAccess {
     type Grant = Allowed;
 
     fn authorize(&self, request: Request<'_>, _needs: &[Need]) -> Result<Allowed, Denial> {
-        let basic = request
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let ok = authorization(request.headers)
             .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.trim())
-                    .ok()
-            })
-            .and_then(|d| String::from_utf8(d).ok());
-        let ok = basic
-            .as_deref()
-            .and_then(|b| b.split_once(':'))
+            .and_then(decode_basic)
             .is_some_and(|(user, password)| {
                 user == INTERNAL_USER
                     && same(&Sha256::digest(password.as_bytes()).into(), &self.sha256)
@@ -602,8 +616,8 @@ pub(crate) enum Allowed {
     /// (for what the request can use but does not need: mount sources, the
     /// catalog). Tokens minted elsewhere (build tokens) name no principal
     /// and have only their grants.
-    Claims(Box<Claims>, Vec<Permission>),
-    Policy(Vec<Permission>),
+    Claims(Box<Claims>, Arc<[Permission]>),
+    Policy(Arc<[Permission]>),
 }
 
 fn policy_allows(policy: &[Permission], repo: &RepositoryName, action: Action) -> bool {
@@ -637,10 +651,7 @@ impl Access for Auth {
         if self.open {
             return Ok(Allowed::Everything);
         }
-        let auth = request
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        let auth = authorization(request.headers);
         // `/v2/` needs credentials, any valid ones; the catalog a principal
         // other than anonymous (it is filtered by what the credentials
         // allow); repositories need grants.
@@ -653,12 +664,9 @@ impl Access for Auth {
                 _ => false,
             })
         };
-        match auth {
-            Some(v) if v.starts_with("Bearer ") || v.starts_with("bearer ") => {
-                let claims = self.verify(v[7..].trim()).map_err(|e| {
-                    tracing::info!(error = %e, "token refused");
-                    self.failures_total
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match (auth, auth.and_then(bearer)) {
+            (_, Some(token)) => {
+                let claims = self.verify_counted(token).map_err(|_| {
                     self.deny(
                         needs,
                         Error::Unauthorized,
@@ -667,7 +675,7 @@ impl Access for Auth {
                 })?;
                 let principal = self.principal_of_claims(&claims);
                 let anonymous = principal == Some(Principal::Anonymous);
-                let policy = principal.map(|p| self.policy(&p)).unwrap_or_default();
+                let policy = principal.map_or_else(|| Arc::from([]), |p| self.policy(&p));
                 let g = Allowed::Claims(Box::new(claims), policy);
                 if covers(&g, true, anonymous) {
                     Ok(g)
@@ -679,7 +687,7 @@ impl Access for Auth {
                     ))
                 }
             }
-            Some(_) => {
+            (Some(_), None) => {
                 let p = self
                     .basic(request.headers, request.peer)
                     .map_err(|e| self.deny(needs, e, None))?;
@@ -691,7 +699,7 @@ impl Access for Auth {
                     Err(self.deny(needs, Error::Denied, None))
                 }
             }
-            None => {
+            (None, _) => {
                 let g = Allowed::Policy(self.anonymous.clone());
                 if covers(&g, false, true) {
                     Ok(g)

@@ -260,15 +260,9 @@ impl Conversions {
         let path = self
             .dir
             .join(format!("{}.state.json", file_stem(&r.digest)));
-        let tmp = path.with_extension("tmp");
         let result = serde_json::to_vec_pretty(r)
             .map_err(io::Error::other)
-            .and_then(|bytes| {
-                let mut f = File::create(&tmp)?;
-                io::Write::write_all(&mut f, &bytes)?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)
-            });
+            .and_then(|bytes| super::write_atomically(&path, &bytes, 0o666));
         if let Err(e) = result {
             tracing::error!(error = %e, digest = %r.digest, "cannot persist conversion state");
         }

@@ -241,9 +241,13 @@ impl Instances {
             stop_signal: run_config.stop_signal.clone().unwrap_or_default(),
             ..InitConfig::default()
         };
-        let id = match kiln_registry::UploadId::random() {
-            Ok(id) => id.as_str()[..16].to_owned(),
-            Err(e) => return kiln_registry::api::error_response(&e),
+        let kernel = match GuestKernel::from_image(&settings.kernel) {
+            Ok(k) => k,
+            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, format!("kernel: {e}")),
+        };
+        let id = match super::auth::random_bytes::<8>() {
+            Ok(b) => b.iter().map(|x| format!("{x:02x}")).collect::<String>(),
+            Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         };
         // Socket paths live in the work dir: keep it short.
         let work_dir = std::env::temp_dir().join(format!("kiln-i-{id}"));
@@ -288,10 +292,6 @@ impl Instances {
                 },
             );
         }
-        let kernel = match GuestKernel::from_image(&settings.kernel) {
-            Ok(k) => k,
-            Err(e) => return problem(StatusCode::SERVICE_UNAVAILABLE, format!("kernel: {e}")),
-        };
         let this = self.clone();
         tokio::spawn(async move {
             let accel = *this
@@ -433,19 +433,28 @@ async fn create(
     }
 }
 
+/// The caller's instance `id` (or any, for the admin): its record and work
+/// directory; otherwise the refusal or 404 to send.
+fn owned(
+    i: &Instances,
+    id: &str,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(Record, PathBuf), Box<Response>> {
+    let p = principal(i, headers, peer).map_err(|e| Box::new(basic_refusal(&e)))?;
+    i.visible(id, &p)
+        .ok_or_else(|| Box::new(problem(StatusCode::NOT_FOUND, "no such instance")))
+}
+
 async fn status(
     State(i): State<Arc<Instances>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let p = match principal(&i, &headers, peer) {
-        Ok(p) => p,
-        Err(e) => return basic_refusal(&e),
-    };
-    match i.visible(&id, &p) {
-        Some((record, _)) => json(StatusCode::OK, &record),
-        None => problem(StatusCode::NOT_FOUND, "no such instance"),
+    match owned(&i, &id, &headers, peer) {
+        Ok((record, _)) => json(StatusCode::OK, &record),
+        Err(r) => *r,
     }
 }
 
@@ -455,12 +464,8 @@ async fn console(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let p = match principal(&i, &headers, peer) {
-        Ok(p) => p,
-        Err(e) => return basic_refusal(&e),
-    };
-    match i.visible(&id, &p) {
-        Some((_, work_dir)) => {
+    match owned(&i, &id, &headers, peer) {
+        Ok((_, work_dir)) => {
             let mut r = Response::new(i.console(&id, work_dir));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -468,7 +473,7 @@ async fn console(
             );
             r
         }
-        None => problem(StatusCode::NOT_FOUND, "no such instance"),
+        Err(r) => *r,
     }
 }
 
@@ -478,12 +483,8 @@ async fn stop(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let p = match principal(&i, &headers, peer) {
-        Ok(p) => p,
-        Err(e) => return basic_refusal(&e),
-    };
-    if i.visible(&id, &p).is_none() {
-        return problem(StatusCode::NOT_FOUND, "no such instance");
+    if let Err(r) = owned(&i, &id, &headers, peer) {
+        return *r;
     }
     let sender = i.lock().get_mut(&id).and_then(|inst| inst.stop.take());
     if let Some(s) = sender {

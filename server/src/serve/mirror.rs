@@ -134,13 +134,7 @@ impl Mirroring {
     ) -> Option<ReadWork> {
         let source = self.pull_through_source(repo, reference)?;
         let key = format!("{repo}:{reference}");
-        let fresh = self
-            .checked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .is_some_and(|t| t.elapsed() < self.tag_ttl);
-        if fresh {
+        if self.checked_recently(&key) {
             return None;
         }
         let (this, repo, reference) = (self.clone(), repo.clone(), reference.clone());
@@ -173,6 +167,15 @@ impl Mirroring {
         c
     }
 
+    /// Whether the tag `key` was checked upstream within the TTL.
+    fn checked_recently(&self, key: &str) -> bool {
+        self.checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|t| t.elapsed() < self.tag_ttl)
+    }
+
     /// Fetches `source` as `repo`/`reference` unless another request just
     /// did, or it is a stored digest (content addressed: never stale).
     async fn refresh(
@@ -182,13 +185,8 @@ impl Mirroring {
         reference: &Reference,
         source: &ImageLocation,
     ) {
-        let checked = self
-            .checked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .copied();
-        if checked.is_some_and(|t| t.elapsed() < self.tag_ttl) {
+        // Another request may have fetched it while this one waited.
+        if self.checked_recently(key) {
             return;
         }
         let stored = self.registry.manifest_info(repo, reference).await.is_ok();

@@ -150,12 +150,7 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
             metrics.render(&ops::Gauges {
                 auth_failures: auth.failures_total(),
                 upload_sessions: uploads,
-                conversion_queue: by_state.get("pending").copied().unwrap_or(0)
-                    + by_state.get("converting").copied().unwrap_or(0),
-                conversions: by_state
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .collect(),
+                conversions: by_state,
                 conversion_seconds_sum: seconds,
                 conversion_seconds_count: ran,
             })
@@ -166,14 +161,14 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    // Copies into this server (mirroring) go through a plain listener on a
-    // loopback port of its own that serves the registry routes to the
-    // server's own credential only: no certificate has to name a loopback
-    // address, and no token flow runs against ourselves.
     let timing = Timing {
         headers: Duration::from_secs(config.header_timeout_secs),
         grace,
     };
+    // Copies into this server (mirroring) go through a plain listener on a
+    // loopback port of its own that serves the registry routes to the
+    // server's own credential only: no certificate has to name a loopback
+    // address, and no token flow runs against ourselves.
     let internal = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
         .await
         .context("binding the internal loopback listener")?;
@@ -292,6 +287,28 @@ struct Timing {
     headers: Duration,
     /// For requests in flight at shutdown.
     grace: Duration,
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it (created
+/// with `mode`, less the umask), synced, then renamed over `path`: readers
+/// see the old content or the new, never half.
+pub(crate) fn write_atomically(
+    path: &std::path::Path,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// `host[:port]` of a URL.

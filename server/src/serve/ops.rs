@@ -152,8 +152,8 @@ fn counting(body: Body, metrics: Arc<Metrics>, counter: fn(&Metrics) -> &AtomicU
 pub(crate) struct Gauges {
     pub(crate) auth_failures: u64,
     pub(crate) upload_sessions: u64,
-    pub(crate) conversion_queue: u64,
-    pub(crate) conversions: Vec<(String, u64)>,
+    /// Conversions by state (`pending`, `converting`, ...).
+    pub(crate) conversions: BTreeMap<&'static str, u64>,
     pub(crate) conversion_seconds_sum: f64,
     pub(crate) conversion_seconds_count: u64,
 }
@@ -186,7 +186,10 @@ impl Metrics {
             self.bytes_out.load(Ordering::Relaxed),
             g.auth_failures,
             g.upload_sessions,
-            g.conversion_queue,
+            ["pending", "converting"]
+                .iter()
+                .filter_map(|k| g.conversions.get(k))
+                .sum::<u64>(),
         );
         s.push_str(
             "# HELP kiln_conversions Conversions by state.\n# TYPE kiln_conversions gauge\n",
