@@ -36,9 +36,13 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const MAX_TRACKED: usize = 65_536;
 /// Refresh tokens live this long.
 const REFRESH_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// The longest a build credential lives.
+const BUILD_TOKEN_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The user name of the server's own credential.
 const INTERNAL_USER: &str = "kiln-internal";
+/// The user name of a build's credential (its password is the build token).
+pub(crate) const BUILD_USER: &str = "kiln-build";
 
 /// Who a request acts for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +50,11 @@ pub(crate) enum Principal {
     Admin,
     Tenant(String),
     Anonymous,
+    /// A build, with exactly the access its token names.
+    Build {
+        id: String,
+        policy: Arc<[Permission]>,
+    },
 }
 
 impl Principal {
@@ -55,6 +64,7 @@ impl Principal {
             Self::Admin => "admin".into(),
             Self::Tenant(t) => format!("tenant:{t}"),
             Self::Anonymous => "anonymous".into(),
+            Self::Build { id, .. } => format!("build:{id}"),
         }
     }
 }
@@ -77,6 +87,13 @@ pub(crate) struct Auth {
     /// Tokens in the legacy format, when configured.
     legacy_verifier: Option<Verifier>,
     refresh_verifier: Verifier,
+    /// Build credentials: tokens of their own audience, whose grants are
+    /// the build principal's whole policy.
+    build_minter: Minter,
+    build_verifier: Verifier,
+    /// Who started each build (build id → subject): owners may pull
+    /// `builds/<id>` through the server's own routes.
+    build_owners: std::sync::RwLock<HashMap<String, String>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     failures_total: std::sync::atomic::AtomicU64,
     /// The server's own credential (an admin), for copies into itself; in
@@ -222,6 +239,7 @@ impl Auth {
         keys.insert(key.verifying_key()?)?;
         let ttl = Duration::from_secs(config.token_ttl_secs);
         let refresh_audience = format!("{}/refresh", config.service);
+        let build_audience = format!("{}/build", config.service);
         let tenants = config
             .tenants
             .iter()
@@ -254,7 +272,11 @@ impl Auth {
                 .collect(),
             anonymous: anonymous.into(),
             minter: Minter::new(key.clone(), "kiln", &config.service).max_ttl(ttl),
-            refresh_minter: Minter::new(key, "kiln", &refresh_audience).max_ttl(REFRESH_TTL),
+            refresh_minter: Minter::new(key.clone(), "kiln", &refresh_audience)
+                .max_ttl(REFRESH_TTL),
+            build_minter: Minter::new(key, "kiln", &build_audience).max_ttl(BUILD_TOKEN_MAX_TTL),
+            build_verifier: Verifier::new(&keys, "kiln", &build_audience),
+            build_owners: std::sync::RwLock::new(HashMap::new()),
             verifier: Verifier::new(&keys, "kiln", &config.service),
             legacy_verifier: match &config.legacy_tokens {
                 Some(l) => {
@@ -285,6 +307,7 @@ impl Auth {
                 .cloned()
                 .unwrap_or_else(|| self.anonymous.clone()),
             Principal::Anonymous => self.anonymous.clone(),
+            Principal::Build { policy, .. } => policy.clone(),
         }
     }
 
@@ -331,6 +354,12 @@ impl Auth {
     ) -> Result<Principal, Error> {
         if self.rate_limited(ip) {
             return Err(Error::TooManyRequests);
+        }
+        if user == BUILD_USER {
+            return self.build_principal(password).ok_or_else(|| {
+                self.record_failure(ip);
+                Error::Unauthorized
+            });
         }
         let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         let ok = match user {
@@ -399,6 +428,53 @@ impl Auth {
                 build_id: None,
             })
             .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+    }
+
+    /// A build's credential (the password of [`BUILD_USER`]): a token of
+    /// the build audience granting `permissions`, for `ttl`.
+    pub(crate) fn build_credential(
+        &self,
+        id: &str,
+        permissions: Vec<Permission>,
+        ttl: Duration,
+    ) -> Result<String, Error> {
+        self.build_minter
+            .mint(&MintRequest {
+                subject: format!("build:{id}"),
+                permissions,
+                ttl,
+                build_id: Some(id.to_owned()),
+            })
+            .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
+    }
+
+    /// The build principal of a build credential still valid.
+    fn build_principal(&self, credential: &str) -> Option<Principal> {
+        let claims = self.build_verifier.verify(credential).ok()?;
+        Some(Principal::Build {
+            id: claims.build_id?,
+            policy: claims.permissions.into(),
+        })
+    }
+
+    /// Records who started build `id`.
+    pub(crate) fn set_build_owner(&self, id: &str, owner: String) {
+        self.build_owners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), owner);
+    }
+
+    /// Whether `principal` started the build whose result `repo` is.
+    fn owns_build(&self, principal: &Principal, repo: &RepositoryName) -> bool {
+        let Some(id) = repo.as_str().strip_prefix("builds/") else {
+            return false;
+        };
+        self.build_owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|owner| *owner == principal.subject())
     }
 
     /// A token's claims: this server's tokens, or legacy-format ones when
@@ -480,6 +556,7 @@ impl Auth {
         action: Action,
     ) -> bool {
         policy_allows(&self.policy(principal), repo, action)
+            || (action == Action::Pull && self.owns_build(principal, repo))
     }
 
     /// Who the request's credentials (Basic, or a token this server issued)

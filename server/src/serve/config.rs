@@ -57,6 +57,8 @@ pub(crate) struct Config {
     /// Instances (`/kiln/v1/instances`): where the guest kernel and init
     /// are (default: not configured, instances off).
     pub vm: Option<VmSettings>,
+    /// Builds (`/kiln/v1/builds`).
+    pub builds: BuildSettings,
     /// Accept tokens in Kiln's legacy format (`{build_id, repos, scope}`,
     /// HS256) signed with this secret (default: not accepted).
     pub legacy_tokens: Option<LegacyTokens>,
@@ -90,6 +92,44 @@ pub(crate) struct VmSettings {
     /// The longest an instance may run, in seconds (default 3600).
     #[serde(default = "default_max_timeout")]
     pub max_timeout_secs: u64,
+}
+
+/// How builds run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct BuildSettings {
+    /// The builder: `buildah` (default; builds answer 503 when it is not
+    /// installed).
+    pub builder: String,
+    /// The `buildah` binary (default `buildah`, on `PATH`).
+    pub buildah: PathBuf,
+    /// Builds running at once (default 1).
+    pub workers: usize,
+    /// Builds one principal may have queued or running (default 4).
+    pub max_per_principal: usize,
+    /// Largest source upload, in bytes (default 512 MiB).
+    pub max_upload_bytes: u64,
+    /// Largest unpacked source, in bytes (default 2 GiB).
+    pub max_context_bytes: u64,
+    /// Most entries in a source (default 100000).
+    pub max_context_entries: usize,
+    /// The longest a build may run, in seconds (default 3600).
+    pub timeout_secs: u64,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        Self {
+            builder: "buildah".into(),
+            buildah: "buildah".into(),
+            workers: 1,
+            max_per_principal: 4,
+            max_upload_bytes: 512 << 20,
+            max_context_bytes: 2 << 30,
+            max_context_entries: 100_000,
+            timeout_secs: 3600,
+        }
+    }
 }
 
 fn default_qemu() -> PathBuf {
@@ -188,6 +228,7 @@ impl Default for Config {
             upstreams: Vec::new(),
             legacy_tokens: None,
             vm: None,
+            builds: BuildSettings::default(),
             pull_through_tag_ttl_secs: 300,
         }
     }
@@ -261,6 +302,17 @@ impl Config {
         }
         if !(1..=64).contains(&self.conversion_workers) {
             bail!("conversion_workers must be 1..=64");
+        }
+        let b = &self.builds;
+        if b.builder != "buildah"
+            || !(1..=64).contains(&b.workers)
+            || b.max_per_principal == 0
+            || b.timeout_secs == 0
+            || b.timeout_secs > 86_400
+        {
+            bail!(
+                "[builds]: builder must be buildah; workers 1..=64; max_per_principal at least 1; timeout_secs 1..=86400"
+            );
         }
         if self.token_ttl_secs == 0 || self.token_ttl_secs > 86_400 {
             bail!("token_ttl_secs must be 1..=86400");

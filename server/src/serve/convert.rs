@@ -62,6 +62,9 @@ pub(crate) struct Record {
     pub seconds: Option<f64>,
 }
 
+/// Why a cache repository's manifest is not converted.
+const CACHE_SKIP: &str = "cache repository";
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -303,12 +306,19 @@ impl Conversions {
         };
         if repository == "cache" || repository.starts_with("cache/") {
             record.state = State::Skipped;
-            record.reason = Some("cache repository".into());
+            record.reason = Some(CACHE_SKIP.into());
             record.finished_at = Some(now());
         }
         {
             let mut map = self.lock();
-            if map.get(&digest).is_some_and(|r| r.state != State::Failed) {
+            // Kept unless it failed, or was skipped for a cache repository
+            // and is now pushed where images run (a builder pushes the same
+            // manifest as its last cache entry and as its result).
+            let runnable_now = record.state != State::Skipped;
+            if map.get(&digest).is_some_and(|r| {
+                r.state != State::Failed
+                    && !(runnable_now && r.reason.as_deref() == Some(CACHE_SKIP))
+            }) {
                 return;
             }
             map.insert(digest.clone(), record.clone());

@@ -84,9 +84,14 @@ fn problem(status: StatusCode, message: impl Into<String>) -> Response {
     json(status, &serde_json::json!({"error": message.into()}))
 }
 
-/// `repo:tag` or `repo@digest`.
-fn parse_image(image: &str) -> Option<(RepositoryName, Reference)> {
-    if let Some((repo, digest)) = image.rsplit_once('@') {
+/// `repo:tag`, `repo@digest` or `repo:tag@digest` (the digest wins) as
+/// registry names; a bare `repo` is `repo:latest`.
+pub(super) fn parse_image(image: &str) -> Option<(RepositoryName, Reference)> {
+    if let Some((named, digest)) = image.rsplit_once('@') {
+        let slash = named.rfind('/').map_or(0, |i| i + 1);
+        let repo = named[slash..]
+            .rfind(':')
+            .map_or(named, |i| &named[..slash + i]);
         return Some((repo.parse().ok()?, Reference::Digest(digest.parse().ok()?)));
     }
     let slash = image.rfind('/').map_or(0, |i| i + 1);
@@ -413,6 +418,7 @@ pub(super) fn router(instances: Arc<Instances>) -> Router {
 fn principal(i: &Instances, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, Error> {
     match i.auth.principal(headers, Some(peer.ip()))? {
         Principal::Anonymous => Err(Error::Unauthorized),
+        Principal::Build { .. } => Err(Error::Denied),
         p => Ok(p),
     }
 }

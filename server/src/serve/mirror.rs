@@ -246,6 +246,16 @@ impl Mirroring {
         .map_err(|e| format!("{e:#}"))
     }
 
+    /// Copies the upstream image `reference` to its mirrored name here (an
+    /// admin build's bases): the copied digest, or why it failed.
+    pub(super) async fn mirror_reference(&self, reference: &str) -> Result<String, String> {
+        let source: ImageLocation = reference
+            .parse()
+            .map_err(|e: kiln_oci_mirror::Error| e.to_string())?;
+        let target = self.target_of(&source).map_err(|e| e.to_string())?;
+        Ok(self.copy(&source, &target).await?.digest)
+    }
+
     /// The default destination of `source` in this registry.
     fn target_of(&self, source: &ImageLocation) -> Result<ImageLocation, kiln_oci_mirror::Error> {
         mirrored(source, &format!("{}/{}", self.self_host, self.prefix))

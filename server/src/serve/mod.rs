@@ -3,6 +3,7 @@
 //! (`kiln-registry-token`), health endpoints and graceful shutdown.
 
 mod auth;
+mod builds;
 mod config;
 mod convert;
 mod images;
@@ -198,6 +199,17 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
     options.before_manifest_read = Some(Arc::new(move |repo, reference| {
         pull_through.before_read(repo, reference)
     }));
+    let builds = builds::Builds::start(builds::Wiring {
+        settings: config.builds.clone(),
+        dir: config.data_dir.join("builds"),
+        auth: auth.clone(),
+        registry: registry.clone(),
+        conversions: conversions.clone(),
+        mirroring: mirroring.clone(),
+        public_url: config.public_url(),
+        mirror_prefix: config.mirror_prefix.clone(),
+    })
+    .context("starting the build queue")?;
     let instances = instances::Instances::new(
         config.vm.clone(),
         auth.clone(),
@@ -208,6 +220,7 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
     let app = Router::new()
         .merge(api::router(registry, auth.clone(), options))
         .merge(instances::router(instances))
+        .merge(builds::router(builds))
         .merge(mirror::router(mirroring))
         .merge(images::router(conversions, auth.clone()))
         .merge(token::router(auth))

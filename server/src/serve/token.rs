@@ -122,7 +122,7 @@ async fn get_token(
                 .any(|(k, v)| k == "offline_token" && v == "true")
                 .then(|| auth.refresh_token(&p).ok())
                 .flatten()
-                .filter(|_| p != Principal::Anonymous);
+                .filter(|_| !matches!(p, Principal::Anonymous | Principal::Build { .. }));
             token_response(&auth, &p, &scopes, refresh)
         }
         Err(e) => basic_refusal(&e),

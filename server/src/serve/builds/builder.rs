@@ -1,0 +1,261 @@
+//! Builders behind one trait. [`Buildah`] runs Debian's `buildah` on the
+//! host: as root with `--isolation chroot` and the `vfs` storage driver (no
+//! overlay or user namespaces needed), a fresh image store per build (no
+//! build sees another's layers: the registry cache is the only one), and
+//! the build token as the only credential it has, for this registry.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio_util::sync::CancellationToken;
+
+/// One build, as a builder gets it.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub id: String,
+    /// The unpacked source.
+    pub context: PathBuf,
+    /// The (rewritten) Dockerfile.
+    pub dockerfile: PathBuf,
+    /// Scratch space of the builder's own, removed afterwards.
+    pub work: PathBuf,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Option<String>,
+    /// This registry as the builder reaches it (`host:port`).
+    pub registry: String,
+    /// The `kiln-build` password: the build token.
+    pub credential: String,
+    /// Whether the registry is reached over HTTPS with verification.
+    pub tls_verify: bool,
+    /// The one cache repository imported from (buildah takes one).
+    pub cache_from: Option<String>,
+    pub cache_to: String,
+    /// `host/builds/<id>`, pushed as `:latest`.
+    pub result: String,
+    /// `host/repo:tag`, pushed as well.
+    pub tag: Option<String>,
+    /// Longest the build may run.
+    pub timeout: Duration,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BuildFailure {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub(crate) type BuildFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<String, BuildFailure>> + Send + 'a>>;
+
+/// A way to run builds: builds `job`, writes its output to `log` and
+/// returns the digest of the pushed result.
+pub(crate) trait Builder: Send + Sync + std::fmt::Debug {
+    /// The name recorded with each build.
+    fn name(&self) -> &'static str;
+    /// Runs the build; `cancel` stops it (the builder's processes with it).
+    fn build<'a>(
+        &'a self,
+        job: &'a Job,
+        log: &'a Path,
+        cancel: CancellationToken,
+    ) -> BuildFuture<'a>;
+}
+
+/// `buildah` on the host.
+#[derive(Debug)]
+pub(crate) struct Buildah {
+    pub binary: PathBuf,
+}
+
+impl Builder for Buildah {
+    fn name(&self) -> &'static str {
+        "buildah"
+    }
+
+    fn build<'a>(
+        &'a self,
+        job: &'a Job,
+        log: &'a Path,
+        cancel: CancellationToken,
+    ) -> BuildFuture<'a> {
+        Box::pin(async move {
+            tracing::info!(id = %job.id, "buildah build starting");
+            let result = self.run(job, log, &cancel).await;
+            unmount_under(&job.work);
+            let _ = tokio::fs::remove_dir_all(job.work.join("storage")).await;
+            result
+        })
+    }
+}
+
+impl Buildah {
+    async fn run(
+        &self,
+        job: &Job,
+        log: &Path,
+        cancel: &CancellationToken,
+    ) -> Result<String, BuildFailure> {
+        let io = |e: std::io::Error| BuildFailure::Failed(format!("preparing the build: {e}"));
+        std::fs::create_dir_all(&job.work).map_err(io)?;
+        let auth = job.work.join("auth.json");
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            crate::serve::auth::BUILD_USER,
+            job.credential
+        ));
+        let auth_json = serde_json::json!({"auths": {&job.registry: {"auth": basic}}});
+        crate::serve::write_atomically(&auth, auth_json.to_string().as_bytes(), 0o600)
+            .map_err(io)?;
+        // Short names resolve as BuildKit resolves them: on docker.io.
+        let conf = job.work.join("registries.conf");
+        std::fs::write(
+            &conf,
+            "unqualified-search-registries = [\"docker.io\"]\nshort-name-mode = \"permissive\"\n",
+        )
+        .map_err(io)?;
+        let tls = format!("--tls-verify={}", job.tls_verify);
+        let iid = job.work.join("image-id");
+        let mut bud: Vec<String> = vec![
+            "bud".into(),
+            "--isolation=chroot".into(),
+            "--layers".into(),
+            format!("--authfile={}", auth.display()),
+            tls.clone(),
+            format!("--cache-to={}", job.cache_to),
+            format!("--file={}", job.dockerfile.display()),
+            format!("--iidfile={}", iid.display()),
+        ];
+        if let Some(from) = &job.cache_from {
+            bud.push(format!("--cache-from={from}"));
+        }
+        for (k, v) in &job.build_args {
+            bud.push(format!("--build-arg={k}={v}"));
+        }
+        if let Some(t) = &job.target {
+            bud.push(format!("--target={t}"));
+        }
+        if let Some(p) = &job.platform {
+            bud.push(format!("--platform={p}"));
+        }
+        bud.push(job.context.display().to_string());
+        let deadline = tokio::time::Instant::now() + job.timeout;
+        self.step(job, log, &conf, &bud, cancel, deadline).await?;
+        let image = std::fs::read_to_string(&iid)
+            .map_err(|e| BuildFailure::Failed(format!("buildah wrote no image id: {e}")))?;
+        let digest_file = job.work.join("digest");
+        let mut digest = String::new();
+        let targets = std::iter::once(format!("{}:latest", job.result)).chain(job.tag.clone());
+        for target in targets {
+            let push = vec![
+                "push".into(),
+                format!("--authfile={}", auth.display()),
+                tls.clone(),
+                "--format=oci".into(),
+                format!("--digestfile={}", digest_file.display()),
+                image.trim().to_owned(),
+                format!("docker://{target}"),
+            ];
+            self.step(job, log, &conf, &push, cancel, deadline).await?;
+            digest = std::fs::read_to_string(&digest_file)
+                .map_err(|e| BuildFailure::Failed(format!("buildah wrote no digest: {e}")))?
+                .trim()
+                .to_owned();
+        }
+        Ok(digest)
+    }
+
+    /// Runs one buildah command, its output appended to `log`; kills its
+    /// process group on cancel or at the deadline.
+    async fn step(
+        &self,
+        job: &Job,
+        log: &Path,
+        conf: &Path,
+        args: &[String],
+        cancel: &CancellationToken,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), BuildFailure> {
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)
+            .map_err(|e| BuildFailure::Failed(format!("opening the log: {e}")))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| BuildFailure::Failed(format!("opening the log: {e}")))?;
+        let storage = job.work.join("storage");
+        let mut child = tokio::process::Command::new(&self.binary)
+            .arg(format!("--root={}", storage.join("root").display()))
+            .arg(format!("--runroot={}", storage.join("run").display()))
+            .arg("--storage-driver=vfs")
+            .args(args)
+            .env("CONTAINERS_REGISTRIES_CONF", conf)
+            .env("BUILDAH_ISOLATION", "chroot")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                BuildFailure::Failed(format!("starting {}: {e}", self.binary.display()))
+            })?;
+        let stop = |child: &tokio::process::Child| {
+            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        };
+        tokio::select! {
+            status = child.wait() => {
+                let status = status.map_err(|e| BuildFailure::Failed(e.to_string()))?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(BuildFailure::Failed(format!("buildah {} exited with {status}", args[0])))
+                }
+            }
+            () = cancel.cancelled() => {
+                stop(&child);
+                let _ = child.wait().await;
+                Err(BuildFailure::Cancelled)
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                stop(&child);
+                let _ = child.wait().await;
+                Err(BuildFailure::TimedOut(job.timeout))
+            }
+        }
+    }
+}
+
+/// Unmounts whatever a killed build left mounted under `dir`.
+fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let prefix = dir.display().to_string();
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    // Deepest first.
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
