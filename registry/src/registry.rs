@@ -624,6 +624,59 @@ impl<S: Storage> Registry<S> {
         Ok(PutManifest { digest, manifest })
     }
 
+    /// Copies the manifest `r` of `from` into `to` under the same reference,
+    /// byte for byte: its blobs linked (no bytes copied), an index's
+    /// children copied first. Whether it copied (`false`: `to` already had
+    /// `r`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ManifestUnknown`] when `from` lacks it (or a child),
+    /// [`Error::ManifestBlobUnknown`] for a blob `from` does not hold,
+    /// storage failures.
+    pub async fn copy_manifest(
+        &self,
+        from: &RepositoryName,
+        to: &RepositoryName,
+        r: &Reference,
+    ) -> Result<bool, Error> {
+        if self.manifest_info(to, r).await.is_ok() {
+            return Ok(false);
+        }
+        self.copy_one(from, to, r, 0).await?;
+        Ok(true)
+    }
+
+    async fn copy_one(
+        &self,
+        from: &RepositoryName,
+        to: &RepositoryName,
+        r: &Reference,
+        depth: u8,
+    ) -> Result<(), Error> {
+        let (info, bytes) = self.manifest(from, r).await?;
+        let manifest = Manifest::parse(&bytes, Some(&info.media_type))?;
+        for b in &manifest.blobs {
+            if !self.mount(to, b, from).await? {
+                return Err(Error::ManifestBlobUnknown(b.clone()));
+            }
+        }
+        for c in &manifest.children {
+            // Indexes of indexes are one level deep in practice; a cycle
+            // cannot be written (a digest names its bytes), but stay bounded.
+            if depth >= 4 {
+                return Err(Error::ManifestBlobUnknown(c.clone()));
+            }
+            let child = Reference::Digest(c.clone());
+            if self.revision(to, c).await?.is_none() {
+                Box::pin(self.copy_one(from, to, &child, depth + 1)).await?;
+            }
+        }
+        self.put_manifest(to, r, Some(&info.media_type), bytes)
+            .await?;
+        Ok(())
+    }
+
     /// Deletes a tag, or a manifest by digest with every tag pointing at it
     /// and its referrers entry. Blobs stay (garbage collection removes
     /// what nothing references).

@@ -35,7 +35,7 @@ pub(crate) fn manifest(
 
 /// Pushes a config and one layer to `repo`, returns the manifest bytes
 /// naming them (not pushed).
-async fn image(oci: &Oci, repo: &str, author: &str) -> (Vec<u8>, String, String) {
+pub(crate) async fn image(oci: &Oci, repo: &str, author: &str) -> (Vec<u8>, String, String) {
     let config = format!(
         r#"{{"author":"{author}","architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}}}}"#
     );

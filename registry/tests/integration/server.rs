@@ -231,3 +231,53 @@ fn count_files(dir: &Path) -> usize {
     }
     n
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_manifest_links_blobs_and_children_into_another_repository() {
+    use kiln_registry::Reference;
+    use kiln_registry_token::RepositoryName;
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), Limits::default()).await;
+    // An index of one image in "src", pushed over HTTP.
+    let (image, config, layer) = conformance::image(&s.oci, "src", "copy").await;
+    let image_digest = sha256(&image);
+    let r = s
+        .oci
+        .put_manifest("src", &image_digest, "application/vnd.oci.image.manifest.v1+json", &image)
+        .await;
+    assert_eq!(r.status(), 201);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": image_digest,
+            "size": image.len(),
+        }],
+    })
+    .to_string();
+    let r = s
+        .oci
+        .put_manifest("src", "multi", "application/vnd.oci.image.index.v1+json", index.as_bytes())
+        .await;
+    assert_eq!(r.status(), 201);
+    drop(s);
+    let registry = Registry::new(FsStorage::open(dir.path()).unwrap(), Limits::default());
+    let (src, dst): (RepositoryName, RepositoryName) =
+        ("src".parse().unwrap(), "dst/copy".parse().unwrap());
+    let multi = Reference::Tag("multi".parse().unwrap());
+    assert!(registry.copy_manifest(&src, &dst, &multi).await.unwrap());
+    assert!(!registry.copy_manifest(&src, &dst, &multi).await.unwrap(), "already there");
+    let (_, bytes) = registry.manifest(&dst, &multi).await.unwrap();
+    assert_eq!(&bytes[..], index.as_bytes(), "byte for byte");
+    let child = Reference::Digest(image_digest.parse().unwrap());
+    assert!(registry.manifest_info(&dst, &child).await.is_ok(), "the child came along");
+    for blob in [&config, &layer] {
+        let d = blob.parse().unwrap();
+        assert!(registry.blob_size(&dst, &d).await.is_ok(), "blob {blob} linked");
+    }
+    // Unknown references are errors; nothing is written for them.
+    let missing = Reference::Tag("nope".parse().unwrap());
+    assert!(registry.copy_manifest(&src, &dst, &missing).await.is_err());
+    assert!(registry.manifest_info(&dst, &missing).await.is_err());
+}

@@ -1,10 +1,12 @@
 //! Command-line interface: one module per crate's subcommands.
 
+mod build;
 mod cache;
 mod dockerfile;
 mod ext4;
 mod mirror;
 mod run;
+mod server;
 mod token;
 pub(crate) mod vm;
 
@@ -39,6 +41,10 @@ enum Command {
     /// Mint and verify per-repository registry tokens.
     #[command(subcommand)]
     Token(token::Command),
+    /// Build a source directory or tarball on a `kiln serve` (the log to
+    /// standard error, the pushed image to standard output; Ctrl-C cancels
+    /// the build).
+    Build(build::BuildArgs),
     /// Run an image of a `kiln serve` registry as a microVM instance there
     /// (console to standard output, its exit status as this command's).
     Run(run::RunArgs),
@@ -58,6 +64,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vm(cmd) => vm::run_cmd(cmd),
         Command::Serve(args) => crate::serve::run(args),
         Command::Run(args) => run::run(args),
+        Command::Build(args) => build::run(args),
     }
 }
 

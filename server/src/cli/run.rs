@@ -3,26 +3,20 @@
 //! output, the workload's exit status as this command's.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use futures_util::StreamExt;
+
+use super::server::{ServerArgs, client, reason};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// The image: REPOSITORY:TAG or REPOSITORY@DIGEST in the server's
     /// registry (converted to ext4 by the server).
     image: String,
-    /// The server.
-    #[arg(long, env = "KILN_SERVER", default_value = "http://127.0.0.1:5000")]
-    server: String,
-    /// Username (a tenant, or admin).
-    #[arg(long, env = "KILN_USER")]
-    user: String,
-    /// A file holding the password (else `KILN_PASSWORD`).
-    #[arg(long)]
-    password_file: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// `NAME=value` added to the image's environment (repeatable).
     #[arg(long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
@@ -41,14 +35,7 @@ pub(crate) struct RunArgs {
 }
 
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
-    let password = match &args.password_file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading {}", f.display()))?
-            .trim_end_matches(['\n', '\r'])
-            .to_owned(),
-        None => std::env::var("KILN_PASSWORD")
-            .context("no password: --password-file or KILN_PASSWORD")?,
-    };
+    let password = args.server.password()?;
     let code = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -57,9 +44,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn instance(args: &RunArgs, password: &str) -> anyhow::Result<i32> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let base = args.server.trim_end_matches('/');
+    let http = client();
+    let base = args.server.base();
+    let user = &args.server.user;
     let mut launch = serde_json::json!({"image": args.image, "cmd": args.cmd, "env": args.env});
     if let Some(m) = &args.memory {
         launch["memory"] = m.clone().into();
@@ -72,7 +59,7 @@ async fn instance(args: &RunArgs, password: &str) -> anyhow::Result<i32> {
     }
     let r = http
         .post(format!("{base}/kiln/v1/instances"))
-        .basic_auth(&args.user, Some(password))
+        .basic_auth(user, Some(password))
         .json(&launch)
         .send()
         .await
@@ -80,11 +67,7 @@ async fn instance(args: &RunArgs, password: &str) -> anyhow::Result<i32> {
     let status = r.status();
     let v: serde_json::Value = r.json().await.unwrap_or_default();
     if !status.is_success() {
-        let why = v["error"]
-            .as_str()
-            .or_else(|| v["errors"][0]["message"].as_str())
-            .unwrap_or("no reason given");
-        bail!("the server refused the instance ({status}): {why}");
+        bail!("the server refused the instance ({status}): {}", reason(&v));
     }
     let id = v["id"]
         .as_str()
@@ -95,7 +78,7 @@ async fn instance(args: &RunArgs, password: &str) -> anyhow::Result<i32> {
         let (http, url, user, password) = (
             http.clone(),
             format!("{base}/kiln/v1/instances/{id}/stop"),
-            args.user.clone(),
+            user.clone(),
             password.to_owned(),
         );
         tokio::spawn(async move {
@@ -107,7 +90,7 @@ async fn instance(args: &RunArgs, password: &str) -> anyhow::Result<i32> {
     };
     let console = http
         .get(format!("{base}/kiln/v1/instances/{id}/console"))
-        .basic_auth(&args.user, Some(password))
+        .basic_auth(user, Some(password))
         .send()
         .await?;
     let mut body = console.bytes_stream();
@@ -120,7 +103,7 @@ async fn instance(args: &RunArgs, password: &str) -> anyhow::Result<i32> {
     stop.abort();
     let v: serde_json::Value = http
         .get(format!("{base}/kiln/v1/instances/{id}"))
-        .basic_auth(&args.user, Some(password))
+        .basic_auth(user, Some(password))
         .send()
         .await?
         .json()

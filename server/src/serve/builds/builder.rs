@@ -211,15 +211,10 @@ impl Buildah {
             .map_err(|e| {
                 BuildFailure::Failed(format!("starting {}: {e}", self.binary.display()))
             })?;
-        let stop = |child: &tokio::process::Child| {
-            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        };
-        tokio::select! {
+        // The whole process group goes when this future ends early:
+        // cancelled, timed out, or dropped at the server's shutdown.
+        let group = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
+        let outcome = tokio::select! {
             status = child.wait() => {
                 let status = status.map_err(|e| BuildFailure::Failed(e.to_string()))?;
                 if status.success() {
@@ -228,16 +223,26 @@ impl Buildah {
                     Err(BuildFailure::Failed(format!("buildah {} exited with {status}", args[0])))
                 }
             }
-            () = cancel.cancelled() => {
-                stop(&child);
-                let _ = child.wait().await;
-                Err(BuildFailure::Cancelled)
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                stop(&child);
-                let _ = child.wait().await;
-                Err(BuildFailure::TimedOut(job.timeout))
-            }
+            () = cancel.cancelled() => Err(BuildFailure::Cancelled),
+            () = tokio::time::sleep_until(deadline) => Err(BuildFailure::TimedOut(job.timeout)),
+        };
+        drop(group);
+        let _ = child.wait().await;
+        outcome
+    }
+}
+
+/// Kills a process group when dropped (a no-op once its leader exited and
+/// the group is empty).
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }

@@ -101,6 +101,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Most global cache entries linked into a tenant's cache before a build.
+const MAX_SEEDED: usize = 10_000;
+
 /// A build in memory: its record and how to cancel it.
 struct Entry {
     record: Record,
@@ -497,13 +500,21 @@ impl Builds {
             .auth
             .build_credential(&record.id, plan.permissions(), timeout + Duration::from_secs(600))
             .map_err(|e| failed(e.to_string()))?;
-        let cache_from = self.cache_source(&plan).await;
+        let seeded = self.seed_cache(&plan).await;
+        if seeded > 0 {
+            self.log(
+                &record.id,
+                &format!(
+                    "linked {seeded} entries of {} into {}",
+                    plan.cache_imports[0], plan.cache_export
+                ),
+            );
+        }
         self.log(
             &record.id,
             &format!(
-                "building with {}: cache from {}, to {}",
+                "building with {}: cache from and to {}",
                 builder.name(),
-                cache_from.as_deref().unwrap_or("(none yet)"),
                 plan.cache_export
             ),
         );
@@ -518,7 +529,7 @@ impl Builds {
             registry: self.host.clone(),
             credential,
             tls_verify: self.tls_verify,
-            cache_from,
+            cache_from: Some(plan.cache_export.clone()),
             cache_to: plan.cache_export.clone(),
             result: plan.result.clone(),
             tag: plan.tag.clone(),
@@ -529,27 +540,43 @@ impl Builds {
         result
     }
 
-    /// The cache buildah imports (it takes one repository): the most
-    /// specific import that has entries, so a tenant's first build starts
-    /// from the global tier and later ones from its own.
-    async fn cache_source(&self, plan: &Plan) -> Option<String> {
-        for import in plan.cache_imports.iter().rev() {
-            let Some(path) = import.strip_prefix(&format!("{}/", self.host)) else {
-                continue;
-            };
-            let Ok(repo) = path.parse::<RepositoryName>() else {
-                continue;
-            };
-            if self
+    /// Buildah imports from one repository: the export's. A tenant plan
+    /// with a global key first gets the global tier's entries it lacks
+    /// linked into its own cache (entries are tagged by content, so they
+    /// never clash; blobs are linked, not copied), so the import sees both
+    /// tiers as BuildKit's two imports would. The count of entries linked.
+    async fn seed_cache(&self, plan: &Plan) -> usize {
+        let repo = |reference: &str| {
+            reference
+                .strip_prefix(&format!("{}/", self.host))
+                .and_then(|p| p.parse::<RepositoryName>().ok())
+        };
+        let (Some(global), Some(own)) = (
+            plan.cache_imports.first().and_then(|r| repo(r)),
+            repo(&plan.cache_export),
+        ) else {
+            return 0;
+        };
+        if global == own {
+            return 0;
+        }
+        let Ok((tags, _)) = self.registry.tags(&global, Some(MAX_SEEDED), None).await else {
+            return 0;
+        };
+        let mut linked = 0;
+        for tag in tags {
+            let Ok(tag) = tag.parse() else { continue };
+            match self
                 .registry
-                .tags(&repo, Some(1), None)
+                .copy_manifest(&global, &own, &kiln_registry::Reference::Tag(tag))
                 .await
-                .is_ok_and(|(tags, _)| !tags.is_empty())
             {
-                return Some(import.clone());
+                Ok(true) => linked += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%global, %own, error = %e, "linking a cache entry"),
             }
         }
-        None
+        linked
     }
 
     fn principal_of(&self, owner: &str) -> Option<Principal> {

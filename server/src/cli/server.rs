@@ -1,0 +1,55 @@
+//! How the client subcommands (`kiln build`, `kiln run`) reach a `kiln
+//! serve`: its URL and a tenant's (or the admin's) credentials.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+/// The server and the credentials to use there.
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// The server.
+    #[arg(long, env = "KILN_SERVER", default_value = "http://127.0.0.1:5000")]
+    pub server: String,
+    /// Username (a tenant, or admin).
+    #[arg(long, env = "KILN_USER")]
+    pub user: String,
+    /// A file holding the password (else `KILN_PASSWORD`).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The password, from the file or the environment.
+    pub(crate) fn password(&self) -> anyhow::Result<String> {
+        match &self.password_file {
+            Some(f) => Ok(std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned()),
+            None => std::env::var("KILN_PASSWORD")
+                .context("no password: --password-file or KILN_PASSWORD"),
+        }
+    }
+
+    /// The server's URL without a trailing slash.
+    pub(crate) fn base(&self) -> &str {
+        self.server.trim_end_matches('/')
+    }
+}
+
+/// A client for the server (rustls chosen).
+pub(crate) fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// The reason in a refusal's JSON body (`error`, or the registry's
+/// `errors[0].message`).
+pub(crate) fn reason(v: &serde_json::Value) -> &str {
+    v["error"]
+        .as_str()
+        .or_else(|| v["errors"][0]["message"].as_str())
+        .unwrap_or("no reason given")
+}
