@@ -39,6 +39,10 @@ pub(crate) enum State {
 pub(crate) struct Record {
     pub digest: String,
     pub repository: String,
+    /// Other repositories the same manifest was pushed to (at most
+    /// [`MAX_ALSO_IN`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_in: Vec<String>,
     pub media_type: String,
     pub state: State,
     /// Why it failed.
@@ -61,6 +65,9 @@ pub(crate) struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
 }
+
+/// Most repositories a record remembers besides its first.
+const MAX_ALSO_IN: usize = 64;
 
 /// Why a cache repository's manifest is not converted.
 const CACHE_SKIP: &str = "cache repository";
@@ -294,6 +301,7 @@ impl Conversions {
         let mut record = Record {
             digest: digest.clone(),
             repository: repository.clone(),
+            also_in: Vec::new(),
             media_type: m.media_type.clone(),
             state: State::Pending,
             error: None,
@@ -315,11 +323,28 @@ impl Conversions {
             // and is now pushed where images run (a builder pushes the same
             // manifest as its last cache entry and as its result).
             let runnable_now = record.state != State::Skipped;
-            if map.get(&digest).is_some_and(|r| {
-                r.state != State::Failed
-                    && !(runnable_now && r.reason.as_deref() == Some(CACHE_SKIP))
-            }) {
-                return;
+            if let Some(existing) = map.get_mut(&digest) {
+                let keep = existing.state != State::Failed
+                    && !(runnable_now && existing.reason.as_deref() == Some(CACHE_SKIP));
+                if keep {
+                    // Who may see it: anyone who may pull one of its
+                    // repositories.
+                    if existing.repository != repository
+                        && !existing.also_in.contains(&repository)
+                        && existing.also_in.len() < MAX_ALSO_IN
+                    {
+                        existing.also_in.push(repository);
+                        let r = existing.clone();
+                        drop(map);
+                        self.save(&r);
+                    }
+                    return;
+                }
+                record.also_in = std::iter::once(existing.repository.clone())
+                    .chain(existing.also_in.iter().cloned())
+                    .filter(|r| *r != repository)
+                    .take(MAX_ALSO_IN)
+                    .collect();
             }
             map.insert(digest.clone(), record.clone());
         }

@@ -48,30 +48,41 @@ fn authorized(
             digest.chars().take(200).collect(),
         )))
     };
-    let record = images.conversions.get(digest);
-    let repo: Option<RepositoryName> = record.as_ref().and_then(|r| r.repository.parse().ok());
-    let Some(repo) = repo else {
+    let Some(record) = images.conversions.get(digest) else {
         return Err(unknown());
     };
-    let needs = [Need::Repository(repo, Action::Pull)];
     let request = Request {
         headers,
         peer: Some(peer.ip()),
     };
-    match images.auth.authorize(request, &needs) {
-        Ok(_) => record.ok_or_else(unknown),
-        Err(d) if headers.contains_key(header::AUTHORIZATION) => {
-            let _ = d;
-            Err(unknown())
-        }
-        Err(d) => {
-            let mut r = error_response(&d.error);
-            if let Some(c) = d.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
-            }
-            Err(Box::new(r))
+    // Any repository holding it will do.
+    let repositories: Vec<RepositoryName> = std::iter::once(&record.repository)
+        .chain(&record.also_in)
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    for repo in &repositories {
+        let needs = [Need::Repository(repo.clone(), Action::Pull)];
+        if images.auth.authorize(request, &needs).is_ok() {
+            return Ok(record);
         }
     }
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Err(unknown());
+    }
+    // Without credentials: a challenge naming every repository, so that the
+    // token asked for covers whichever the client may pull.
+    let needs: Vec<Need> = repositories
+        .into_iter()
+        .map(|r| Need::Repository(r, Action::Pull))
+        .collect();
+    let Err(d) = images.auth.authorize(request, &needs) else {
+        return Ok(record);
+    };
+    let mut r = error_response(&d.error);
+    if let Some(c) = d.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+    }
+    Err(Box::new(r))
 }
 
 async fn status(

@@ -11,6 +11,7 @@ mod conformance;
 #[allow(dead_code, unreachable_pub)]
 mod peers;
 
+mod builds;
 mod cache;
 mod dockerfile;
 mod ext4;

@@ -51,9 +51,17 @@ impl Kiln {
     /// Starts `kiln serve` in `dir` (its working directory) with `config`
     /// as its configuration file and `args` added.
     pub(crate) fn start(dir: &Path, config: &str, args: &[&str]) -> Self {
+        Self::start_on(dir, config, args, format!("127.0.0.1:{}", free_port()))
+    }
+
+    /// Stops this server and starts it again on the same address.
+    pub(crate) fn restart(mut self, config: &str, args: &[&str]) -> Self {
+        self.stop();
+        Self::start_on(&self.dir.clone(), config, args, self.host.clone())
+    }
+
+    fn start_on(dir: &Path, config: &str, args: &[&str], host: String) -> Self {
         std::fs::create_dir_all(dir).unwrap();
-        let port = free_port();
-        let host = format!("127.0.0.1:{port}");
         std::fs::write(dir.join("kiln.toml"), config).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -1036,7 +1044,7 @@ fn oras_python() -> Option<PathBuf> {
 
 /// Polls `/kiln/v1/images/<digest>` until the conversion leaves
 /// pending/converting (bounded: two minutes).
-async fn conversion(oci: &Oci, digest: &str) -> serde_json::Value {
+pub(crate) async fn conversion(oci: &Oci, digest: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let r = oci.get(&format!("/kiln/v1/images/{digest}")).await;

@@ -213,9 +213,11 @@ impl Buildah {
             })?;
         // The whole process group goes when this future ends early:
         // cancelled, timed out, or dropped at the server's shutdown.
-        let group = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
+        let mut group = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
         let outcome = tokio::select! {
             status = child.wait() => {
+                // Reaped: its group id may be reused from now on.
+                group.0 = None;
                 let status = status.map_err(|e| BuildFailure::Failed(e.to_string()))?;
                 if status.success() {
                     Ok(())
@@ -232,8 +234,7 @@ impl Buildah {
     }
 }
 
-/// Kills a process group when dropped (a no-op once its leader exited and
-/// the group is empty).
+/// Kills a process group when dropped, unless disarmed (its leader reaped).
 struct GroupGuard(Option<i32>);
 
 impl Drop for GroupGuard {
