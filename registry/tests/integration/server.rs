@@ -243,7 +243,12 @@ async fn copy_manifest_links_blobs_and_children_into_another_repository() {
     let image_digest = sha256(&image);
     let r = s
         .oci
-        .put_manifest("src", &image_digest, "application/vnd.oci.image.manifest.v1+json", &image)
+        .put_manifest(
+            "src",
+            &image_digest,
+            "application/vnd.oci.image.manifest.v1+json",
+            &image,
+        )
         .await;
     assert_eq!(r.status(), 201);
     let index = serde_json::json!({
@@ -258,7 +263,12 @@ async fn copy_manifest_links_blobs_and_children_into_another_repository() {
     .to_string();
     let r = s
         .oci
-        .put_manifest("src", "multi", "application/vnd.oci.image.index.v1+json", index.as_bytes())
+        .put_manifest(
+            "src",
+            "multi",
+            "application/vnd.oci.image.index.v1+json",
+            index.as_bytes(),
+        )
         .await;
     assert_eq!(r.status(), 201);
     drop(s);
@@ -267,14 +277,23 @@ async fn copy_manifest_links_blobs_and_children_into_another_repository() {
         ("src".parse().unwrap(), "dst/copy".parse().unwrap());
     let multi = Reference::Tag("multi".parse().unwrap());
     assert!(registry.copy_manifest(&src, &dst, &multi).await.unwrap());
-    assert!(!registry.copy_manifest(&src, &dst, &multi).await.unwrap(), "already there");
+    assert!(
+        !registry.copy_manifest(&src, &dst, &multi).await.unwrap(),
+        "already there"
+    );
     let (_, bytes) = registry.manifest(&dst, &multi).await.unwrap();
     assert_eq!(&bytes[..], index.as_bytes(), "byte for byte");
     let child = Reference::Digest(image_digest.parse().unwrap());
-    assert!(registry.manifest_info(&dst, &child).await.is_ok(), "the child came along");
+    assert!(
+        registry.manifest_info(&dst, &child).await.is_ok(),
+        "the child came along"
+    );
     for blob in [&config, &layer] {
         let d = blob.parse().unwrap();
-        assert!(registry.blob_size(&dst, &d).await.is_ok(), "blob {blob} linked");
+        assert!(
+            registry.blob_size(&dst, &d).await.is_ok(),
+            "blob {blob} linked"
+        );
     }
     // Unknown references are errors; nothing is written for them.
     let missing = Reference::Tag("nope".parse().unwrap());

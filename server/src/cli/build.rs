@@ -96,11 +96,9 @@ async fn build(args: &BuildArgs, password: &str) -> anyhow::Result<bool> {
             }
         })
     };
-    let part = reqwest::multipart::Part::stream_with_length(
-        reqwest::Body::wrap_stream(counted),
-        size,
-    )
-    .file_name("source.tar");
+    let part =
+        reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(counted), size)
+            .file_name("source.tar");
     let mut form = reqwest::multipart::Form::new().part("context", part);
     let fields = [
         ("file", &args.file),
@@ -136,9 +134,15 @@ async fn build(args: &BuildArgs, password: &str) -> anyhow::Result<bool> {
             .as_u64()
             .map(|l| format!(" (line {l})"))
             .unwrap_or_default();
-        bail!("the server refused the build ({status}): {}{line}", reason(&v));
+        bail!(
+            "the server refused the build ({status}): {}{line}",
+            reason(&v)
+        );
     }
-    let id = v["id"].as_str().context("no build id in the answer")?.to_owned();
+    let id = v["id"]
+        .as_str()
+        .context("no build id in the answer")?
+        .to_owned();
     eprintln!("kiln: build {id} queued");
     // Ctrl-C cancels the build; its log then ends with it.
     let cancel = {

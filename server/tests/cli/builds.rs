@@ -13,7 +13,7 @@ use crate::peers::{have, ok, runtime, skopeo};
 use crate::serve::{Kiln, SECRET, conversion, http, tenant_config, vm_config};
 
 /// A tarball of `files` (`path`, contents); paths are written as given.
-fn tarball(files: &[(&str, &str)]) -> Vec<u8> {
+pub(crate) fn tarball(files: &[(&str, &str)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (path, body) in files {
         let mut h = tar::Header::new_gnu();
@@ -29,7 +29,7 @@ fn tarball(files: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// A build request: the source tarball and text fields.
-fn form(source: Vec<u8>, fields: &[(&str, &str)]) -> Form {
+pub(crate) fn form(source: Vec<u8>, fields: &[(&str, &str)]) -> Form {
     let mut f = Form::new().part("context", Part::bytes(source).file_name("src.tar"));
     for (k, v) in fields {
         f = f.text(k.to_string(), v.to_string());
@@ -62,7 +62,9 @@ async fn get(kiln: &Kiln, user: &str, password: &str, path: &str) -> reqwest::Re
 async fn follow(kiln: &Kiln, user: &str, password: &str, id: &str) -> (String, serde_json::Value) {
     let log = tokio::time::timeout(
         Duration::from_secs(600),
-        get(kiln, user, password, &format!("/kiln/v1/builds/{id}/logs")).await.text(),
+        get(kiln, user, password, &format!("/kiln/v1/builds/{id}/logs"))
+            .await
+            .text(),
     )
     .await
     .expect("the build ended within 10 minutes")
@@ -93,7 +95,11 @@ async fn tags(kiln: &Kiln, admin: &str, repo: &str) -> Vec<String> {
     let v: serde_json::Value = r.json().await.unwrap();
     v["tags"]
         .as_array()
-        .map(|t| t.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .map(|t| {
+            t.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -111,7 +117,10 @@ fn dockerfile(base: &str, rest: &str) -> String {
 }
 
 fn pgrep(pattern: &str) -> String {
-    let out = Command::new("pgrep").args(["-f", pattern]).output().unwrap();
+    let out = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -196,7 +205,9 @@ fn builds_share_the_global_cache_tier_rewrite_mirrored_bases_and_run_as_instance
         let acme = crate::client::Oci::new(&kiln.url(), Some(("acme", SECRET)));
         let results: Vec<&str> = [&v, &cold, &warm].iter().filter_map(|b| b["digest"].as_str()).collect();
         let digest = warm["digest"].as_str().unwrap().to_owned();
+        let pushed = Instant::now();
         assert_eq!(conversion(&acme, &digest).await["state"], "ready");
+        eprintln!("push to ready: at most {:?} after the build's end", pushed.elapsed());
         // (As the admin: umbrella pushed the same entries first, and the
         // conversion records name the repository of the first push.)
         let root = crate::client::Oci::new(&kiln.url(), Some(("admin", &admin)));
@@ -314,11 +325,29 @@ fn bad_build_requests_get_a_clear_4xx_and_write_nothing() {
             .unwrap();
         assert_eq!(r.status(), 401);
         let cases: Vec<(Form, u16, &str)> = vec![
-            (form(tarball(&[("../evil", "x"), ("Dockerfile", "FROM busybox\n")]), &[]), 400, "'..'"),
+            (
+                form(
+                    tarball(&[("../evil", "x"), ("Dockerfile", "FROM busybox\n")]),
+                    &[],
+                ),
+                400,
+                "'..'",
+            ),
             (form(tarball(&[("/etc/evil", "x")]), &[]), 400, "absolute"),
             (form(tarball(&[("src/a", "x")]), &[]), 400, "no Dockerfile"),
-            (form(good(), &[("file", "../Dockerfile")]), 400, "leaves the source"),
-            (form(b"not a tarball, not at all, not even a little bit.....".to_vec(), &[]), 400, "not a tar archive"),
+            (
+                form(good(), &[("file", "../Dockerfile")]),
+                400,
+                "leaves the source",
+            ),
+            (
+                form(
+                    b"not a tarball, not at all, not even a little bit.....".to_vec(),
+                    &[],
+                ),
+                400,
+                "not a tar archive",
+            ),
             (
                 form(tarball(&[("Dockerfile", "FROM busybox\nFOO bar\n")]), &[]),
                 400,
@@ -328,16 +357,29 @@ fn bad_build_requests_get_a_clear_4xx_and_write_nothing() {
             (form(good(), &[("colour", "blue")]), 400, "unknown field"),
             (form(good(), &[("build_arg", "novalue")]), 400, "KEY=VALUE"),
             (form(good(), &[("is_admin_build", "true")]), 403, "admin"),
-            (form(good(), &[("tag", "umbrella/app:v1")]), 403, "may not push"),
+            (
+                form(good(), &[("tag", "umbrella/app:v1")]),
+                403,
+                "may not push",
+            ),
             (form(good(), &[("global_cache_key", "Bad Key!")]), 400, ""),
         ];
         for (f, want, says) in cases {
             let (status, v) = submit(&kiln, "acme", SECRET, f).await;
             assert_eq!(status, want, "{says}: {v}");
-            assert!(v["error"].as_str().unwrap_or_default().contains(says), "{says}: {v}");
+            assert!(
+                v["error"].as_str().unwrap_or_default().contains(says),
+                "{says}: {v}"
+            );
         }
         // BuildKit's line comes with its message.
-        let (_, v) = submit(&kiln, "acme", SECRET, form(tarball(&[("Dockerfile", "FROM busybox\nFOO bar\n")]), &[])).await;
+        let (_, v) = submit(
+            &kiln,
+            "acme",
+            SECRET,
+            form(tarball(&[("Dockerfile", "FROM busybox\nFOO bar\n")]), &[]),
+        )
+        .await;
         assert_eq!(v["line"], 2, "{v}");
         // Nothing was kept of any of them.
         assert_eq!(leftovers(&data), Vec::<String>::new());
@@ -356,43 +398,95 @@ fn the_queue_survives_a_restart_and_cancel_stops_the_builder() {
     let config = tenant_config("[builds]\nworkers = 1\nmax_per_principal = 2\n");
     let kiln = Kiln::start(&dir, &config, &[]);
     let creds = format!("acme:{SECRET}");
-    kiln.push_oci(&format!("oci:{}:busybox", images.display()), "acme/box:1", &creds);
+    kiln.push_oci(
+        &format!("oci:{}:busybox", images.display()),
+        "acme/box:1",
+        &creds,
+    );
     let base = format!("{}/acme/box:1", kiln.host);
     let slow = format!("FROM {base}\nRUN sleep 613\n");
     let quick = format!("FROM {base}\nUSER 0\nRUN echo quick > /q\n");
     let (first, second) = runtime().block_on(async {
-        let (s, a) = submit(&kiln, "acme", SECRET, form(tarball(&[("Dockerfile", &slow)]), &[])).await;
+        let (s, a) = submit(
+            &kiln,
+            "acme",
+            SECRET,
+            form(tarball(&[("Dockerfile", &slow)]), &[]),
+        )
+        .await;
         assert_eq!(s, 202, "{a}");
-        let (s, b) = submit(&kiln, "acme", SECRET, form(tarball(&[("Dockerfile", &quick)]), &[])).await;
+        let (s, b) = submit(
+            &kiln,
+            "acme",
+            SECRET,
+            form(tarball(&[("Dockerfile", &quick)]), &[]),
+        )
+        .await;
         assert_eq!(s, 202, "{b}");
         // At most two queued or running per principal.
-        let (s, v) = submit(&kiln, "acme", SECRET, form(tarball(&[("Dockerfile", &quick)]), &[])).await;
+        let (s, v) = submit(
+            &kiln,
+            "acme",
+            SECRET,
+            form(tarball(&[("Dockerfile", &quick)]), &[]),
+        )
+        .await;
         assert_eq!(s, 429, "{v}");
-        let (a, b) = (a["id"].as_str().unwrap().to_owned(), b["id"].as_str().unwrap().to_owned());
+        let (a, b) = (
+            a["id"].as_str().unwrap().to_owned(),
+            b["id"].as_str().unwrap().to_owned(),
+        );
         let deadline = Instant::now() + Duration::from_secs(120);
         while pgrep("sleep 613").is_empty() {
-            assert!(Instant::now() < deadline, "the slow build never ran its step");
+            assert!(
+                Instant::now() < deadline,
+                "the slow build never ran its step"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let v: serde_json::Value = get(&kiln, "acme", SECRET, &format!("/kiln/v1/builds/{b}")).await.json().await.unwrap();
+        let v: serde_json::Value = get(&kiln, "acme", SECRET, &format!("/kiln/v1/builds/{b}"))
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(v["state"], "queued", "one worker: {v}");
         (a, b)
     });
     // A restart: the running build failed, the queued one runs.
     let kiln = kiln.restart(&config, &[]);
-    assert_eq!(pgrep("sleep 613"), "", "the builder's processes died with the server");
+    assert_eq!(
+        pgrep("sleep 613"),
+        "",
+        "the builder's processes died with the server"
+    );
     runtime().block_on(async {
-        let v: serde_json::Value = get(&kiln, "acme", SECRET, &format!("/kiln/v1/builds/{first}")).await.json().await.unwrap();
+        let v: serde_json::Value = get(&kiln, "acme", SECRET, &format!("/kiln/v1/builds/{first}"))
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(v["state"], "failed", "{v}");
-        assert!(v["error"].as_str().unwrap().contains("server stopped"), "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("server stopped"),
+            "{v}"
+        );
         let (log, v) = follow(&kiln, "acme", SECRET, &second).await;
         assert_eq!(v["state"], "succeeded", "{v}\n{log}");
         // Cancelling a running build kills its builder.
-        let (_, a) = submit(&kiln, "acme", SECRET, form(tarball(&[("Dockerfile", &slow)]), &[])).await;
+        let (_, a) = submit(
+            &kiln,
+            "acme",
+            SECRET,
+            form(tarball(&[("Dockerfile", &slow)]), &[]),
+        )
+        .await;
         let id = a["id"].as_str().unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
         while pgrep("sleep 613").is_empty() {
-            assert!(Instant::now() < deadline, "the slow build never ran its step");
+            assert!(
+                Instant::now() < deadline,
+                "the slow build never ran its step"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let r = http()
@@ -415,9 +509,17 @@ fn the_queue_survives_a_restart_and_cancel_stops_the_builder() {
         // Another tenant sees none of it.
         let r = get(&kiln, "umbrella", SECRET, &format!("/kiln/v1/builds/{id}")).await;
         assert_eq!(r.status(), 404);
-        let v: serde_json::Value = get(&kiln, "umbrella", SECRET, "/kiln/v1/builds").await.json().await.unwrap();
+        let v: serde_json::Value = get(&kiln, "umbrella", SECRET, "/kiln/v1/builds")
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(v["builds"], serde_json::json!([]));
-        let v: serde_json::Value = get(&kiln, "acme", SECRET, "/kiln/v1/builds").await.json().await.unwrap();
+        let v: serde_json::Value = get(&kiln, "acme", SECRET, "/kiln/v1/builds")
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(v["builds"].as_array().unwrap().len(), 3);
     });
 }
@@ -430,19 +532,33 @@ fn kiln_build_uploads_a_directory_and_prints_the_image() {
     let dir = crate::ext4::scratch("serve-builds-cli");
     let kiln = Kiln::start(&dir.join("kiln"), &tenant_config(""), &[]);
     let creds = format!("acme:{SECRET}");
-    kiln.push_oci(&format!("oci:{}:busybox", images.display()), "acme/box:1", &creds);
+    kiln.push_oci(
+        &format!("oci:{}:busybox", images.display()),
+        "acme/box:1",
+        &creds,
+    );
     let src = dir.join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(
         src.join("sub/Containerfile"),
-        format!("FROM {}/acme/box:1\nARG WHO\nCOPY hello /hello\nRUN test \"$WHO\" = kiln\n", kiln.host),
+        format!(
+            "FROM {}/acme/box:1\nARG WHO\nCOPY hello /hello\nRUN test \"$WHO\" = kiln\n",
+            kiln.host
+        ),
     )
     .unwrap();
     std::fs::write(src.join("hello"), "hello\n").unwrap();
     std::fs::write(dir.join("password"), SECRET).unwrap();
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["build", "--server", &kiln.url(), "--user", "acme", "--password-file"])
+            .args([
+                "build",
+                "--server",
+                &kiln.url(),
+                "--user",
+                "acme",
+                "--password-file",
+            ])
             .arg(dir.join("password"))
             .args(["--file", "sub/Containerfile"])
             .args(extra)
@@ -454,16 +570,30 @@ fn kiln_build_uploads_a_directory_and_prints_the_image() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let image = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(image.starts_with("builds/") && image.contains("@sha256:"), "{image}");
-    assert!(stderr.contains("COPY hello /hello"), "the log streams: {stderr}");
+    assert!(
+        image.starts_with("builds/") && image.contains("@sha256:"),
+        "{image}"
+    );
+    assert!(
+        stderr.contains("COPY hello /hello"),
+        "the log streams: {stderr}"
+    );
     let digest = image.split('@').nth(1).unwrap();
     assert_eq!(kiln.digest_of(&creds, "acme/hello:1"), digest);
     // A failing step fails the command, with the build's error.
     let out = run(&["--build-arg", "WHO=other"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("failed"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A refusal names the server's reason.
     let out = run(&["--admin", "--global-cache-key", "node"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

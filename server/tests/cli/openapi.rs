@@ -149,7 +149,7 @@ impl Checker {
 
 #[test]
 fn every_documented_route_and_status_answers_as_documented() {
-    if !(have("docker-registry") && have("skopeo")) {
+    if !(have("docker-registry") && have("skopeo") && have("buildah")) {
         return;
     }
     let Some(images) = crate::ext4::images() else {
@@ -163,7 +163,7 @@ fn every_documented_route_and_status_answers_as_documented() {
     let kiln = Kiln::start(
         &dir.join("kiln"),
         &tenant_config(&format!(
-            "{vm}[[upstreams]]\nregistry = \"{}\"\ninsecure = true\n",
+            "{vm}[builds]\nmax_per_principal = 1\nmax_upload_bytes = 1048576\n[[upstreams]]\nregistry = \"{}\"\ninsecure = true\n",
             upstream.host
         )),
         &[],
@@ -241,6 +241,54 @@ fn every_documented_route_and_status_answers_as_documented() {
         assert_eq!(c.check(&Method::POST, md, post(md, admin, serde_json::json!({"dockerfile": "FROM a\nFOO\n"})).await.unwrap()).await, 400);
         assert_eq!(c.check(&Method::POST, md, post(md, None, df.clone()).await.unwrap()).await, 401);
         assert_eq!(c.check(&Method::POST, md, post(md, acme, df).await.unwrap()).await, 403);
+
+        // Builds: one slow build fills acme's one slot.
+        let builds = "/kiln/v1/builds";
+        let source = |dockerfile: &str| crate::builds::tarball(&[("Dockerfile", dockerfile)]);
+        let submit = |user: Option<(&str, &str)>, f: reqwest::multipart::Form| {
+            let mut r = http().post(format!("{base}{builds}")).multipart(f);
+            if let Some((u, p)) = user {
+                r = r.basic_auth(u, Some(p));
+            }
+            r.send()
+        };
+        let form = crate::builds::form;
+        let slow = format!("FROM {}/acme/box:v1\nRUN sleep 611\n", kiln.host);
+        let r = submit(acme, form(source(&slow), &[("build_arg", "A=b"), ("target", ""), ("platform", "linux/amd64")])).await.unwrap();
+        let r = {
+            let status = c.check(&Method::POST, builds, r).await;
+            assert_eq!(status, 202);
+            get(builds.into(), acme).await.unwrap()
+        };
+        let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        let id = v["builds"][0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(c.check(&Method::GET, builds, get(builds.into(), acme).await.unwrap()).await, 200);
+        assert_eq!(c.check(&Method::GET, builds, get(builds.into(), None).await.unwrap()).await, 401);
+        assert_eq!(c.check(&Method::POST, builds, submit(acme, form(source("FROM busybox\n"), &[])).await.unwrap()).await, 429);
+        assert_eq!(c.check(&Method::POST, builds, submit(None, form(source("FROM busybox\n"), &[])).await.unwrap()).await, 401);
+        let umbrella = Some(("umbrella", SECRET));
+        assert_eq!(c.check(&Method::POST, builds, submit(umbrella, form(source("FROM busybox\nFOO\n"), &[])).await.unwrap()).await, 400);
+        assert_eq!(c.check(&Method::POST, builds, submit(umbrella, form(source("FROM busybox\n"), &[("is_admin_build", "true")])).await.unwrap()).await, 403);
+        assert_eq!(c.check(&Method::POST, builds, submit(umbrella, form(vec![0; 2 << 20], &[])).await.unwrap()).await, 413);
+        let (one, logs, cancel) = ("/kiln/v1/builds/{id}", "/kiln/v1/builds/{id}/logs", "/kiln/v1/builds/{id}/cancel");
+        assert_eq!(c.check(&Method::GET, one, get(format!("{builds}/{id}"), acme).await.unwrap()).await, 200);
+        assert_eq!(c.check(&Method::GET, one, get(format!("{builds}/{id}"), umbrella).await.unwrap()).await, 404);
+        let cancel_as = |user: (&str, &str), id: &str| http().post(format!("{base}{builds}/{id}/cancel")).basic_auth(user.0, Some(user.1)).send();
+        assert_eq!(c.check(&Method::POST, cancel, cancel_as(("acme", SECRET), &id).await.unwrap()).await, 202);
+        assert_eq!(c.check(&Method::GET, logs, get(format!("{builds}/{id}/logs"), acme).await.unwrap()).await, 200);
+        assert_eq!(c.check(&Method::POST, cancel, cancel_as(("acme", SECRET), &id).await.unwrap()).await, 409);
+        assert_eq!(c.check(&Method::POST, cancel, cancel_as(("acme", SECRET), "nope").await.unwrap()).await, 404);
+        assert_eq!(c.check(&Method::GET, logs, get(format!("{builds}/nope/logs"), acme).await.unwrap()).await, 404);
+        // A server without its builder.
+        let builderless = Kiln::start(&dir.join("builderless"), &tenant_config("[builds]\nbuildah = \"/nonexistent/buildah\"\n"), &[]);
+        let r = http()
+            .post(format!("{}{builds}", builderless.url()))
+            .basic_auth("acme", Some(SECRET))
+            .multipart(form(source("FROM busybox\n"), &[]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(c.check(&Method::POST, builds, r).await, 503);
 
         // Two sleepers fill the server's two instance slots: a third is 429.
         let inst = "/kiln/v1/instances";

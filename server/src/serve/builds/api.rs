@@ -63,12 +63,13 @@ fn plan_refusal(e: &PlanError) -> Response {
 }
 
 /// The caller: a tenant or the admin.
-fn caller(b: &Builds, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, Response> {
+fn caller(b: &Builds, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal, Box<Response>> {
+    let refuse = |e: &kiln_registry::Error| Box::new(basic_refusal(e));
     match b.auth.principal(headers, Some(peer.ip())) {
-        Ok(Principal::Anonymous) => Err(basic_refusal(&kiln_registry::Error::Unauthorized)),
-        Ok(Principal::Build { .. }) => Err(basic_refusal(&kiln_registry::Error::Denied)),
+        Ok(Principal::Anonymous) => Err(refuse(&kiln_registry::Error::Unauthorized)),
+        Ok(Principal::Build { .. }) => Err(refuse(&kiln_registry::Error::Denied)),
         Ok(p) => Ok(p),
-        Err(e) => Err(basic_refusal(&e)),
+        Err(e) => Err(refuse(&e)),
     }
 }
 
@@ -105,7 +106,10 @@ enum FormError {
     Bad(String),
 }
 
-async fn text(mut field: axum::extract::multipart::Field<'_>, max: usize) -> Result<String, FormError> {
+async fn text(
+    mut field: axum::extract::multipart::Field<'_>,
+    max: usize,
+) -> Result<String, FormError> {
     let name = field.name().unwrap_or_default().to_owned();
     let mut out = Vec::new();
     while let Some(chunk) = field
@@ -115,7 +119,9 @@ async fn text(mut field: axum::extract::multipart::Field<'_>, max: usize) -> Res
     {
         out.extend_from_slice(&chunk);
         if out.len() > max {
-            return Err(FormError::TooLarge(format!("field {name} over {max} bytes")));
+            return Err(FormError::TooLarge(format!(
+                "field {name} over {max} bytes"
+            )));
         }
     }
     String::from_utf8(out).map_err(|_| FormError::Bad(format!("field {name} is not UTF-8")))
@@ -134,6 +140,8 @@ async fn read_form(
     {
         let name = field.name().unwrap_or_default().to_owned();
         let p = &mut form.params;
+        // An empty optional field is an absent one.
+        let optional = |t: String| Some(t).filter(|t| !t.is_empty());
         match name.as_str() {
             "context" => {
                 let mut out = tokio::fs::File::create(staging.join("source"))
@@ -155,16 +163,18 @@ async fn read_form(
                         .await
                         .map_err(|e| FormError::Bad(e.to_string()))?;
                 }
-                out.flush().await.map_err(|e| FormError::Bad(e.to_string()))?;
+                out.flush()
+                    .await
+                    .map_err(|e| FormError::Bad(e.to_string()))?;
                 form.context = true;
             }
             "dockerfile" => form.dockerfile = Some(text(field, MAX_DOCKERFILE).await?),
-            "file" => form.file = Some(text(field, MAX_FIELD).await?),
-            "cache_scope" => p.cache_scope = Some(text(field, MAX_FIELD).await?),
-            "global_cache_key" => p.global_cache_key = Some(text(field, MAX_FIELD).await?),
-            "target" => p.target = Some(text(field, MAX_FIELD).await?),
-            "platform" => p.platform = Some(text(field, MAX_FIELD).await?),
-            "tag" => p.tag = Some(text(field, MAX_FIELD).await?),
+            "file" => form.file = optional(text(field, MAX_FIELD).await?),
+            "cache_scope" => p.cache_scope = optional(text(field, MAX_FIELD).await?),
+            "global_cache_key" => p.global_cache_key = optional(text(field, MAX_FIELD).await?),
+            "target" => p.target = optional(text(field, MAX_FIELD).await?),
+            "platform" => p.platform = optional(text(field, MAX_FIELD).await?),
+            "tag" => p.tag = optional(text(field, MAX_FIELD).await?),
             "build_arg" => {
                 let arg = text(field, MAX_FIELD).await?;
                 let (k, v) = arg
@@ -223,7 +233,7 @@ async fn create(
 ) -> Response {
     let principal = match caller(&b, &headers, peer) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(e) = &b.builder {
         return problem(StatusCode::SERVICE_UNAVAILABLE, e.clone());
@@ -357,7 +367,7 @@ async fn list(
 ) -> Response {
     let principal = match caller(&b, &headers, peer) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut records: Vec<Record> = b
         .lock()
@@ -377,10 +387,10 @@ fn visible(
     id: &str,
     headers: &HeaderMap,
     peer: SocketAddr,
-) -> Result<Record, Response> {
+) -> Result<Record, Box<Response>> {
     let principal = caller(b, headers, peer)?;
     b.visible(id, &principal)
-        .ok_or_else(|| problem(StatusCode::NOT_FOUND, format!("no build {id}")))
+        .ok_or_else(|| Box::new(problem(StatusCode::NOT_FOUND, format!("no build {id}"))))
 }
 
 async fn status(
@@ -391,7 +401,7 @@ async fn status(
 ) -> Response {
     match visible(&b, &id, &headers, peer) {
         Ok(r) => json(StatusCode::OK, &view(&b, &r)),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -403,7 +413,7 @@ async fn cancel(
 ) -> Response {
     let record = match visible(&b, &id, &headers, peer) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if record.state.is_done() {
         return problem(
@@ -425,7 +435,7 @@ async fn logs(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = visible(&b, &id, &headers, peer) {
-        return r;
+        return *r;
     }
     let path = b.log_path(&id);
     let stream = futures_util::stream::unfold((0usize, false), move |(sent, done)| {

@@ -98,7 +98,9 @@ fn unpack_into(archive: &Path, dest: &Path, limits: Limits) -> Result<(), Contex
     tar.set_overwrite(true);
     let mut total = 0u64;
     let mut seen = std::collections::HashSet::new();
-    let entries = tar.entries().map_err(|e| ContextError::NotTar(e.to_string()))?;
+    let entries = tar
+        .entries()
+        .map_err(|e| ContextError::NotTar(e.to_string()))?;
     for (n, entry) in entries.enumerate() {
         if n >= limits.entries {
             return Err(ContextError::TooManyEntries {
@@ -280,8 +282,11 @@ mod tests {
     #[test]
     fn refuses_what_is_not_tar_and_oversized_sources() {
         let (dir, path) = archive(|_| {});
-        std::fs::write(&path, b"this is not a tarball at all, not even close............")
-            .unwrap();
+        std::fs::write(
+            &path,
+            b"this is not a tarball at all, not even close............",
+        )
+        .unwrap();
         let e = unpack(&path, &dir.path().join("x"), LIMITS);
         assert!(e.is_err(), "{e:?}");
         let big = vec![0u8; 2 << 20];

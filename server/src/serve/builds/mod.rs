@@ -129,7 +129,9 @@ pub(crate) struct Builds {
 
 impl std::fmt::Debug for Builds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builds").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Builds")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -301,9 +303,7 @@ impl Builds {
             Principal::Admin if params.is_admin_build => Ok(Role::Admin { global_key: key }),
             Principal::Admin => Ok(Role::Tenant {
                 scope: scope(params.cache_scope.as_deref().ok_or_else(|| {
-                    PlanError::Invalid(
-                        "an admin's non-admin build needs a cache_scope".into(),
-                    )
+                    PlanError::Invalid("an admin's non-admin build needs a cache_scope".into())
                 })?)?,
                 global_key: key,
             }),
@@ -327,7 +327,9 @@ impl Builds {
                     global_key: key,
                 })
             }
-            _ => Err(PlanError::Denied("builds need a tenant's or the admin's credentials".into())),
+            _ => Err(PlanError::Denied(
+                "builds need a tenant's or the admin's credentials".into(),
+            )),
         }
     }
 
@@ -380,7 +382,9 @@ impl Builds {
                     continue;
                 }
                 match self.mirroring.mirror_reference(&reference).await {
-                    Ok(digest) => self.log(id.as_str(), &format!("mirrored {reference} ({digest})")),
+                    Ok(digest) => {
+                        self.log(id.as_str(), &format!("mirrored {reference} ({digest})"))
+                    }
                     Err(e) => self.log(
                         id.as_str(),
                         &format!("mirroring {reference} failed, building from the original: {e}"),
@@ -489,7 +493,10 @@ impl Builds {
         for image in &plan.images {
             match &image.rewritten_to {
                 Some(to) => self.log(&record.id, &format!("FROM {} -> {to}", image.reference)),
-                None => self.log(&record.id, &format!("FROM {} (not in this registry)", image.reference)),
+                None => self.log(
+                    &record.id,
+                    &format!("FROM {} (not in this registry)", image.reference),
+                ),
             }
         }
         let rewritten = dir.join("Dockerfile.kiln");
@@ -498,7 +505,11 @@ impl Builds {
         let timeout = Duration::from_secs(self.settings.timeout_secs);
         let credential = self
             .auth
-            .build_credential(&record.id, plan.permissions(), timeout + Duration::from_secs(600))
+            .build_credential(
+                &record.id,
+                plan.permissions(),
+                timeout + Duration::from_secs(600),
+            )
             .map_err(|e| failed(e.to_string()))?;
         let seeded = self.seed_cache(&plan).await;
         if seeded > 0 {
@@ -535,7 +546,9 @@ impl Builds {
             tag: plan.tag.clone(),
             timeout,
         };
-        let result = builder.build(&job, &self.log_path(&record.id), cancel).await;
+        let result = builder
+            .build(&job, &self.log_path(&record.id), cancel)
+            .await;
         let _ = std::fs::remove_dir_all(&job.work);
         result
     }

@@ -80,10 +80,13 @@ impl Plan {
             .iter()
             .filter_map(|a| {
                 let (repo, actions) = a.rsplit_once(':')?;
-                let actions = actions
-                    .split(',')
-                    .try_fold(Actions::NONE, |acc, a| Some(acc.with(a.parse::<Action>().ok()?)))?;
-                Some(Permission::new(repo.parse::<RepositoryPattern>().ok()?, actions))
+                let actions = actions.split(',').try_fold(Actions::NONE, |acc, a| {
+                    Some(acc.with(a.parse::<Action>().ok()?))
+                })?;
+                Some(Permission::new(
+                    repo.parse::<RepositoryPattern>().ok()?,
+                    actions,
+                ))
             })
             .collect()
     }
@@ -127,7 +130,12 @@ pub(crate) fn images(
 /// (`<prefix>/<registry>/<path>` with its tag or digest, without the host).
 pub(crate) fn mirrored_name(image: &ImageUse, host: &str, mirror_prefix: &str) -> Option<String> {
     let mirror: Mirror = format!("{host}/{mirror_prefix}").parse().ok()?;
-    let m = image.reference.clone().with_default_tag().mirrored(&mirror).ok()?;
+    let m = image
+        .reference
+        .clone()
+        .with_default_tag()
+        .mirrored(&mirror)
+        .ok()?;
     Some(m.to_string().strip_prefix(&format!("{host}/"))?.to_owned())
 }
 
@@ -184,7 +192,9 @@ pub(crate) fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
         let local = match &rewritten_to {
             Some(name) => Some(name.split([':', '@']).next().unwrap_or(name).to_owned()),
             // An image of this registry named directly: the caller's own.
-            None if image.reference.domain() == req.registry => Some(image.reference.path().to_owned()),
+            None if image.reference.domain() == req.registry => {
+                Some(image.reference.path().to_owned())
+            }
             None => None,
         };
         if let Some(repo) = local {
@@ -207,13 +217,17 @@ pub(crate) fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
         .map_err(|e| PlanError::Denied(e.to_string()))?
         .iter()
         .map(ToString::to_string)
-        .map(|s| s.strip_prefix("repository:").map(str::to_owned).unwrap_or(s))
+        .map(|s| {
+            s.strip_prefix("repository:")
+                .map(str::to_owned)
+                .unwrap_or(s)
+        })
         .collect();
     let tag = match req.tag {
         Some(t) => {
-            let (repo, _) = t.rsplit_once(':').ok_or_else(|| {
-                PlanError::Invalid(format!("tag {t:?} is not repository:tag"))
-            })?;
+            let (repo, _) = t
+                .rsplit_once(':')
+                .ok_or_else(|| PlanError::Invalid(format!("tag {t:?} is not repository:tag")))?;
             access.push(format!("{repo}:pull,push"));
             Some(format!("{}/{t}", req.registry))
         }
@@ -290,7 +304,10 @@ mod tests {
         );
         assert_eq!(
             p.cache_imports,
-            ["127.0.0.1:5000/cache/global/node", "127.0.0.1:5000/cache/acme"]
+            [
+                "127.0.0.1:5000/cache/global/node",
+                "127.0.0.1:5000/cache/acme"
+            ]
         );
         assert_eq!(p.cache_export, "127.0.0.1:5000/cache/acme");
         assert_eq!(
@@ -309,7 +326,10 @@ mod tests {
         assert_eq!(p.images[1].rewritten_to, None);
         assert_eq!(p.result, "127.0.0.1:5000/builds/b1");
         let export = p.buildctl_cache_args.last().unwrap();
-        assert!(export.contains("image-manifest=true,oci-mediatypes=true"), "{export}");
+        assert!(
+            export.contains("image-manifest=true,oci-mediatypes=true"),
+            "{export}"
+        );
         // The permissions are exactly the access list.
         assert_eq!(p.permissions().len(), 4);
         assert!(!p.permissions()[0].actions.contains(Action::Push));
@@ -345,7 +365,11 @@ mod tests {
     fn local_bases_need_the_callers_pull_and_never_the_cache() {
         let df = "FROM 127.0.0.1:5000/acme/base:1\n";
         let p = run(df, tenant(None), &[], &|r| r == "acme/base", None).unwrap();
-        assert!(p.access.contains(&"acme/base:pull".to_owned()), "{:?}", p.access);
+        assert!(
+            p.access.contains(&"acme/base:pull".to_owned()),
+            "{:?}",
+            p.access
+        );
         let e = run(df, tenant(None), &[], &|_| false, None).unwrap_err();
         assert!(matches!(e, PlanError::Denied(_)), "{e}");
         let e = run(
@@ -361,10 +385,23 @@ mod tests {
 
     #[test]
     fn tag_and_dockerfile_errors() {
-        let p = run("FROM busybox\n", tenant(None), &[], &|_| true, Some("acme/app:v1")).unwrap();
+        let p = run(
+            "FROM busybox\n",
+            tenant(None),
+            &[],
+            &|_| true,
+            Some("acme/app:v1"),
+        )
+        .unwrap();
         assert_eq!(p.tag.as_deref(), Some("127.0.0.1:5000/acme/app:v1"));
         assert!(p.access.contains(&"acme/app:pull,push".to_owned()));
-        let e = run("FROM busybox\nCOPY --from=\n", tenant(None), &[], &|_| true, None);
+        let e = run(
+            "FROM busybox\nCOPY --from=\n",
+            tenant(None),
+            &[],
+            &|_| true,
+            None,
+        );
         let e2 = run("FRM busybox\n", tenant(None), &[], &|_| true, None).unwrap_err();
         assert!(
             matches!(e2, PlanError::Dockerfile { line: Some(1), .. }),
