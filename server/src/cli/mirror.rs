@@ -80,7 +80,7 @@ fn docker_config_path(explicit: &Option<PathBuf>) -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
 }
 
-fn creds(
+pub(super) fn creds(
     given: &Option<String>,
     registry: &str,
     config: &Option<PathBuf>,

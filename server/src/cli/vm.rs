@@ -27,9 +27,16 @@ pub(crate) struct RunArgs {
     /// The run config JSON written beside it.
     #[arg(long, requires = "ext4")]
     metadata: Option<PathBuf>,
-    /// Or an image to convert first: `oci:DIR[:TAG|@DIGEST]`.
+    /// Or an image to convert first: `oci:DIR[:TAG|@DIGEST]`, or
+    /// `docker://HOST/REPOSITORY[:TAG|@DIGEST]` pulled from a registry.
     #[arg(long, required_unless_present = "ext4")]
     image: Option<String>,
+    /// Pull a `docker://` image over plain HTTP.
+    #[arg(long, requires = "image")]
+    insecure: bool,
+    /// Credentials for a `docker://` image (default: the Docker config's).
+    #[arg(long, value_name = "USER:PASSWORD", requires = "image")]
+    creds: Option<String>,
     /// Kernel (`.../boot/vmlinuz-VERSION`, modules in `.../lib/modules/VERSION`);
     /// default `$KILN_KERNEL`.
     #[arg(long)]
@@ -110,6 +117,81 @@ fn convert_image(source: &str, work: &Path) -> anyhow::Result<(PathBuf, RunConfi
     Ok((disk, image.run_config().clone()))
 }
 
+/// Pulls `reference` into a registry of this process's own (a directory in
+/// `work`, served on a loopback port for the copy) and converts it from
+/// there, as `kiln serve` converts what is pushed to it.
+fn pull_image(
+    reference: &str,
+    insecure: bool,
+    creds: &Option<String>,
+    work: &Path,
+) -> anyhow::Result<(PathBuf, RunConfig)> {
+    use kiln_oci_mirror::{CopyOptions, ImageLocation, RegistryClient, RegistryConfig, copy};
+    use kiln_registry::{FsStorage, Limits, Reference, Registry, api};
+    let source: ImageLocation = reference
+        .parse()
+        .with_context(|| format!("image reference {reference:?}"))?;
+    let store = work.join("pulled");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (digest, media_type) = runtime.block_on(async {
+        let registry = std::sync::Arc::new(Registry::new(FsStorage::open(&store)?, Limits::default()));
+        let app = api::router(registry.clone(), std::sync::Arc::new(api::Open), api::ApiOptions::default());
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let host = listener.local_addr()?.to_string();
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+        });
+        let mut src = RegistryConfig::new(source.registry());
+        src.insecure = insecure;
+        src.credentials = super::mirror::creds(creds, source.registry(), &None)?;
+        let mut dst = RegistryConfig::new(&host);
+        dst.insecure = true;
+        let target: ImageLocation = format!("{host}/pulled:image").parse()?;
+        let copied = copy(
+            &RegistryClient::new(src)?,
+            &source,
+            &RegistryClient::new(dst)?,
+            &target,
+            &CopyOptions::default(),
+        )
+        .await
+        .with_context(|| format!("pulling {reference}"));
+        server.abort();
+        copied?;
+        let info = registry
+            .manifest_info(&"pulled".parse()?, &Reference::Tag("image".parse()?))
+            .await?;
+        anyhow::Ok((info.digest, info.media_type))
+    })?;
+    let size = std::fs::metadata(FsStorage::blob_path_in(&store, &digest))?.len();
+    let descriptor = oci_spec::image::Descriptor::new(
+        media_type.as_str().into(),
+        size,
+        digest.to_string().parse::<oci_spec::image::Digest>()?,
+    );
+    let blobs = crate::serve::RegistryBlobs(&store);
+    let image = Image::load(
+        &blobs,
+        &descriptor,
+        &crate::serve::host_platform(),
+        &kiln_ext4::Limits::default(),
+    )
+    .context("resolving the image")?;
+    let disk = work.join("rootfs.ext4");
+    let file = std::io::BufWriter::new(std::fs::File::create(&disk)?);
+    convert(&blobs, &image, file, Options::default(), &mut |_| {})
+        .context("converting the image")?;
+    let _ = std::fs::remove_dir_all(&store);
+    Ok((disk, image.run_config().clone()))
+}
+
 /// The accelerator for `--accel`; `auto` runs the KVM canary once and
 /// caches its verdict.
 fn choose_accel(
@@ -178,7 +260,10 @@ fn vm_run(args: RunArgs) -> anyhow::Result<i32> {
                     serde_json::from_str(&text).context("parsing the run config")?,
                 )
             }
-            (_, _, Some(image)) => convert_image(&image, &work)?,
+            (_, _, Some(image)) => match image.strip_prefix("docker://") {
+                Some(reference) => pull_image(reference, args.insecure, &args.creds, &work)?,
+                None => convert_image(&image, &work)?,
+            },
             _ => bail!("give --ext4 and --metadata, or --image"),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()

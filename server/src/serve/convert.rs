@@ -110,8 +110,8 @@ pub(crate) fn host_platform() -> Platform {
         .unwrap_or_else(|_| "linux/amd64".parse().expect("a valid platform"))
 }
 
-/// Blobs read straight from the registry's directory.
-struct RegistryBlobs<'a>(&'a Path);
+/// Blobs read straight from a registry's directory (`FsStorage`'s root).
+pub(crate) struct RegistryBlobs<'a>(pub(crate) &'a Path);
 
 impl BlobSource for RegistryBlobs<'_> {
     fn open_blob(&self, digest: &oci_spec::image::Digest) -> io::Result<Box<dyn Read + Send + '_>> {

@@ -1087,12 +1087,14 @@ fn pushed_images_convert_to_ext4_and_caches_and_artifacts_are_skipped() {
     push("multi", "acme/multi:v1", &creds, true);
     push("buildkit-cache", "cache/acme:node", &creds, false);
     push("buildkit-cache", "acme/not-a-cache:v1", &creds, false);
+    push("busybox", "cache/acme:runnable", &creds, false);
     push("artifact", "acme/sbom:v1", &creds, false);
     let admin = format!("admin:{admin_password}");
     push("buildkit-cache", "cache/global/node:latest", &admin, false);
     let debian = kiln.digest_of(&creds, "acme/debian:v1");
     let multi = kiln.digest_of(&creds, "acme/multi:v1");
     let cache = kiln.digest_of(&creds, "cache/acme:node");
+    let runnable_cache = kiln.digest_of(&creds, "cache/acme:runnable");
     let artifact = kiln.digest_of(&creds, "acme/sbom:v1");
 
     let out = dir.join("debian.ext4");
@@ -1132,13 +1134,18 @@ fn pushed_images_convert_to_ext4_and_caches_and_artifacts_are_skipped() {
             .unwrap();
         assert_eq!(v["image_manifest"], amd64["digest"]);
 
-        // Caches and artifacts: skipped with a reason, never failed.
-        let v = conversion(&oci, &cache).await;
+        // Caches and artifacts: skipped with a reason, never failed. A
+        // runnable image in a cache repository is not converted; a cache
+        // manifest pushed elsewhere too is looked at, and is not runnable.
+        let v = conversion(&oci, &runnable_cache).await;
         assert_eq!(
             (v["state"].as_str(), v["reason"].as_str()),
             (Some("skipped"), Some("cache repository")),
             "{v}"
         );
+        let v = conversion(&oci, &cache).await;
+        assert_eq!(v["state"], "skipped", "{v}");
+        assert!(v["reason"].as_str().unwrap().contains("not a runnable image"), "{v}");
         let v = conversion(&oci, &artifact).await;
         assert_eq!(v["state"], "skipped", "{v}");
         assert!(

@@ -78,6 +78,37 @@ fn the_entrypoint_runs_with_the_images_env_workdir_and_user_and_its_exit_code_re
 }
 
 #[test]
+fn an_image_pulled_from_a_registry_boots_and_bad_references_fail_clearly() {
+    let Some(g) = guest() else { return };
+    if !(crate::peers::have("docker-registry") && crate::peers::have("htpasswd")) {
+        return;
+    }
+    let dir = scratch("vm-docker");
+    // A registry that wants credentials, as private registries do.
+    let registry = crate::peers::htpasswd_registry(&dir.join("registry"));
+    crate::peers::ok(crate::peers::skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "kiln:s3cret",
+        &g.image("busybox"),
+        &format!("docker://{}/team/busybox:1", registry.host),
+    ]));
+    let image = format!("docker://{}/team/busybox:1", registry.host);
+    let out = g.run(&["--image", &image, "--insecure", "--creds", "kiln:s3cret"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim(), "hello from bar in /srv as 1000:1000", "{stderr}");
+    // Wrong credentials, a missing tag: the pull's error, no guest.
+    for (image, creds) in [(image.as_str(), "kiln:wrong"), (&*format!("docker://{}/team/busybox:2", registry.host), "kiln:s3cret")] {
+        let out = g.run(&["--image", image, "--insecure", "--creds", creds]);
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{stdout}");
+        assert!(stderr.contains("pulling"), "{stderr}");
+    }
+}
+
+#[test]
 fn a_command_override_runs_on_a_writable_overlay() {
     let Some(g) = guest() else { return };
     let script = "echo home=$HOME; echo data > /tmp/new && cat /tmp/new; exit 0";
