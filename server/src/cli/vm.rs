@@ -137,8 +137,13 @@ fn pull_image(
         .enable_all()
         .build()?;
     let (digest, media_type) = runtime.block_on(async {
-        let registry = std::sync::Arc::new(Registry::new(FsStorage::open(&store)?, Limits::default()));
-        let app = api::router(registry.clone(), std::sync::Arc::new(api::Open), api::ApiOptions::default());
+        let registry =
+            std::sync::Arc::new(Registry::new(FsStorage::open(&store)?, Limits::default()));
+        let app = api::router(
+            registry.clone(),
+            std::sync::Arc::new(api::Open),
+            api::ApiOptions::default(),
+        );
         let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
         let host = listener.local_addr()?.to_string();
         let server = tokio::spawn(async move {

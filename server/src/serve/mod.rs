@@ -24,8 +24,8 @@ use clap::{Args, Subcommand};
 use kiln_registry::{FsStorage, Limits, Registry, Storage as _, api};
 
 pub(crate) use auth::sha256_hex;
-pub(crate) use convert::{RegistryBlobs, host_platform};
 use config::Config;
+pub(crate) use convert::{RegistryBlobs, host_platform};
 
 /// `kiln serve`.
 #[derive(Debug, Args)]

@@ -1145,7 +1145,13 @@ fn pushed_images_convert_to_ext4_and_caches_and_artifacts_are_skipped() {
         );
         let v = conversion(&oci, &cache).await;
         assert_eq!(v["state"], "skipped", "{v}");
-        assert!(v["reason"].as_str().unwrap().contains("not a runnable image"), "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap()
+                .contains("not a runnable image"),
+            "{v}"
+        );
         let v = conversion(&oci, &artifact).await;
         assert_eq!(v["state"], "skipped", "{v}");
         assert!(

@@ -98,9 +98,19 @@ fn an_image_pulled_from_a_registry_boots_and_bad_references_fail_clearly() {
     let out = g.run(&["--image", &image, "--insecure", "--creds", "kiln:s3cret"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
-    assert_eq!(stdout.trim(), "hello from bar in /srv as 1000:1000", "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "hello from bar in /srv as 1000:1000",
+        "{stderr}"
+    );
     // Wrong credentials, a missing tag: the pull's error, no guest.
-    for (image, creds) in [(image.as_str(), "kiln:wrong"), (&*format!("docker://{}/team/busybox:2", registry.host), "kiln:s3cret")] {
+    for (image, creds) in [
+        (image.as_str(), "kiln:wrong"),
+        (
+            &*format!("docker://{}/team/busybox:2", registry.host),
+            "kiln:s3cret",
+        ),
+    ] {
         let out = g.run(&["--image", image, "--insecure", "--creds", creds]);
         let (stdout, stderr) = text(&out);
         assert!(!out.status.success(), "{stdout}");
