@@ -115,6 +115,18 @@ pub(crate) struct BuildSettings {
     pub max_context_entries: usize,
     /// The longest a build may run, in seconds (default 3600).
     pub timeout_secs: u64,
+    /// Where builds run: `host` (buildah as root on this machine, chroot
+    /// isolation: for trusted builds) or `vm` (buildah in a builder microVM
+    /// per build: needs `[vm]` and `vm_image`). Default `host`.
+    pub mode: String,
+    /// The builder image for `vm` mode, `repository:tag` in this registry
+    /// (`scripts/builder-image` builds one).
+    pub vm_image: Option<String>,
+    /// A builder VM's memory in MiB (default 2048; its writable root is a
+    /// tmpfs of half of it).
+    pub vm_memory_mib: u64,
+    /// A builder VM's vCPUs (default 2).
+    pub vm_cpus: u8,
 }
 
 impl Default for BuildSettings {
@@ -128,6 +140,10 @@ impl Default for BuildSettings {
             max_context_bytes: 2 << 30,
             max_context_entries: 100_000,
             timeout_secs: 3600,
+            mode: "host".into(),
+            vm_image: None,
+            vm_memory_mib: 2048,
+            vm_cpus: 2,
         }
     }
 }
@@ -304,6 +320,14 @@ impl Config {
             bail!("conversion_workers must be 1..=64");
         }
         let b = &self.builds;
+        match (b.mode.as_str(), &b.vm_image, &self.vm) {
+            ("host", _, _) | ("vm", Some(_), Some(_)) => {}
+            ("vm", _, _) => bail!("[builds] mode = \"vm\" needs vm_image and a [vm] section"),
+            (other, _, _) => bail!("[builds] mode {other:?}: host or vm"),
+        }
+        if b.vm_cpus == 0 || b.vm_memory_mib < 128 {
+            bail!("[builds]: vm_cpus at least 1, vm_memory_mib at least 128");
+        }
         if b.builder != "buildah"
             || !(1..=64).contains(&b.workers)
             || b.max_per_principal == 0

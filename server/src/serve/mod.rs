@@ -5,7 +5,7 @@
 mod auth;
 mod builds;
 mod config;
-mod convert;
+pub(crate) mod convert;
 mod images;
 mod instances;
 mod mirror;
@@ -209,6 +209,7 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         mirroring: mirroring.clone(),
         public_url: config.public_url(),
         mirror_prefix: config.mirror_prefix.clone(),
+        vm: config.vm.clone(),
     })
     .context("starting the build queue")?;
     let instances = instances::Instances::new(

@@ -597,3 +597,131 @@ fn kiln_build_uploads_a_directory_and_prints_the_image() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The builder image `scripts/builder-image` builds (`KILN_TEST_BUILDER`,
+/// which scripts/test sets); a loud skip outside CI.
+fn builder_layout() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("KILN_TEST_BUILDER").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-builder"),
+        std::path::PathBuf::from,
+    );
+    let layout = dir.join("layout");
+    if dir.join(".complete-v1").exists() {
+        return Some(layout);
+    }
+    let msg = format!(
+        "the builder image is missing at {} (scripts/builder-image builds it)",
+        dir.display()
+    );
+    assert!(std::env::var_os("CI").is_none(), "{msg}");
+    eprintln!("\n!!!!! SKIPPING: {msg} !!!!!\n");
+    None
+}
+
+#[test]
+fn a_builder_vm_builds_and_pushes_a_small_image() {
+    let Some(vm) = vm_config() else { return };
+    let Some(images) = builds_possible() else {
+        return;
+    };
+    let Some(builder) = builder_layout() else {
+        return;
+    };
+    let dir = crate::ext4::scratch("serve-builds-vm");
+    let config = tenant_config(&format!(
+        "{vm}[builds]\nmode = \"vm\"\nvm_image = \"builders/buildah:1\"\nvm_memory_mib = 1024\n"
+    ));
+    let kiln = Kiln::start(&dir, &config, &[]);
+    let admin = kiln.admin_password();
+    kiln.push_oci(
+        &format!("oci:{}:buildah", builder.display()),
+        "builders/buildah:1",
+        &format!("admin:{admin}"),
+    );
+    let creds = format!("acme:{SECRET}");
+    kiln.push_oci(
+        &format!("oci:{}:busybox", images.display()),
+        "acme/box:1",
+        &creds,
+    );
+    let builder_digest = kiln.digest_of(&format!("admin:{admin}"), "builders/buildah:1");
+    runtime().block_on(async {
+        let root = crate::client::Oci::new(&kiln.url(), Some(("admin", &admin)));
+        assert_eq!(
+            conversion(&root, &builder_digest).await["state"],
+            "ready",
+            "the builder image converts"
+        );
+        let df = format!(
+            "FROM {}/acme/box:1\nUSER 0\nRUN echo built in a VM > /vm\nCMD [\"cat /vm\"]\n",
+            kiln.host
+        );
+        let started = Instant::now();
+        let (log, v) = build_ok(
+            &kiln,
+            "acme",
+            SECRET,
+            form(
+                tarball(&[("Dockerfile", &df)]),
+                &[("tag", "acme/vm-built:1")],
+            ),
+        )
+        .await;
+        eprintln!(
+            "builder VM build: {:?} ({} ms in the VM)",
+            started.elapsed(),
+            v["timings"]["build_ms"]
+        );
+        assert_eq!(v["builder"], "buildah-vm", "{v}");
+        assert!(
+            log.contains("STEP 3/4: RUN echo built in a VM > /vm"),
+            "{log}"
+        );
+        assert!(
+            !log.contains("KILN-REPORT"),
+            "the guest's report line is not shown: {log}"
+        );
+        let digest = v["digest"].as_str().unwrap().to_owned();
+        let acme = crate::client::Oci::new(&kiln.url(), Some(("acme", SECRET)));
+        let r = acme.get("/v2/acme/vm-built/manifests/1").await;
+        assert_eq!(
+            crate::client::header(&r, "docker-content-digest").as_deref(),
+            Some(digest.as_str())
+        );
+        assert_eq!(conversion(&acme, &digest).await["state"], "ready");
+        // The source is for the build's own credential only.
+        let id = v["id"].as_str().unwrap();
+        let r = get(
+            &kiln,
+            "acme",
+            SECRET,
+            &format!("/kiln/v1/builds/{id}/source"),
+        )
+        .await;
+        assert_eq!(r.status(), 404);
+        // The result runs.
+        let r = http()
+            .post(format!("{}/kiln/v1/instances", kiln.url()))
+            .basic_auth("acme", Some(SECRET))
+            .json(&serde_json::json!({"image": "acme/vm-built:1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let iid = r.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let console = get(
+            &kiln,
+            "acme",
+            SECRET,
+            &format!("/kiln/v1/instances/{iid}/console"),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+        assert!(console.contains("built in a VM\n"), "{console}");
+    });
+}

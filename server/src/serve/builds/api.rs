@@ -39,6 +39,7 @@ pub(crate) fn router(builds: Arc<Builds>) -> Router {
         .route("/kiln/v1/builds/{id}", axum::routing::get(status))
         .route("/kiln/v1/builds/{id}/logs", axum::routing::get(logs))
         .route("/kiln/v1/builds/{id}/cancel", axum::routing::post(cancel))
+        .route("/kiln/v1/builds/{id}/source", axum::routing::get(source))
         .with_state(builds)
 }
 
@@ -479,4 +480,32 @@ fn read_from(path: &Path, offset: usize) -> Vec<u8> {
         let _ = f.read_to_end(&mut out);
     }
     out
+}
+
+/// A running build's source, for its builder VM: only to that build's own
+/// credential.
+async fn source(
+    State(b): State<Arc<Builds>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let unknown = || problem(StatusCode::NOT_FOUND, format!("no source for build {id}"));
+    match b.auth.principal(&headers, Some(peer.ip())) {
+        Ok(Principal::Build { id: own, .. }) if own == id => {}
+        Ok(Principal::Anonymous) => return basic_refusal(&kiln_registry::Error::Unauthorized),
+        Ok(_) => return unknown(),
+        Err(e) => return basic_refusal(&e),
+    }
+    let running = b.get(&id).is_some_and(|r| r.state == BuildState::Running);
+    let path = b.build_dir(&id).join("work/source.tar");
+    match tokio::fs::File::open(&path).await {
+        Ok(f) if running => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-tar")],
+            Body::from_stream(tokio_util::io::ReaderStream::new(f)),
+        )
+            .into_response(),
+        _ => unknown(),
+    }
 }

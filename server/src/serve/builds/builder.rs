@@ -99,6 +99,64 @@ impl Builder for Buildah {
     }
 }
 
+/// Short names resolve as BuildKit resolves them: on docker.io.
+pub(crate) const REGISTRIES_CONF: &str =
+    "unqualified-search-registries = [\"docker.io\"]\nshort-name-mode = \"permissive\"\n";
+
+/// The auth file that gives buildah the build credential for this registry
+/// (and nothing else).
+pub(crate) fn auth_json(job: &Job) -> String {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        crate::serve::auth::BUILD_USER,
+        job.credential
+    ));
+    serde_json::json!({"auths": {&job.registry: {"auth": basic}}}).to_string()
+}
+
+/// Where `buildah bud` finds its inputs (on the host or in a builder VM).
+pub(crate) struct Paths<'a> {
+    pub auth: &'a Path,
+    pub dockerfile: &'a Path,
+    pub iid: &'a Path,
+    pub context: &'a Path,
+}
+
+/// `buildah bud` arguments (after the global ones) for `job`.
+pub(crate) fn bud_args(job: &Job, paths: &Paths<'_>) -> Vec<String> {
+    let mut bud: Vec<String> = vec![
+        "bud".into(),
+        "--isolation=chroot".into(),
+        "--layers".into(),
+        format!("--authfile={}", paths.auth.display()),
+        format!("--tls-verify={}", job.tls_verify),
+        format!("--cache-to={}", job.cache_to),
+        format!("--file={}", paths.dockerfile.display()),
+        format!("--iidfile={}", paths.iid.display()),
+    ];
+    if let Some(from) = &job.cache_from {
+        bud.push(format!("--cache-from={from}"));
+    }
+    for (k, v) in &job.build_args {
+        bud.push(format!("--build-arg={k}={v}"));
+    }
+    if let Some(t) = &job.target {
+        bud.push(format!("--target={t}"));
+    }
+    if let Some(p) = &job.platform {
+        bud.push(format!("--platform={p}"));
+    }
+    bud.push(paths.context.display().to_string());
+    bud
+}
+
+/// Where a build's result goes: `builds/<id>:latest`, then the tag if any.
+pub(crate) fn push_targets(job: &Job) -> Vec<String> {
+    std::iter::once(format!("{}:latest", job.result))
+        .chain(job.tag.clone())
+        .collect()
+}
+
 impl Buildah {
     async fn run(
         &self,
@@ -109,54 +167,27 @@ impl Buildah {
         let io = |e: std::io::Error| BuildFailure::Failed(format!("preparing the build: {e}"));
         std::fs::create_dir_all(&job.work).map_err(io)?;
         let auth = job.work.join("auth.json");
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            crate::serve::auth::BUILD_USER,
-            job.credential
-        ));
-        let auth_json = serde_json::json!({"auths": {&job.registry: {"auth": basic}}});
-        crate::serve::write_atomically(&auth, auth_json.to_string().as_bytes(), 0o600)
-            .map_err(io)?;
-        // Short names resolve as BuildKit resolves them: on docker.io.
+        crate::serve::write_atomically(&auth, auth_json(job).as_bytes(), 0o600).map_err(io)?;
         let conf = job.work.join("registries.conf");
-        std::fs::write(
-            &conf,
-            "unqualified-search-registries = [\"docker.io\"]\nshort-name-mode = \"permissive\"\n",
-        )
-        .map_err(io)?;
+        std::fs::write(&conf, REGISTRIES_CONF).map_err(io)?;
         let tls = format!("--tls-verify={}", job.tls_verify);
         let iid = job.work.join("image-id");
-        let mut bud: Vec<String> = vec![
-            "bud".into(),
-            "--isolation=chroot".into(),
-            "--layers".into(),
-            format!("--authfile={}", auth.display()),
-            tls.clone(),
-            format!("--cache-to={}", job.cache_to),
-            format!("--file={}", job.dockerfile.display()),
-            format!("--iidfile={}", iid.display()),
-        ];
-        if let Some(from) = &job.cache_from {
-            bud.push(format!("--cache-from={from}"));
-        }
-        for (k, v) in &job.build_args {
-            bud.push(format!("--build-arg={k}={v}"));
-        }
-        if let Some(t) = &job.target {
-            bud.push(format!("--target={t}"));
-        }
-        if let Some(p) = &job.platform {
-            bud.push(format!("--platform={p}"));
-        }
-        bud.push(job.context.display().to_string());
+        let bud = bud_args(
+            job,
+            &Paths {
+                auth: &auth,
+                dockerfile: &job.dockerfile,
+                iid: &iid,
+                context: &job.context,
+            },
+        );
         let deadline = tokio::time::Instant::now() + job.timeout;
         self.step(job, log, &conf, &bud, cancel, deadline).await?;
         let image = std::fs::read_to_string(&iid)
             .map_err(|e| BuildFailure::Failed(format!("buildah wrote no image id: {e}")))?;
         let digest_file = job.work.join("digest");
         let mut digest = String::new();
-        let targets = std::iter::once(format!("{}:latest", job.result)).chain(job.tag.clone());
-        for target in targets {
+        for target in push_targets(job) {
             let push = vec![
                 "push".into(),
                 format!("--authfile={}", auth.display()),

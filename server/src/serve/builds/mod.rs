@@ -14,6 +14,7 @@ mod api;
 mod builder;
 mod context;
 mod plan;
+mod vm;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use api::router;
 
 use super::auth::{Auth, Principal};
-use super::config::BuildSettings;
+use super::config::{BuildSettings, VmSettings};
 use super::convert::Conversions;
 use super::mirror::Mirroring;
 use builder::{BuildFailure, Builder, Job};
@@ -145,7 +146,7 @@ fn runs(binary: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// What [`Builds::new`] needs from the server.
+/// What [`Builds::start`] needs from the server.
 pub(crate) struct Wiring {
     pub settings: BuildSettings,
     pub dir: PathBuf,
@@ -155,6 +156,8 @@ pub(crate) struct Wiring {
     pub mirroring: Arc<Mirroring>,
     pub public_url: String,
     pub mirror_prefix: String,
+    /// `[vm]`, for builder VMs.
+    pub vm: Option<VmSettings>,
 }
 
 impl Builds {
@@ -162,15 +165,23 @@ impl Builds {
     /// marked failed.
     pub(crate) fn start(w: Wiring) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(w.dir.join("tmp"))?;
-        let builder: Result<Arc<dyn Builder>, String> = if runs(&w.settings.buildah) {
-            Ok(Arc::new(builder::Buildah {
+        let builder: Result<Arc<dyn Builder>, String> = match (&w.vm, &w.settings.vm_image) {
+            (Some(vm), Some(image)) if w.settings.mode == "vm" => Ok(Arc::new(vm::VmBuildah {
+                vm: vm.clone(),
+                image: image.clone(),
+                memory_mib: w.settings.vm_memory_mib,
+                cpus: w.settings.vm_cpus,
+                registry: w.registry.clone(),
+                conversions: w.conversions.clone(),
+                accel: tokio::sync::OnceCell::new(),
+            })),
+            _ if runs(&w.settings.buildah) => Ok(Arc::new(builder::Buildah {
                 binary: w.settings.buildah.clone(),
-            }))
-        } else {
-            Err(format!(
+            })),
+            _ => Err(format!(
                 "the builder is not installed ({} --version failed): builds are off",
                 w.settings.buildah.display()
-            ))
+            )),
         };
         if let Err(e) = &builder {
             tracing::warn!("{e}");
