@@ -98,11 +98,15 @@ pub(crate) struct VmSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct BuildSettings {
-    /// The builder: `buildah` (default; builds answer 503 when it is not
-    /// installed).
+    /// The builder: `buildah` (default) or `buildctl` (BuildKit, against a
+    /// running `buildkitd`); builds answer 503 when it is not installed.
     pub builder: String,
     /// The `buildah` binary (default `buildah`, on `PATH`).
     pub buildah: PathBuf,
+    /// The `buildctl` binary (default `buildctl`, on `PATH`).
+    pub buildctl: PathBuf,
+    /// `buildkitd`'s address (default `unix:///run/buildkit/buildkitd.sock`).
+    pub buildkit_addr: String,
     /// Builds running at once (default 1).
     pub workers: usize,
     /// Builds one principal may have queued or running (default 4).
@@ -134,6 +138,8 @@ impl Default for BuildSettings {
         Self {
             builder: "buildah".into(),
             buildah: "buildah".into(),
+            buildctl: "buildctl".into(),
+            buildkit_addr: "unix:///run/buildkit/buildkitd.sock".into(),
             workers: 1,
             max_per_principal: 4,
             max_upload_bytes: 512 << 20,
@@ -328,14 +334,15 @@ impl Config {
         if b.vm_cpus == 0 || b.vm_memory_mib < 128 {
             bail!("[builds]: vm_cpus at least 1, vm_memory_mib at least 128");
         }
-        if b.builder != "buildah"
+        if !["buildah", "buildctl"].contains(&b.builder.as_str())
+            || (b.mode == "vm" && b.builder != "buildah")
             || !(1..=64).contains(&b.workers)
             || b.max_per_principal == 0
             || b.timeout_secs == 0
             || b.timeout_secs > 86_400
         {
             bail!(
-                "[builds]: builder must be buildah; workers 1..=64; max_per_principal at least 1; timeout_secs 1..=86400"
+                "[builds]: builder must be buildah or buildctl (buildah in vm mode); workers 1..=64; max_per_principal at least 1; timeout_secs 1..=86400"
             );
         }
         if self.token_ttl_secs == 0 || self.token_ttl_secs > 86_400 {

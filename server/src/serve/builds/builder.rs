@@ -35,6 +35,8 @@ pub(crate) struct Job {
     pub tls_verify: bool,
     /// The one cache repository imported from (buildah takes one).
     pub cache_from: Option<String>,
+    /// BuildKit's `--import-cache`/`--export-cache` arguments.
+    pub buildctl_cache_args: Vec<String>,
     pub cache_to: String,
     /// `host/builds/<id>`, pushed as `:latest`.
     pub result: String,
@@ -206,8 +208,7 @@ impl Buildah {
         Ok(digest)
     }
 
-    /// Runs one buildah command, its output appended to `log`; kills its
-    /// process group on cancel or at the deadline.
+    /// Runs one buildah command (`args` after the storage options).
     async fn step(
         &self,
         job: &Job,
@@ -217,52 +218,65 @@ impl Buildah {
         cancel: &CancellationToken,
         deadline: tokio::time::Instant,
     ) -> Result<(), BuildFailure> {
-        let out = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(log)
-            .map_err(|e| BuildFailure::Failed(format!("opening the log: {e}")))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| BuildFailure::Failed(format!("opening the log: {e}")))?;
         let storage = job.work.join("storage");
-        let mut child = tokio::process::Command::new(&self.binary)
-            .arg(format!("--root={}", storage.join("root").display()))
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.arg(format!("--root={}", storage.join("root").display()))
             .arg(format!("--runroot={}", storage.join("run").display()))
             .arg("--storage-driver=vfs")
             .args(args)
             .env("CONTAINERS_REGISTRIES_CONF", conf)
-            .env("BUILDAH_ISOLATION", "chroot")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                BuildFailure::Failed(format!("starting {}: {e}", self.binary.display()))
-            })?;
-        // The whole process group goes when this future ends early:
-        // cancelled, timed out, or dropped at the server's shutdown.
-        let mut group = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
-        let outcome = tokio::select! {
-            status = child.wait() => {
-                // Reaped: its group id may be reused from now on.
-                group.0 = None;
-                let status = status.map_err(|e| BuildFailure::Failed(e.to_string()))?;
-                if status.success() {
-                    Ok(())
-                } else {
-                    Err(BuildFailure::Failed(format!("buildah {} exited with {status}", args[0])))
-                }
-            }
-            () = cancel.cancelled() => Err(BuildFailure::Cancelled),
-            () = tokio::time::sleep_until(deadline) => Err(BuildFailure::TimedOut(job.timeout)),
-        };
-        drop(group);
-        let _ = child.wait().await;
-        outcome
+            .env("BUILDAH_ISOLATION", "chroot");
+        let what = format!("buildah {}", args[0]);
+        run_logged(cmd, &what, log, cancel, deadline, job.timeout).await
     }
+}
+
+/// Runs `cmd` with its output appended to `log`; kills its process group on
+/// cancel, at the deadline, or when the future is dropped.
+pub(crate) async fn run_logged(
+    mut cmd: tokio::process::Command,
+    what: &str,
+    log: &Path,
+    cancel: &CancellationToken,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<(), BuildFailure> {
+    let out = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .map_err(|e| BuildFailure::Failed(format!("opening the log: {e}")))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| BuildFailure::Failed(format!("opening the log: {e}")))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BuildFailure::Failed(format!("starting {what}: {e}")))?;
+    // The whole process group goes when this future ends early: cancelled,
+    // timed out, or dropped at the server's shutdown.
+    let mut group = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
+    let outcome = tokio::select! {
+        status = child.wait() => {
+            // Reaped: its group id may be reused from now on.
+            group.0 = None;
+            let status = status.map_err(|e| BuildFailure::Failed(e.to_string()))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(BuildFailure::Failed(format!("{what} exited with {status}")))
+            }
+        }
+        () = cancel.cancelled() => Err(BuildFailure::Cancelled),
+        () = tokio::time::sleep_until(deadline) => Err(BuildFailure::TimedOut(timeout)),
+    };
+    drop(group);
+    let _ = child.wait().await;
+    outcome
 }
 
 /// Kills a process group when dropped, unless disarmed (its leader reaped).

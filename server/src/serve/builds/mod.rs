@@ -12,6 +12,7 @@
 
 mod api;
 mod builder;
+mod buildkit;
 mod context;
 mod plan;
 mod vm;
@@ -175,6 +176,19 @@ impl Builds {
                 conversions: w.conversions.clone(),
                 accel: tokio::sync::OnceCell::new(),
             })),
+            _ if w.settings.builder == "buildctl" => {
+                if runs(&w.settings.buildctl) {
+                    Ok(Arc::new(buildkit::Buildctl {
+                        binary: w.settings.buildctl.clone(),
+                        addr: w.settings.buildkit_addr.clone(),
+                    }))
+                } else {
+                    Err(format!(
+                        "buildctl is not installed ({} --version failed): builds are off",
+                        w.settings.buildctl.display()
+                    ))
+                }
+            }
             _ if runs(&w.settings.buildah) => Ok(Arc::new(builder::Buildah {
                 binary: w.settings.buildah.clone(),
             })),
@@ -425,6 +439,7 @@ impl Builds {
             registry: &self.host,
             mirror_prefix: &self.mirror_prefix,
             mirrored: &mirrored,
+            insecure: !self.tls_verify,
             may_pull: &may_pull,
             tag: params.tag.as_deref(),
         })
@@ -552,6 +567,7 @@ impl Builds {
             credential,
             tls_verify: self.tls_verify,
             cache_from: Some(plan.cache_export.clone()),
+            buildctl_cache_args: plan.buildctl_cache_args.clone(),
             cache_to: plan.cache_export.clone(),
             result: plan.result.clone(),
             tag: plan.tag.clone(),

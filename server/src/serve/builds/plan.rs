@@ -106,6 +106,8 @@ pub(crate) struct PlanRequest<'a> {
     /// References (as `ImageUse::reference` prints them) whose mirrored copy
     /// is in this registry.
     pub mirrored: &'a BTreeSet<String>,
+    /// Whether builders reach this registry over plain HTTP.
+    pub insecure: bool,
     /// Whether the caller may pull a repository of this registry.
     pub may_pull: &'a dyn Fn(&str) -> bool,
     /// `repository:tag` to push the result to as well, already checked
@@ -162,7 +164,7 @@ pub(crate) fn plan(req: &PlanRequest<'_>) -> Result<Plan, PlanError> {
             CachePlan::tenant(registry.clone(), scope.clone(), global_key.clone())
         }
     }
-    .with_insecure(true);
+    .with_insecure(req.insecure);
     let images = images(req.dockerfile, req.options)?;
     let mirror: Mirror = format!("{}/{}", req.registry, req.mirror_prefix)
         .parse()
@@ -276,6 +278,7 @@ mod tests {
             registry: HOST,
             mirror_prefix: "mirror",
             mirrored: &mirrored,
+            insecure: true,
             may_pull,
             tag,
         })
