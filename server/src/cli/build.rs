@@ -3,7 +3,6 @@
 //! streamed to standard error, and the pushed image (`builds/<id>@<digest>`)
 //! printed on standard output at the end.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -11,7 +10,7 @@ use clap::Args;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::server::{ServerArgs, client, reason};
+use super::server::{ServerArgs, client, copy_body, post_on_ctrl_c, reason};
 
 #[derive(Debug, Args)]
 pub(crate) struct BuildArgs {
@@ -72,7 +71,7 @@ fn tarball(source: &Path) -> anyhow::Result<(PathBuf, Option<tempfile::TempPath>
     tar.follow_symlinks(false);
     tar.append_dir_all(".", source)
         .with_context(|| format!("packing {}", source.display()))?;
-    tar.into_inner()?.finish()?.flush()?;
+    std::io::Write::flush(&mut tar.into_inner()?.finish()?)?;
     let path = file.into_temp_path();
     Ok((path.to_path_buf(), Some(path)))
 }
@@ -145,32 +144,19 @@ async fn build(args: &BuildArgs, password: &str) -> anyhow::Result<bool> {
         .to_owned();
     eprintln!("kiln: build {id} queued");
     // Ctrl-C cancels the build; its log then ends with it.
-    let cancel = {
-        let (http, url, user, password) = (
-            http.clone(),
-            format!("{base}/kiln/v1/builds/{id}/cancel"),
-            user.clone(),
-            password.to_owned(),
-        );
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("kiln: cancelling the build");
-                let _ = http.post(url).basic_auth(user, Some(password)).send().await;
-            }
-        })
-    };
+    let cancel = post_on_ctrl_c(
+        &http,
+        format!("{base}/kiln/v1/builds/{id}/cancel"),
+        user,
+        password,
+        "cancelling the build",
+    );
     let logs = http
         .get(format!("{base}/kiln/v1/builds/{id}/logs"))
         .basic_auth(user, Some(password))
         .send()
         .await?;
-    let mut body = logs.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.context("reading the build log")?;
-        let mut out = std::io::stderr().lock();
-        out.write_all(&chunk)?;
-        out.flush()?;
-    }
+    copy_body(logs, std::io::stderr(), "the build log").await?;
     cancel.abort();
     let v: serde_json::Value = http
         .get(format!("{base}/kiln/v1/builds/{id}"))

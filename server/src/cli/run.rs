@@ -2,13 +2,10 @@
 //! over the server's instances API — the console streamed to standard
 //! output, the workload's exit status as this command's.
 
-use std::io::Write;
-
 use anyhow::{Context, bail};
 use clap::Args;
-use futures_util::StreamExt;
 
-use super::server::{ServerArgs, client, reason};
+use super::server::{ServerArgs, client, copy_body, post_on_ctrl_c, reason};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -74,32 +71,19 @@ async fn instance(args: &RunArgs, password: &str) -> anyhow::Result<i32> {
         .context("no instance id in the answer")?
         .to_owned();
     // Ctrl-C stops the instance; the console then ends with it.
-    let stop = {
-        let (http, url, user, password) = (
-            http.clone(),
-            format!("{base}/kiln/v1/instances/{id}/stop"),
-            user.clone(),
-            password.to_owned(),
-        );
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("kiln: stopping the instance");
-                let _ = http.post(url).basic_auth(user, Some(password)).send().await;
-            }
-        })
-    };
+    let stop = post_on_ctrl_c(
+        &http,
+        format!("{base}/kiln/v1/instances/{id}/stop"),
+        user,
+        password,
+        "stopping the instance",
+    );
     let console = http
         .get(format!("{base}/kiln/v1/instances/{id}/console"))
         .basic_auth(user, Some(password))
         .send()
         .await?;
-    let mut body = console.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.context("reading the console")?;
-        let mut out = std::io::stdout().lock();
-        out.write_all(&chunk)?;
-        out.flush()?;
-    }
+    copy_body(console, std::io::stdout(), "the console").await?;
     stop.abort();
     let v: serde_json::Value = http
         .get(format!("{base}/kiln/v1/instances/{id}"))

@@ -53,3 +53,37 @@ pub(crate) fn reason(v: &serde_json::Value) -> &str {
         .or_else(|| v["errors"][0]["message"].as_str())
         .unwrap_or("no reason given")
 }
+
+/// On Ctrl-C, posts to `url` (a cancel or stop) with the credentials, after
+/// saying `what` on standard error. Abort the handle when done.
+pub(crate) fn post_on_ctrl_c(
+    http: &reqwest::Client,
+    url: String,
+    user: &str,
+    password: &str,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    let (http, user, password) = (http.clone(), user.to_owned(), password.to_owned());
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("kiln: {what}");
+            let _ = http.post(url).basic_auth(user, Some(password)).send().await;
+        }
+    })
+}
+
+/// Copies a streamed response body to `out` as it arrives.
+pub(crate) async fn copy_body(
+    response: reqwest::Response,
+    mut out: impl std::io::Write,
+    what: &str,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.with_context(|| format!("reading {what}"))?;
+        out.write_all(&chunk)?;
+        out.flush()?;
+    }
+    Ok(())
+}
