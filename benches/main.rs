@@ -5,6 +5,7 @@
 
 #![allow(missing_docs)]
 
+mod builds;
 mod dockerfile;
 mod ext4;
 mod mirror;
@@ -25,6 +26,7 @@ fn main() {
     registry::benches();
     ext4::benches();
     vm::benches();
+    builds::benches();
     criterion::Criterion::default()
         .configure_from_args()
         .final_summary();

@@ -4,12 +4,13 @@
 //! connections, monolithic push MB/s, RSS at rest and at peak under load.
 //! Reads are driven by `wrk` (Debian's package), pushes by a Rust client.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_registry_token::{MintRequest, Minter, SigningKey};
+
+use crate::test_utils::{free_port, have, kiln_binary, wait_for};
 use sha2::{Digest as _, Sha256};
 
 const SERVICE: &str = "bench-registry";
@@ -44,50 +45,6 @@ impl Server {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(host: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(host).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// `kiln`, built in release mode for this comparison.
-fn kiln_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "kiln",
-            "--bin",
-            "kiln",
-        ])
-        .status()
-        .expect("cargo build kiln");
-    assert!(status.success(), "building kiln failed");
-    root.join("target/release/kiln")
 }
 
 fn start_kiln(dir: &Path) -> Server {

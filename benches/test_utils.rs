@@ -1,6 +1,8 @@
 //! Helpers shared by the benchmark areas.
 
-use std::path::PathBuf;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// `$KILN_SHARED_DIR`, default `../shared` beside the repository; the
@@ -66,4 +68,51 @@ pub(crate) fn peak_rss_mib(cmd: &mut std::process::Command) -> f64 {
         .parse()
         .unwrap_or(0.0);
     kb / 1024.0
+}
+
+/// A free loopback port.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (30 s at most) until `host` accepts connections.
+pub(crate) fn wait_for(host: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(host).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `tool` is on `PATH`.
+pub(crate) fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `kiln`, built in release mode for a comparison.
+pub(crate) fn kiln_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "kiln",
+            "--bin",
+            "kiln",
+        ])
+        .status()
+        .expect("cargo build kiln");
+    assert!(status.success(), "building kiln failed");
+    root.join("target/release/kiln")
 }

@@ -286,6 +286,10 @@ impl Config {
                     t.name
                 );
             }
+            // Its cache scope (`cache/<name>`) must be one too.
+            if let Err(e) = kiln_cache_key::TenantScope::parse(&t.name) {
+                bail!("tenant name {:?} cannot be a cache scope: {e}", t.name);
+            }
             if RESERVED.contains(&t.name.as_str()) || t.name == self.mirror_prefix {
                 bail!("tenant name {:?} is reserved", t.name);
             }
@@ -382,10 +386,13 @@ mod tests {
         for bad in [
             format!("[[tenants]]\nname = \"cache\"\npassword_sha256 = \"{hash}\""),
             format!("[[tenants]]\nname = \"a/b\"\npassword_sha256 = \"{hash}\""),
-            "[[tenants]]\nname = \"a\"\npassword_sha256 = \"xyz\"".to_owned(),
+            "[[tenants]]\nname = \"abc\"\npassword_sha256 = \"xyz\"".to_owned(),
             format!(
-                "[[tenants]]\nname = \"a\"\npassword_sha256 = \"{hash}\"\n[[tenants]]\nname = \"a\"\npassword_sha256 = \"{hash}\""
+                "[[tenants]]\nname = \"abc\"\npassword_sha256 = \"{hash}\"\n[[tenants]]\nname = \"abc\"\npassword_sha256 = \"{hash}\""
             ),
+            format!("[[tenants]]\nname = \"ab\"\npassword_sha256 = \"{hash}\""),
+            "[builds]\nmode = \"vm\"".to_owned(),
+            "[builds]\nbuilder = \"docker\"".to_owned(),
             "mirror_prefix = \"a/b\"".to_owned(),
         ] {
             let parsed: Result<Config, _> = toml::from_str(&bad);

@@ -446,6 +446,9 @@ async fn logs(
                 return None;
             }
             loop {
+                // Registered before the check: an end in between still wakes.
+                let changes = b.changes(&id);
+                let changed = changes.as_ref().map(|c| c.notified());
                 let ended = b.get(&id).is_none_or(|r| r.state.is_done());
                 let new = read_from(&path, sent);
                 if !new.is_empty() {
@@ -455,7 +458,18 @@ async fn logs(
                 if ended {
                     return None;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // The builder appends to the log itself: look again soon,
+                // or at once when the build ends.
+                let wait = tokio::time::sleep(Duration::from_millis(100));
+                match changed {
+                    Some(changed) => {
+                        tokio::select! {
+                            () = wait => {}
+                            () = changed => {}
+                        }
+                    }
+                    None => wait.await,
+                }
             }
         }
     });

@@ -110,6 +110,8 @@ const MAX_SEEDED: usize = 10_000;
 struct Entry {
     record: Record,
     cancel: CancellationToken,
+    /// Told when the record changes (log readers wait on it).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// The build service of a running server.
@@ -239,6 +241,7 @@ impl Builds {
                 Entry {
                     record,
                     cancel: CancellationToken::new(),
+                    changed: Arc::default(),
                 },
             );
         }
@@ -281,14 +284,20 @@ impl Builds {
 
     /// Changes a record in memory and on disk.
     fn update(&self, id: &str, f: impl FnOnce(&mut Record)) -> Option<Record> {
-        let record = {
+        let (record, changed) = {
             let mut map = self.lock();
             let e = map.get_mut(id)?;
             f(&mut e.record);
-            e.record.clone()
+            (e.record.clone(), e.changed.clone())
         };
         self.persist(&record);
+        changed.notify_waiters();
         Some(record)
+    }
+
+    /// What tells of changes to `id`'s record.
+    fn changes(&self, id: &str) -> Option<Arc<tokio::sync::Notify>> {
+        self.lock().get(id).map(|e| e.changed.clone())
     }
 
     /// Appends a line of the server's own to a build's log.
@@ -455,6 +464,7 @@ impl Builds {
             Entry {
                 record,
                 cancel: CancellationToken::new(),
+                changed: Arc::default(),
             },
         );
         self.spawn(id);
