@@ -593,8 +593,12 @@ impl<S: Storage> Registry<S> {
                 return Err(Error::ManifestBlobUnknown(b.clone()));
             }
         }
+        // An index's children: manifests of the repository, or (as
+        // distribution accepts, and BuildKit's registry cache without
+        // `image-manifest=true` needs: its index lists layers and its cache
+        // config) blobs of the repository.
         for c in &manifest.children {
-            if self.revision(repo, c).await?.is_none() {
+            if self.revision(repo, c).await?.is_none() && self.blob_size(repo, c).await.is_err() {
                 return Err(Error::ManifestBlobUnknown(c.clone()));
             }
         }
@@ -668,8 +672,14 @@ impl<S: Storage> Registry<S> {
                 return Err(Error::ManifestBlobUnknown(c.clone()));
             }
             let child = Reference::Digest(c.clone());
-            if self.revision(to, c).await?.is_none() {
+            if self.revision(to, c).await?.is_some() {
+                continue;
+            }
+            if self.revision(from, c).await?.is_some() {
                 Box::pin(self.copy_one(from, to, &child, depth + 1)).await?;
+            } else if !self.mount(to, c, from).await? {
+                // A blob child (a BuildKit cache index's layers).
+                return Err(Error::ManifestBlobUnknown(c.clone()));
             }
         }
         self.put_manifest(to, r, Some(&info.media_type), bytes)

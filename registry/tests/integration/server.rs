@@ -300,3 +300,45 @@ async fn copy_manifest_links_blobs_and_children_into_another_repository() {
     assert!(registry.copy_manifest(&src, &dst, &missing).await.is_err());
     assert!(registry.manifest_info(&dst, &missing).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_may_list_blobs_of_its_repository_as_buildkit_caches_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path(), Limits::default()).await;
+    // BuildKit's registry cache without image-manifest=true: an index whose
+    // entries are the layers and the cache config, pushed as blobs.
+    let layer = s.oci.push_blob("cache/x", b"a layer").await;
+    let config = s.oci.push_blob("cache/x", b"{\"layers\":[]}").await;
+    let index = |digests: &[&str]| {
+        let manifests: Vec<serde_json::Value> = digests
+            .iter()
+            .map(|d| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": 7}))
+            .collect();
+        serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests})
+            .to_string()
+    };
+    let oci_index = "application/vnd.oci.image.index.v1+json";
+    let r = s
+        .oci
+        .put_manifest(
+            "cache/x",
+            "latest",
+            oci_index,
+            index(&[&layer, &config]).as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    // A child that is neither a manifest nor a blob of the repository.
+    let elsewhere = s.oci.push_blob("other", b"not in cache/x").await;
+    let r = s
+        .oci
+        .put_manifest(
+            "cache/x",
+            "bad",
+            oci_index,
+            index(&[&layer, &elsewhere]).as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+}

@@ -531,7 +531,10 @@ impl Builds {
                 Some(to) => self.log(&record.id, &format!("FROM {} -> {to}", image.reference)),
                 None => self.log(
                     &record.id,
-                    &format!("FROM {} (not in this registry)", image.reference),
+                    &format!(
+                        "FROM {} (as written: no mirrored copy here)",
+                        image.reference
+                    ),
                 ),
             }
         }
