@@ -94,6 +94,8 @@ pub(crate) struct Auth {
     /// Who started each build (build id → subject): owners may pull
     /// `builds/<id>` through the server's own routes.
     build_owners: std::sync::RwLock<HashMap<String, String>>,
+    /// Builds running now: only their credentials are taken.
+    running_builds: std::sync::RwLock<std::collections::HashSet<String>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     failures_total: std::sync::atomic::AtomicU64,
     /// The server's own credential (an admin), for copies into itself; in
@@ -277,6 +279,7 @@ impl Auth {
             build_minter: Minter::new(key, "kiln", &build_audience).max_ttl(BUILD_TOKEN_MAX_TTL),
             build_verifier: Verifier::new(&keys, "kiln", &build_audience),
             build_owners: std::sync::RwLock::new(HashMap::new()),
+            running_builds: std::sync::RwLock::new(std::collections::HashSet::new()),
             verifier: Verifier::new(&keys, "kiln", &config.service),
             legacy_verifier: match &config.legacy_tokens {
                 Some(l) => {
@@ -448,13 +451,33 @@ impl Auth {
             .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))
     }
 
-    /// The build principal of a build credential still valid.
+    /// The build principal of a build credential still valid: unexpired,
+    /// and its build running (a credential dies with its build).
     fn build_principal(&self, credential: &str) -> Option<Principal> {
         let claims = self.build_verifier.verify(credential).ok()?;
-        Some(Principal::Build {
-            id: claims.build_id?,
+        let id = claims.build_id?;
+        let running = self
+            .running_builds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id);
+        running.then(|| Principal::Build {
+            id,
             policy: claims.permissions.into(),
         })
+    }
+
+    /// Marks build `id` running (its credential taken) or not.
+    pub(crate) fn set_build_running(&self, id: &str, running: bool) {
+        let mut set = self
+            .running_builds
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if running {
+            set.insert(id.to_owned());
+        } else {
+            set.remove(id);
+        }
     }
 
     /// Records who started build `id`.
@@ -750,6 +773,24 @@ impl Access for Auth {
                         Some(ChallengeError::InvalidToken),
                     )
                 })?;
+                // A build's access tokens end with its build, like its
+                // credential.
+                if let Some(build) = claims
+                    .subject
+                    .as_deref()
+                    .and_then(|s| s.strip_prefix("build:"))
+                    && !self
+                        .running_builds
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains(build)
+                {
+                    return Err(self.deny(
+                        needs,
+                        Error::Unauthorized,
+                        Some(ChallengeError::InvalidToken),
+                    ));
+                }
                 let principal = self.principal_of_claims(&claims);
                 let anonymous = principal == Some(Principal::Anonymous);
                 let policy = principal.map_or_else(|| Arc::from([]), |p| self.policy(&p));
@@ -785,5 +826,40 @@ impl Access for Auth {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_credential_works_only_while_its_build_runs_and_only_for_its_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = Auth::open(&Config::default(), dir.path()).unwrap();
+        let grants = vec![Permission::new("builds/b1".parse().unwrap(), all_actions())];
+        let credential = auth
+            .build_credential("b1", grants, Duration::from_secs(60))
+            .unwrap();
+        assert!(
+            auth.login(BUILD_USER, &credential, None).is_err(),
+            "not running yet"
+        );
+        auth.set_build_running("b1", true);
+        let p = auth.login(BUILD_USER, &credential, None).unwrap();
+        assert_eq!(p.subject(), "build:b1");
+        let own: RepositoryName = "builds/b1".parse().unwrap();
+        let other: RepositoryName = "builds/b2".parse().unwrap();
+        assert!(auth.policy_allows(&p, &own, Action::Push));
+        assert!(!auth.policy_allows(&p, &other, Action::Pull));
+        // Not a refresh token, not another audience's token.
+        assert!(auth.redeem_refresh(&credential).is_err());
+        let refresh = auth.refresh_token(&Principal::Admin).unwrap();
+        assert!(auth.login(BUILD_USER, &refresh, None).is_err());
+        auth.set_build_running("b1", false);
+        assert!(
+            auth.login(BUILD_USER, &credential, None).is_err(),
+            "ended with its build"
+        );
     }
 }

@@ -352,8 +352,17 @@ async fn create(
         error: None,
         plan,
     };
+    if let Err(active) = b.enqueue(record.clone()) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{active} builds queued or running (at most {})",
+                b.settings.max_per_principal
+            ),
+        );
+    }
     tracing::info!(id = %record.id, owner = %record.owner, "build queued");
-    b.enqueue(record.clone());
     let mut r = json(StatusCode::ACCEPTED, &view(&b, &record));
     if let Ok(v) = format!("/kiln/v1/builds/{}", record.id).parse() {
         r.headers_mut().insert(header::LOCATION, v);

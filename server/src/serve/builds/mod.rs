@@ -455,19 +455,33 @@ impl Builds {
     }
 
     /// Queues a build whose directory (source, Dockerfile) is in place.
-    fn enqueue(self: &Arc<Self>, record: Record) {
-        self.auth.set_build_owner(&record.id, record.owner.clone());
-        self.persist(&record);
+    /// Queues a build unless its owner has `max_per_principal` queued or
+    /// running already (checked and inserted under one lock); the count it
+    /// has when refused.
+    fn enqueue(self: &Arc<Self>, record: Record) -> Result<(), usize> {
         let id = record.id.clone();
-        self.lock().insert(
-            id.clone(),
-            Entry {
-                record,
-                cancel: CancellationToken::new(),
-                changed: Arc::default(),
-            },
-        );
+        {
+            let mut map = self.lock();
+            let active = map
+                .values()
+                .filter(|e| e.record.owner == record.owner && !e.record.state.is_done())
+                .count();
+            if active >= self.settings.max_per_principal {
+                return Err(active);
+            }
+            self.auth.set_build_owner(&record.id, record.owner.clone());
+            self.persist(&record);
+            map.insert(
+                id.clone(),
+                Entry {
+                    record,
+                    cancel: CancellationToken::new(),
+                    changed: Arc::default(),
+                },
+            );
+        }
         self.spawn(id);
+        Ok(())
     }
 
     fn spawn(self: &Arc<Self>, id: String) {
@@ -503,7 +517,10 @@ impl Builds {
             r.state = BuildState::Running;
             r.started_at = Some(now_ms());
         });
+        // Its credential is good while it runs, and not a moment after.
+        self.auth.set_build_running(id, true);
         let outcome = self.build(&record, builder.as_ref(), cancel).await;
+        self.auth.set_build_running(id, false);
         self.finish(id, outcome);
     }
 
