@@ -200,10 +200,9 @@ fn content_range(h: &HeaderMap) -> Result<Option<(u64, u64)>, Error> {
         a.trim().parse().map_err(|_| bad())?,
         b.trim().parse().map_err(|_| bad())?,
     );
-    if b < a {
-        return Err(bad());
-    }
-    Ok(Some((a, b - a + 1)))
+    // `b` may be u64::MAX: the length is checked, never wrapped.
+    let len = b.checked_sub(a).and_then(|d| d.checked_add(1)).ok_or_else(bad)?;
+    Ok(Some((a, len)))
 }
 
 /// A single `Range: bytes=a-b | a- | -n` against a blob of `size` bytes:
