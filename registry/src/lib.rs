@@ -5,7 +5,9 @@
 //!   with the content (they survive restarts and may continue on another
 //!   process over the same store), manifests stored byte for byte after
 //!   their references are checked, tags, referrers, catalog.
-//! - [`FsStorage`]: the local-directory backend (fsync + rename).
+//! - [`FsStorage`]: the local-directory backend (fsync + rename);
+//!   [`ObjectStorage`]: any `object_store` store (S3 and compatibles),
+//!   several registry processes sharing one.
 //! - [`api::router`]: the HTTP API as an axum router, asking an
 //!   [`api::Access`] policy before every request.
 //!
@@ -40,4 +42,4 @@ pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{Error, ErrorCode};
 pub use names::{Reference, Tag, UploadId};
 pub use registry::{Limits, ManifestInfo, PutManifest, Registry};
-pub use storage::{FsStorage, Storage};
+pub use storage::{FsStorage, ObjectStorage, Storage};

@@ -201,7 +201,10 @@ fn content_range(h: &HeaderMap) -> Result<Option<(u64, u64)>, Error> {
         b.trim().parse().map_err(|_| bad())?,
     );
     // `b` may be u64::MAX: the length is checked, never wrapped.
-    let len = b.checked_sub(a).and_then(|d| d.checked_add(1)).ok_or_else(bad)?;
+    let len = b
+        .checked_sub(a)
+        .and_then(|d| d.checked_add(1))
+        .ok_or_else(bad)?;
     Ok(Some((a, len)))
 }
 

@@ -1,6 +1,6 @@
 //! Where the registry keeps its bytes: a trait with the few operations the
-//! protocol needs, so that a backend (local directory today, an object
-//! store next) changes no route.
+//! protocol needs, so that a backend (a local directory, an object store)
+//! changes no route.
 //!
 //! Two kinds of things are stored:
 //! - **blobs**, content-addressed by [`Digest`], which become visible only
@@ -14,6 +14,7 @@
 //! store.
 
 mod fs;
+mod object;
 
 use std::future::Future;
 use std::io;
@@ -23,6 +24,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use fs::FsStorage;
+pub use object::ObjectStorage;
 
 use crate::{Digest, Hasher};
 

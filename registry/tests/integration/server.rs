@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use kiln_registry::{FsStorage, Limits, Registry, api};
+use kiln_registry::{FsStorage, Limits, ObjectStorage, Registry, Storage, api};
 use reqwest::Method;
 
 use crate::client::{Oci, error_code, location, sha256};
@@ -24,7 +24,11 @@ impl Drop for Server {
 }
 
 async fn serve(dir: &Path, limits: Limits) -> Server {
-    let registry = Arc::new(Registry::new(FsStorage::open(dir).unwrap(), limits));
+    serve_store(FsStorage::open(dir).unwrap(), limits).await
+}
+
+async fn serve_store<S: Storage>(storage: S, limits: Limits) -> Server {
+    let registry = Arc::new(Registry::new(storage, limits));
     let app = api::router(registry, Arc::new(api::Open), api::ApiOptions::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -341,4 +345,52 @@ async fn an_index_may_list_blobs_of_its_repository_as_buildkit_caches_do() {
         .await;
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "MANIFEST_BLOB_UNKNOWN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_workflows_on_an_object_store_shared_by_two_registries() {
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let a = serve_store(ObjectStorage::new(store.clone(), "reg"), Limits::default()).await;
+    let b = serve_store(ObjectStorage::new(store, "reg"), Limits::default()).await;
+    conformance::all(&a.oci, "myorg/myrepo", "myorg/other").await;
+    // An upload started on one registry process continues and finishes on
+    // another over the same store; the first serves the blob.
+    let blob: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let r = a
+        .oci
+        .send(Method::POST, "/v2/shared/blobs/uploads/", &[], vec![])
+        .await;
+    assert_eq!(r.status(), 202);
+    let loc = location(&r);
+    let r = b
+        .oci
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-range", "0-999")],
+            blob[..1000].to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let r = a.oci.send(Method::GET, &loc, &[], vec![]).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(crate::client::header(&r, "range").as_deref(), Some("0-999"));
+    let digest = sha256(&blob);
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = b
+        .oci
+        .send(
+            Method::PUT,
+            &format!("{loc}{sep}digest={digest}"),
+            &[],
+            blob[1000..].to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = a.oci.get(&format!("/v2/shared/blobs/{digest}")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.bytes().await.unwrap()[..], &blob[..]);
+    // A tag written through one is read through the other.
+    let r = b.oci.get("/v2/myorg/myrepo/tags/list").await;
+    assert_eq!(r.status(), 200);
 }

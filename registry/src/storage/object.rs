@@ -1,0 +1,490 @@
+//! An object-store backend over the `object_store` crate (S3 and
+//! compatibles, GCS, Azure, or its in-memory store): blobs under
+//! `<prefix>/blobs/<alg>/<xx>/<hex>`, documents under `<prefix>/docs/`,
+//! upload sessions under `<prefix>/uploads/<id>/`.
+//!
+//! Every object appears whole or not at all (an object store's PUT and
+//! multipart completion are atomic), so a crash never leaves half a blob or
+//! document. An upload session is a marker and its data as pieces, one
+//! object per stretch of a request body (`<offset>` zero-padded, so they
+//! list in order): any process over the same store can continue, read or
+//! finish it, and a body cut off part way leaves the pieces stored before
+//! the cut. Committing copies a single piece to the blob's place inside the
+//! store; several pieces are streamed into one multipart upload.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use super::{ByteStream, Storage};
+use crate::{Digest, Hasher};
+
+/// Bytes per stored piece of an upload (a request body is cut there).
+const PIECE: usize = 8 << 20;
+/// Width of a piece's offset in its name.
+const OFFSET_DIGITS: usize = 20;
+
+/// A registry store in an object store, under a prefix.
+#[derive(Debug, Clone)]
+pub struct ObjectStorage {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+fn io_error(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
+        other => io::Error::other(other),
+    }
+}
+
+fn not_found_is_none<T>(r: object_store::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(io_error(e)),
+    }
+}
+
+/// Checks a document key as the local backend does: `/`-separated, no
+/// empty, `.` or `..` component.
+fn check_key(key: &str) -> io::Result<()> {
+    let bad = key
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == ".." || p.contains('\0'));
+    if bad {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid key"));
+    }
+    Ok(())
+}
+
+impl ObjectStorage {
+    /// A store in `store` under `prefix` (`""` for the root; no leading or
+    /// trailing `/`).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+        Self {
+            store,
+            prefix: prefix.trim_matches('/').to_owned(),
+        }
+    }
+
+    fn path(&self, rest: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(rest)
+        } else {
+            Path::from(format!("{}/{rest}", self.prefix))
+        }
+    }
+
+    fn blob_path(&self, d: &Digest) -> Path {
+        self.path(&format!(
+            "blobs/{}/{}/{}",
+            d.algorithm(),
+            &d.hex()[..2],
+            d.hex()
+        ))
+    }
+
+    fn doc_path(&self, key: &str) -> io::Result<Path> {
+        check_key(key)?;
+        Ok(self.path(&format!("docs/{key}")))
+    }
+
+    fn upload_dir(&self, id: &str) -> io::Result<Path> {
+        check_key(id)?;
+        Ok(self.path(&format!("uploads/{id}")))
+    }
+
+    fn marker(&self, id: &str) -> io::Result<Path> {
+        Ok(self.upload_dir(id)?.join("session"))
+    }
+
+    /// An upload's pieces in order, as (offset, size, path); only the run
+    /// that starts at 0 and has no gap counts.
+    async fn pieces(&self, id: &str) -> io::Result<Vec<(u64, u64, Path)>> {
+        let dir = self.upload_dir(id)?.join("data");
+        let mut all: Vec<(u64, u64, Path)> = self
+            .store
+            .list(Some(&dir))
+            .map_err(io_error)
+            .try_filter_map(|meta| async move {
+                let offset = meta.location.filename().and_then(|n| n.parse::<u64>().ok());
+                Ok(offset.map(|o| (o, meta.size, meta.location)))
+            })
+            .try_collect()
+            .await?;
+        all.sort_by_key(|p| p.0);
+        let mut run = Vec::with_capacity(all.len());
+        let mut next = 0;
+        for piece in all {
+            if piece.0 != next {
+                break;
+            }
+            next += piece.1;
+            run.push(piece);
+        }
+        Ok(run)
+    }
+
+    async fn put_piece(&self, id: &str, offset: u64, bytes: Vec<u8>) -> io::Result<()> {
+        let path = self
+            .upload_dir(id)?
+            .join("data")
+            .join(format!("{offset:0OFFSET_DIGITS$}"));
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(io_error)?;
+        Ok(())
+    }
+
+    async fn delete_under(&self, dir: &Path) -> io::Result<()> {
+        let paths: Vec<Path> = self
+            .store
+            .list(Some(dir))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(io_error)?;
+        for p in paths {
+            not_found_is_none(self.store.delete(&p).await)?;
+        }
+        Ok(())
+    }
+}
+
+impl Storage for ObjectStorage {
+    async fn blob_size(&self, digest: &Digest) -> io::Result<Option<u64>> {
+        Ok(not_found_is_none(self.store.head(&self.blob_path(digest)).await)?.map(|m| m.size))
+    }
+
+    async fn read_blob(
+        &self,
+        digest: &Digest,
+        start: u64,
+        end: u64,
+    ) -> io::Result<Option<ByteStream>> {
+        let options = GetOptions {
+            range: (start < end).then_some(GetRange::Bounded(start..end)),
+            ..GetOptions::default()
+        };
+        if start >= end {
+            return Ok(self
+                .blob_size(digest)
+                .await?
+                .map(|_| Box::pin(futures_util::stream::empty()) as ByteStream));
+        }
+        let Some(got) =
+            not_found_is_none(self.store.get_opts(&self.blob_path(digest), options).await)?
+        else {
+            return Ok(None);
+        };
+        let want = end - start;
+        let mut sent = 0u64;
+        let stream = got.into_stream().map(move |chunk| {
+            let chunk = chunk.map_err(io_error)?;
+            sent += chunk.len() as u64;
+            if sent > want {
+                return Err(io::Error::other("the store sent more than the range"));
+            }
+            Ok(chunk)
+        });
+        Ok(Some(Box::pin(stream)))
+    }
+
+    async fn put_blob(&self, digest: &Digest, bytes: Bytes) -> io::Result<()> {
+        let path = self.blob_path(digest);
+        if not_found_is_none(self.store.head(&path).await)?.is_some() {
+            return Ok(());
+        }
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(io_error)?;
+        Ok(())
+    }
+
+    async fn create_upload(&self, id: &str) -> io::Result<()> {
+        self.store
+            .put(&self.marker(id)?, PutPayload::default())
+            .await
+            .map_err(io_error)?;
+        Ok(())
+    }
+
+    async fn upload_size(&self, id: &str) -> io::Result<Option<u64>> {
+        if not_found_is_none(self.store.head(&self.marker(id)?).await)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.pieces(id).await?.iter().map(|p| p.1).sum()))
+    }
+
+    async fn append_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        mut body: ByteStream,
+        mut hasher: Option<&mut Hasher>,
+        limit: u64,
+    ) -> io::Result<u64> {
+        let held = self
+            .upload_size(id)
+            .await?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such upload"))?;
+        if held != offset {
+            return Err(io::Error::other(format!(
+                "upload holds {held} bytes, expected {offset}"
+            )));
+        }
+        let mut written = 0u64;
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk?;
+            if written + buf.len() as u64 + chunk.len() as u64 > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::FileTooLarge,
+                    "upload over the size limit",
+                ));
+            }
+            if let Some(h) = hasher.as_deref_mut() {
+                h.update(&chunk);
+            }
+            buf.extend_from_slice(&chunk);
+            if buf.len() >= PIECE {
+                let piece = std::mem::take(&mut buf);
+                let n = piece.len() as u64;
+                self.put_piece(id, offset + written, piece).await?;
+                written += n;
+            }
+        }
+        if !buf.is_empty() {
+            let n = buf.len() as u64;
+            self.put_piece(id, offset + written, buf).await?;
+            written += n;
+        }
+        Ok(written)
+    }
+
+    async fn read_upload(&self, id: &str) -> io::Result<ByteStream> {
+        let pieces = self.pieces(id).await?;
+        let store = self.store.clone();
+        let stream = futures_util::stream::iter(pieces)
+            .then(move |(_, _, path)| {
+                let store = store.clone();
+                async move {
+                    let got = store.get(&path).await.map_err(io_error)?;
+                    Ok::<_, io::Error>(got.into_stream().map_err(io_error))
+                }
+            })
+            .try_flatten();
+        Ok(Box::pin(stream))
+    }
+
+    async fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<()> {
+        let dest = self.blob_path(digest);
+        if not_found_is_none(self.store.head(&dest).await)?.is_none() {
+            let pieces = self.pieces(id).await?;
+            match pieces.as_slice() {
+                [] => {
+                    self.store
+                        .put(&dest, PutPayload::default())
+                        .await
+                        .map_err(io_error)?;
+                }
+                [(_, _, only)] => self.store.copy(only, &dest).await.map_err(io_error)?,
+                _ => {
+                    let upload = self.store.put_multipart(&dest).await.map_err(io_error)?;
+                    let mut writer = WriteMultipart::new(upload);
+                    let mut data = self.read_upload(id).await?;
+                    let result = async {
+                        while let Some(chunk) = data.next().await {
+                            writer.wait_for_capacity(4).await.map_err(io_error)?;
+                            writer.put(chunk?);
+                        }
+                        Ok::<_, io::Error>(())
+                    }
+                    .await;
+                    match result {
+                        Ok(()) => {
+                            writer.finish().await.map_err(io_error)?;
+                        }
+                        Err(e) => {
+                            writer.abort().await.ok();
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        self.delete_upload(id).await
+    }
+
+    async fn delete_upload(&self, id: &str) -> io::Result<()> {
+        self.delete_under(&self.upload_dir(id)?).await
+    }
+
+    async fn put_doc(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        self.store
+            .put(&self.doc_path(key)?, PutPayload::from(bytes.to_vec()))
+            .await
+            .map_err(io_error)?;
+        Ok(())
+    }
+
+    async fn get_doc(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
+        let Some(got) = not_found_is_none(self.store.get(&self.doc_path(key)?).await)? else {
+            return Ok(None);
+        };
+        Ok(Some(got.bytes().await.map_err(io_error)?.to_vec()))
+    }
+
+    async fn delete_doc(&self, key: &str) -> io::Result<bool> {
+        let path = self.doc_path(key)?;
+        if not_found_is_none(self.store.head(&path).await)?.is_none() {
+            return Ok(false);
+        }
+        not_found_is_none(self.store.delete(&path).await)?;
+        Ok(true)
+    }
+
+    async fn list_docs(&self, prefix: &str) -> io::Result<Vec<String>> {
+        let dir = self.doc_path(prefix)?;
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(io_error)?;
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .chain(listed.objects.iter().map(|o| &o.location))
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn storage() -> ObjectStorage {
+        ObjectStorage::new(Arc::new(InMemory::new()), "kiln/test")
+    }
+
+    fn body(pieces: &[&'static [u8]]) -> ByteStream {
+        Box::pin(futures_util::stream::iter(
+            pieces
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    async fn all(mut s: ByteStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn uploads_in_pieces_commit_and_docs() {
+        let s = storage();
+        s.create_upload("u1").await.unwrap();
+        assert_eq!(s.upload_size("u1").await.unwrap(), Some(0));
+        let mut h = Hasher::new(crate::Algorithm::Sha256);
+        let n = s
+            .append_upload("u1", 0, body(&[b"hello ", b"wor"]), Some(&mut h), 100)
+            .await
+            .unwrap();
+        assert_eq!(n, 9);
+        // The next request continues it.
+        let n = s
+            .append_upload("u1", 9, body(&[b"ld"]), Some(&mut h), 100)
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            all(s.read_upload("u1").await.unwrap()).await,
+            b"hello world"
+        );
+        let d = h.finish();
+        assert_eq!(d, Digest::sha256_of(b"hello world"));
+        s.commit_upload("u1", &d).await.unwrap();
+        assert_eq!(s.upload_size("u1").await.unwrap(), None);
+        assert_eq!(s.blob_size(&d).await.unwrap(), Some(11));
+        let part = s.read_blob(&d, 6, 11).await.unwrap().unwrap();
+        assert_eq!(all(part).await, b"world");
+
+        // One piece: copied in the store.
+        s.create_upload("u2").await.unwrap();
+        s.append_upload("u2", 0, body(&[b"one piece"]), None, 100)
+            .await
+            .unwrap();
+        let d2 = Digest::sha256_of(b"one piece");
+        s.commit_upload("u2", &d2).await.unwrap();
+        assert_eq!(
+            all(s.read_blob(&d2, 0, 9).await.unwrap().unwrap()).await,
+            b"one piece"
+        );
+
+        s.put_doc("a/b/c", b"x").await.unwrap();
+        s.put_doc("a/b/d/e", b"y").await.unwrap();
+        assert_eq!(s.get_doc("a/b/c").await.unwrap().unwrap(), b"x");
+        assert_eq!(s.list_docs("a/b").await.unwrap(), ["c", "d"]);
+        assert!(s.list_docs("nothing").await.unwrap().is_empty());
+        assert!(s.delete_doc("a/b/c").await.unwrap());
+        assert!(!s.delete_doc("a/b/c").await.unwrap());
+        assert!(s.get_doc("../x").await.is_err());
+        assert!(s.get_doc("a//b").await.is_err());
+        assert_eq!(
+            s.blob_size(&Digest::sha256_of(b"none")).await.unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_offsets_limits_and_big_bodies() {
+        let s = storage();
+        s.create_upload("u").await.unwrap();
+        assert!(
+            s.append_upload("u", 3, body(&[b"abcd"]), None, 100)
+                .await
+                .is_err()
+        );
+        assert!(
+            s.append_upload("u", 0, body(&[b"abcd"]), None, 3)
+                .await
+                .is_err()
+        );
+        assert_eq!(s.upload_size("u").await.unwrap(), Some(0));
+        assert!(s.upload_size("missing").await.unwrap().is_none());
+        // A body over one piece is stored as several, committed by a
+        // multipart upload.
+        let big: Vec<u8> = (0..PIECE + PIECE / 2).map(|i| (i % 251) as u8).collect();
+        let stream: ByteStream = Box::pin(futures_util::stream::iter(
+            big.chunks(1 << 20)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        ));
+        let n = s
+            .append_upload("u", 0, stream, None, u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(n, big.len() as u64);
+        assert_eq!(s.pieces("u").await.unwrap().len(), 2);
+        let d = Digest::sha256_of(&big);
+        s.commit_upload("u", &d).await.unwrap();
+        let back = all(s.read_blob(&d, 0, big.len() as u64).await.unwrap().unwrap()).await;
+        assert!(back == big, "the blob is the upload");
+    }
+}
