@@ -394,3 +394,90 @@ async fn conformance_workflows_on_an_object_store_shared_by_two_registries() {
     let r = b.oci.get("/v2/myorg/myrepo/tags/list").await;
     assert_eq!(r.status(), 200);
 }
+
+/// The S3 bucket of a real distributed store the test script started
+/// (scripts/garage-cluster: three Garage nodes, replication factor 3):
+/// `KILN_TEST_S3_ENDPOINT`, `_BUCKET`, `_KEY_ID`, `_SECRET`. Required in CI.
+fn s3_store() -> Option<Arc<dyn object_store::ObjectStore>> {
+    let var = |k: &str| std::env::var(format!("KILN_TEST_S3_{k}")).ok();
+    let (Some(endpoint), Some(bucket), Some(key), Some(secret)) =
+        (var("ENDPOINT"), var("BUCKET"), var("KEY_ID"), var("SECRET"))
+    else {
+        let msg = "KILN_TEST_S3_* not set: no S3 store to test against (scripts/test starts a Garage cluster)";
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("\n!!!!! SKIPPING: {msg} !!!!!\n");
+        return None;
+    };
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_region(var("REGION").unwrap_or_else(|| "garage".into()))
+        .with_bucket_name(bucket)
+        .with_access_key_id(key)
+        .with_secret_access_key(secret)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .unwrap();
+    Some(Arc::new(store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_workflows_on_s3_shared_by_two_registries() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(store) = s3_store() else { return };
+    // A prefix of this run's own: the bucket outlives test runs.
+    let prefix = format!("test-{}-{}", std::process::id(), line!());
+    let a = serve_store(
+        ObjectStorage::new(store.clone(), &prefix),
+        Limits::default(),
+    )
+    .await;
+    let b = serve_store(ObjectStorage::new(store, &prefix), Limits::default()).await;
+    conformance::all(&a.oci, "myorg/myrepo", "myorg/other").await;
+    // Start on A, continue and finish on B, read on A; a blob of several
+    // pieces goes through a multipart upload.
+    let blob: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
+    let r = a
+        .oci
+        .send(Method::POST, "/v2/shared/blobs/uploads/", &[], vec![])
+        .await;
+    let loc = location(&r);
+    let r = b
+        .oci
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-range", &format!("0-{}", (9 << 20) - 1))],
+            blob[..9 << 20].to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let digest = sha256(&blob);
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = b
+        .oci
+        .send(
+            Method::PUT,
+            &format!("{loc}{sep}digest={digest}"),
+            &[],
+            blob[9 << 20..].to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let r = a
+        .oci
+        .send(
+            Method::GET,
+            &format!("/v2/shared/blobs/{digest}"),
+            &[("range", "bytes=10485760-10485769")],
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        &r.bytes().await.unwrap()[..],
+        &blob[10 << 20..(10 << 20) + 10]
+    );
+    let r = a.oci.get(&format!("/v2/shared/blobs/{digest}")).await;
+    assert_eq!(sha256(&r.bytes().await.unwrap()), digest);
+}
