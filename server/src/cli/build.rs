@@ -10,7 +10,7 @@ use clap::Args;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::server::{ServerArgs, client, copy_body, post_on_ctrl_c, reason};
+use super::server::{ServerArgs, client, follow, reason};
 
 #[derive(Debug, Args)]
 pub(crate) struct BuildArgs {
@@ -144,27 +144,15 @@ async fn build(args: &BuildArgs, password: &str) -> anyhow::Result<bool> {
         .to_owned();
     eprintln!("kiln: build {id} queued");
     // Ctrl-C cancels the build; its log then ends with it.
-    let cancel = post_on_ctrl_c(
+    let v = follow(
         &http,
-        format!("{base}/kiln/v1/builds/{id}/cancel"),
-        user,
+        &args.server,
         password,
-        "cancelling the build",
-    );
-    let logs = http
-        .get(format!("{base}/kiln/v1/builds/{id}/logs"))
-        .basic_auth(user, Some(password))
-        .send()
-        .await?;
-    copy_body(logs, std::io::stderr(), "the build log").await?;
-    cancel.abort();
-    let v: serde_json::Value = http
-        .get(format!("{base}/kiln/v1/builds/{id}"))
-        .basic_auth(user, Some(password))
-        .send()
-        .await?
-        .json()
-        .await?;
+        &format!("/kiln/v1/builds/{id}"),
+        ("logs", &mut std::io::stderr()),
+        ("cancel", "cancelling the build"),
+    )
+    .await?;
     match v["state"].as_str() {
         Some("succeeded") => {
             eprintln!(

@@ -5,7 +5,7 @@
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::server::{ServerArgs, client, copy_body, post_on_ctrl_c, reason};
+use super::server::{ServerArgs, client, follow, reason};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -71,27 +71,15 @@ async fn instance(args: &RunArgs, password: &str) -> anyhow::Result<i32> {
         .context("no instance id in the answer")?
         .to_owned();
     // Ctrl-C stops the instance; the console then ends with it.
-    let stop = post_on_ctrl_c(
+    let v = follow(
         &http,
-        format!("{base}/kiln/v1/instances/{id}/stop"),
-        user,
+        &args.server,
         password,
-        "stopping the instance",
-    );
-    let console = http
-        .get(format!("{base}/kiln/v1/instances/{id}/console"))
-        .basic_auth(user, Some(password))
-        .send()
-        .await?;
-    copy_body(console, std::io::stdout(), "the console").await?;
-    stop.abort();
-    let v: serde_json::Value = http
-        .get(format!("{base}/kiln/v1/instances/{id}"))
-        .basic_auth(user, Some(password))
-        .send()
-        .await?
-        .json()
-        .await?;
+        &format!("/kiln/v1/instances/{id}"),
+        ("console", &mut std::io::stdout()),
+        ("stop", "stopping the instance"),
+    )
+    .await?;
     match v["state"].as_str() {
         Some("exited") => Ok(v["exit_code"].as_i64().unwrap_or(0) as i32),
         Some("stopped") => Ok(130),

@@ -56,7 +56,7 @@ pub(crate) fn reason(v: &serde_json::Value) -> &str {
 
 /// On Ctrl-C, posts to `url` (a cancel or stop) with the credentials, after
 /// saying `what` on standard error. Abort the handle when done.
-pub(crate) fn post_on_ctrl_c(
+fn post_on_ctrl_c(
     http: &reqwest::Client,
     url: String,
     user: &str,
@@ -73,9 +73,9 @@ pub(crate) fn post_on_ctrl_c(
 }
 
 /// Copies a streamed response body to `out` as it arrives.
-pub(crate) async fn copy_body(
+async fn copy_body(
     response: reqwest::Response,
-    mut out: impl std::io::Write,
+    out: &mut (dyn std::io::Write + Send),
     what: &str,
 ) -> anyhow::Result<()> {
     use futures_util::StreamExt as _;
@@ -86,4 +86,41 @@ pub(crate) async fn copy_body(
         out.flush()?;
     }
     Ok(())
+}
+
+/// Follows a job of the server at `{base}{path}` (a build, an instance):
+/// streams `{path}/{stream}` to `out` until it ends (Ctrl-C posts
+/// `{path}/{on_ctrl_c}`, saying `what`), then returns the job's record.
+pub(crate) async fn follow(
+    http: &reqwest::Client,
+    server: &ServerArgs,
+    password: &str,
+    path: &str,
+    stream: (&str, &mut (dyn std::io::Write + Send)),
+    on_ctrl_c: (&str, &'static str),
+) -> anyhow::Result<serde_json::Value> {
+    let base = server.base();
+    let user = &server.user;
+    let interrupt = post_on_ctrl_c(
+        http,
+        format!("{base}{path}/{}", on_ctrl_c.0),
+        user,
+        password,
+        on_ctrl_c.1,
+    );
+    let body = http
+        .get(format!("{base}{path}/{}", stream.0))
+        .basic_auth(user, Some(password))
+        .send()
+        .await?;
+    let copied = copy_body(body, stream.1, stream.0).await;
+    interrupt.abort();
+    copied?;
+    Ok(http
+        .get(format!("{base}{path}"))
+        .basic_auth(user, Some(password))
+        .send()
+        .await?
+        .json()
+        .await?)
 }
