@@ -127,7 +127,7 @@ fn pull_image(
     work: &Path,
 ) -> anyhow::Result<(PathBuf, RunConfig)> {
     use kiln_oci_mirror::{CopyOptions, ImageLocation, RegistryClient, RegistryConfig, copy};
-    use kiln_registry::{FsStorage, Limits, Reference, Registry, api};
+    use kiln_registry::{Limits, Reference, Registry, Storage as _, api};
     let source: ImageLocation = reference
         .parse()
         .with_context(|| format!("image reference {reference:?}"))?;
@@ -136,9 +136,11 @@ fn pull_image(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (digest, media_type) = runtime.block_on(async {
-        let registry =
-            std::sync::Arc::new(Registry::new(FsStorage::open(&store)?, Limits::default()));
+    let (registry, digest, media_type) = runtime.block_on(async {
+        let registry = std::sync::Arc::new(Registry::new(
+            crate::serve::Store::open(None, &store)?,
+            Limits::default(),
+        ));
         let app = api::router(
             registry.clone(),
             std::sync::Arc::new(api::Open),
@@ -173,15 +175,20 @@ fn pull_image(
         let info = registry
             .manifest_info(&"pulled".parse()?, &Reference::Tag("image".parse()?))
             .await?;
-        anyhow::Ok((info.digest, info.media_type))
+        anyhow::Ok((registry, info.digest, info.media_type))
     })?;
-    let size = std::fs::metadata(FsStorage::blob_path_in(&store, &digest))?.len();
+    let size = runtime
+        .block_on(registry.storage().blob_size(&digest))?
+        .context("the pulled manifest is not stored")?;
     let descriptor = oci_spec::image::Descriptor::new(
         media_type.as_str().into(),
         size,
         digest.to_string().parse::<oci_spec::image::Digest>()?,
     );
-    let blobs = crate::serve::RegistryBlobs(&store);
+    let blobs = crate::serve::StoreBlobs {
+        store: registry.storage(),
+        handle: runtime.handle().clone(),
+    };
     let image = Image::load(
         &blobs,
         &descriptor,

@@ -16,6 +16,9 @@ pub(crate) struct Config {
     pub listen: SocketAddr,
     /// The data directory (default `./kiln-data`).
     pub data_dir: PathBuf,
+    /// Registry content in an S3-compatible bucket, `s3://BUCKET[/PREFIX]`
+    /// (default: `<data_dir>/registry`). Replicas may share one.
+    pub storage: Option<String>,
     /// The URL clients reach this server at, for token realms (default
     /// `http://<listen>`).
     pub public_url: Option<String>,
@@ -234,6 +237,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             data_dir: PathBuf::from("kiln-data"),
+            storage: None,
             public_url: None,
             tls_cert: None,
             tls_key: None,

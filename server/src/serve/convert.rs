@@ -11,16 +11,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{self, BufWriter, Read};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufWriter};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use kiln_ext4::{BlobSource, Image, Platform, convert};
+use kiln_ext4::{Image, Platform, convert};
 use kiln_registry::api::ManifestPushed;
 use kiln_registry::manifest::Kind;
-use kiln_registry::{Digest, FsStorage, Reference};
+use kiln_registry::{Digest, Reference, Registry, Storage as _};
 use serde::{Deserialize, Serialize};
+
+use super::store::{Store, StoreBlobs};
 
 /// Where a conversion stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +83,7 @@ fn now() -> u64 {
 /// The conversion queue and its records.
 pub(crate) struct Conversions {
     dir: PathBuf,
-    storage_root: PathBuf,
+    registry: Arc<Registry<Store>>,
     platform: Platform,
     records: Mutex<HashMap<String, Record>>,
     queue: tokio::sync::mpsc::UnboundedSender<String>,
@@ -108,20 +110,6 @@ pub(crate) fn host_platform() -> Platform {
     format!("linux/{arch}")
         .parse()
         .unwrap_or_else(|_| "linux/amd64".parse().expect("a valid platform"))
-}
-
-/// Blobs read straight from a registry's directory (`FsStorage`'s root).
-pub(crate) struct RegistryBlobs<'a>(pub(crate) &'a Path);
-
-impl BlobSource for RegistryBlobs<'_> {
-    fn open_blob(&self, digest: &oci_spec::image::Digest) -> io::Result<Box<dyn Read + Send + '_>> {
-        let d: Digest = digest
-            .to_string()
-            .parse()
-            .map_err(|_| io::Error::new(io::ErrorKind::NotFound, "unsupported digest"))?;
-        let path = FsStorage::blob_path_in(self.0, &d);
-        Ok(Box::new(File::open(path)?))
-    }
 }
 
 /// Why a conversion did not produce an image.
@@ -158,7 +146,7 @@ impl Conversions {
     /// again what was pending or running before.
     pub(crate) fn start(
         dir: PathBuf,
-        storage_root: PathBuf,
+        registry: Arc<Registry<Store>>,
         workers: usize,
     ) -> io::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
@@ -191,7 +179,7 @@ impl Conversions {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let this = Arc::new(Self {
             dir,
-            storage_root,
+            registry,
             platform: host_platform(),
             records: Mutex::new(records),
             queue: tx,
@@ -400,11 +388,17 @@ impl Conversions {
     }
 
     fn convert(&self, record: &Record) -> Result<(u64, String), Failure> {
-        let source = RegistryBlobs(&self.storage_root);
+        let handle = tokio::runtime::Handle::current();
+        let source = StoreBlobs {
+            store: self.registry.storage(),
+            handle: handle.clone(),
+        };
         let bad = || Failure::Error(format!("bad digest {}", record.digest));
         let ours: Digest = record.digest.parse().map_err(|_| bad())?;
         let digest: oci_spec::image::Digest = record.digest.parse().map_err(|_| bad())?;
-        let size = std::fs::metadata(FsStorage::blob_path_in(&self.storage_root, &ours))?.len();
+        let size = handle
+            .block_on(self.registry.storage().blob_size(&ours))?
+            .ok_or_else(|| Failure::Error(format!("no blob {ours}")))?;
         let descriptor =
             oci_spec::image::Descriptor::new(record.media_type.as_str().into(), size, digest);
         let image = Image::load(

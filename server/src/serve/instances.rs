@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kiln_registry::{Error, FsStorage, Reference, Registry};
+use kiln_registry::{Error, Reference, Registry};
 use kiln_registry_token::{Action, RepositoryName};
 use kiln_vmm::{Accel, GuestKernel, GuestVm, InitConfig, Machine, MemorySize, Network, RunSpec};
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{Auth, Principal, basic_refusal};
 use super::config::VmSettings;
 use super::convert::{Conversions, State as ConversionState};
+use super::store::Store;
 
 /// Where an instance stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,7 +62,7 @@ struct Instance {
 pub(crate) struct Instances {
     settings: Option<VmSettings>,
     auth: Arc<Auth>,
-    registry: Arc<Registry<FsStorage>>,
+    registry: Arc<Registry<Store>>,
     conversions: Arc<Conversions>,
     /// Console outputs of finished instances.
     output_dir: PathBuf,
@@ -129,7 +130,7 @@ impl Instances {
     pub(crate) fn new(
         settings: Option<VmSettings>,
         auth: Arc<Auth>,
-        registry: Arc<Registry<FsStorage>>,
+        registry: Arc<Registry<Store>>,
         conversions: Arc<Conversions>,
         output_dir: PathBuf,
     ) -> std::io::Result<Arc<Self>> {

@@ -47,7 +47,7 @@ pub(super) struct Mirroring {
     checked: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     fetching: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     tag_ttl: Duration,
-    registry: Arc<kiln_registry::Registry<kiln_registry::FsStorage>>,
+    registry: Arc<kiln_registry::Registry<super::store::Store>>,
 }
 
 pub(super) fn router(m: Arc<Mirroring>) -> Router {
@@ -84,7 +84,7 @@ impl Mirroring {
         prefix: String,
         upstreams: Vec<Upstream>,
         tag_ttl: Duration,
-        registry: Arc<kiln_registry::Registry<kiln_registry::FsStorage>>,
+        registry: Arc<kiln_registry::Registry<super::store::Store>>,
     ) -> Self {
         Self {
             auth,

@@ -10,6 +10,7 @@ mod images;
 mod instances;
 mod mirror;
 mod ops;
+mod store;
 mod tls;
 mod token;
 
@@ -21,11 +22,12 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use clap::{Args, Subcommand};
-use kiln_registry::{FsStorage, Limits, Registry, Storage as _, api};
+use kiln_registry::{Limits, Registry, Storage as _, api};
 
 pub(crate) use auth::sha256_hex;
 use config::Config;
-pub(crate) use convert::{RegistryBlobs, host_platform};
+pub(crate) use convert::host_platform;
+pub(crate) use store::{Store, StoreBlobs};
 
 /// `kiln serve`.
 #[derive(Debug, Args)]
@@ -43,6 +45,12 @@ pub(crate) struct ServeArgs {
     /// Data directory [default: ./kiln-data].
     #[arg(long, env = "KILN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Registry content in an S3-compatible bucket, `s3://BUCKET[/PREFIX]`
+    /// (credentials, region and endpoint from `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`) [default:
+    /// DATA_DIR/registry].
+    #[arg(long, env = "KILN_STORAGE")]
+    storage: Option<String>,
     /// URL clients reach this server at, for token realms [default:
     /// http://LISTEN].
     #[arg(long, env = "KILN_PUBLIC_URL")]
@@ -89,6 +97,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
+    if let Some(s) = args.storage {
+        config.storage = Some(s);
+    }
     if let Some(u) = args.public_url {
         config.public_url = Some(u);
     }
@@ -116,16 +127,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let storage = FsStorage::open(config.data_dir.join("registry"))
-        .with_context(|| format!("opening {}", config.data_dir.display()))?;
+    let storage = Store::open(config.storage.as_deref(), &config.data_dir)?;
     let mut limits = Limits::default();
     limits.max_manifest_bytes = config.max_manifest_bytes;
-    let storage_root = storage.root().to_owned();
     let registry = Arc::new(Registry::new(storage, limits));
     let auth = Arc::new(auth::Auth::open(&config, &config.data_dir.join("auth"))?);
     let conversions = convert::Conversions::start(
         config.data_dir.join("conversions"),
-        storage_root,
+        registry.clone(),
         config.conversion_workers,
     )
     .context("starting the conversion queue")?;

@@ -51,16 +51,27 @@ impl Kiln {
     /// Starts `kiln serve` in `dir` (its working directory) with `config`
     /// as its configuration file and `args` added.
     pub(crate) fn start(dir: &Path, config: &str, args: &[&str]) -> Self {
-        Self::start_on(dir, config, args, format!("127.0.0.1:{}", free_port()))
+        Self::start_on(dir, config, args, format!("127.0.0.1:{}", free_port()), &[])
+    }
+
+    /// Starts it with variables added to its environment.
+    pub(crate) fn start_with_env(dir: &Path, config: &str, env: &[(String, String)]) -> Self {
+        Self::start_on(dir, config, &[], format!("127.0.0.1:{}", free_port()), env)
     }
 
     /// Stops this server and starts it again on the same address.
     pub(crate) fn restart(mut self, config: &str, args: &[&str]) -> Self {
         self.stop();
-        Self::start_on(&self.dir.clone(), config, args, self.host.clone())
+        Self::start_on(&self.dir.clone(), config, args, self.host.clone(), &[])
     }
 
-    fn start_on(dir: &Path, config: &str, args: &[&str], host: String) -> Self {
+    fn start_on(
+        dir: &Path,
+        config: &str,
+        args: &[&str],
+        host: String,
+        env: &[(String, String)],
+    ) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("kiln.toml"), config).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -72,6 +83,7 @@ impl Kiln {
             .current_dir(dir)
             .args(["serve", "--config", "kiln.toml", "--listen", &host])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -1916,4 +1928,122 @@ fn instances_boot_converted_images_report_exit_status_and_stop() {
             "QEMU of {id} left running"
         );
     }
+}
+
+/// The S3 bucket of the Garage cluster scripts/test starts, as the `AWS_*`
+/// environment `kiln serve --storage s3://…` reads, and the bucket name.
+pub(crate) fn s3_env() -> Option<(Vec<(String, String)>, String)> {
+    let var = |k: &str| std::env::var(format!("KILN_TEST_S3_{k}")).ok();
+    let (Some(endpoint), Some(bucket), Some(key), Some(secret)) =
+        (var("ENDPOINT"), var("BUCKET"), var("KEY_ID"), var("SECRET"))
+    else {
+        let msg = "KILN_TEST_S3_* not set: no S3 store (scripts/test starts a Garage cluster)";
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("\n!!!!! SKIPPING: {msg} !!!!!\n");
+        return None;
+    };
+    let env = vec![
+        ("AWS_ENDPOINT_URL".to_owned(), endpoint),
+        ("AWS_ACCESS_KEY_ID".to_owned(), key),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), secret),
+        (
+            "AWS_REGION".to_owned(),
+            var("REGION").unwrap_or_else(|| "garage".into()),
+        ),
+    ];
+    Some((env, bucket))
+}
+
+#[test]
+fn replicas_on_one_s3_bucket_serve_as_one_registry() {
+    let Some((env, bucket)) = s3_env() else {
+        return;
+    };
+    if !(have("skopeo") && have("e2fsck")) {
+        return;
+    }
+    let Some(images) = crate::ext4::images() else {
+        return;
+    };
+    let dir = scratch("serve-s3");
+    let config = tenant_config(&format!(
+        "storage = \"s3://{bucket}/serve-{}\"\n",
+        std::process::id()
+    ));
+    let a = Kiln::start_with_env(&dir.join("a"), &config, &env);
+    // Replicas share the token key and admin credential.
+    let auth = dir.join("a/kiln-data/auth");
+    let b_auth = dir.join("b/kiln-data/auth");
+    std::fs::create_dir_all(&b_auth).unwrap();
+    for f in std::fs::read_dir(&auth).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), b_auth.join(f.file_name())).unwrap();
+    }
+    let b = Kiln::start_with_env(&dir.join("b"), &config, &env);
+    let creds = format!("acme:{SECRET}");
+    // Pushed through A, read through B, converted (from the bucket) on A.
+    a.push_oci(
+        &format!("oci:{}:busybox", images.display()),
+        "acme/box:v1",
+        &creds,
+    );
+    let digest = a.digest_of(&creds, "acme/box:v1");
+    assert_eq!(b.digest_of(&creds, "acme/box:v1"), digest);
+    let out = dir.join("pulled");
+    ok(skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
+        &format!("docker://{}/acme/box:v1", b.host),
+        &format!("oci:{}:v1", out.display()),
+    ]));
+    runtime().block_on(async {
+        let on_a = a.oci(Some(("acme", SECRET)));
+        assert_eq!(conversion(&on_a, &digest).await["state"], "ready");
+        // An upload started on A continues and finishes on B (tokens asked
+        // up front: a large body answered early by a challenge would close
+        // the connection under the client).
+        let token = |kiln: &Kiln| {
+            let challenge = format!(
+                "Bearer realm=\"{}/token\",service=\"kiln\",scope=\"repository:acme/up:pull,push\"",
+                kiln.url()
+            );
+            let oci = kiln.oci(Some(("acme", SECRET)));
+            async move { oci.token(&challenge).await.expect("a token") }
+        };
+        let (ta, tb) = (token(&a).await, token(&b).await);
+        let blob: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+        let r = http()
+            .post(format!("{}/v2/acme/up/blobs/uploads/", a.url()))
+            .bearer_auth(&ta)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let loc = header(&r, "location").unwrap();
+        assert!(loc.starts_with('/'), "{loc}");
+        let r = http()
+            .patch(format!("{}{loc}", b.url()))
+            .bearer_auth(&tb)
+            .header("content-range", "0-1048575")
+            .body(blob[..1 << 20].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let d = sha256(&blob);
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = http()
+            .put(format!("{}{loc}{sep}digest={d}", b.url()))
+            .bearer_auth(&tb)
+            .body(blob[1 << 20..].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = on_a.get(&format!("/v2/acme/up/blobs/{d}")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(sha256(&r.bytes().await.unwrap()), d);
+    });
 }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kiln_dockerfile::{Dockerfile, ResolveOptions};
-use kiln_registry::{FsStorage, Registry};
+use kiln_registry::Registry;
 use kiln_registry_token::{Action, RepositoryName};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,7 @@ use super::auth::{Auth, Principal};
 use super::config::{BuildSettings, VmSettings};
 use super::convert::Conversions;
 use super::mirror::Mirroring;
+use super::store::Store;
 use builder::{BuildFailure, Builder, Job};
 use plan::{Plan, PlanError, PlanRequest, Role};
 
@@ -119,7 +120,7 @@ pub(crate) struct Builds {
     settings: BuildSettings,
     dir: PathBuf,
     auth: Arc<Auth>,
-    registry: Arc<Registry<FsStorage>>,
+    registry: Arc<Registry<Store>>,
     conversions: Arc<Conversions>,
     mirroring: Arc<Mirroring>,
     /// This registry as builders reach it.
@@ -154,7 +155,7 @@ pub(crate) struct Wiring {
     pub settings: BuildSettings,
     pub dir: PathBuf,
     pub auth: Arc<Auth>,
-    pub registry: Arc<Registry<FsStorage>>,
+    pub registry: Arc<Registry<Store>>,
     pub conversions: Arc<Conversions>,
     pub mirroring: Arc<Mirroring>,
     pub public_url: String,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_registry::{FsStorage, Reference, Registry};
+use kiln_registry::{Reference, Registry};
 use kiln_registry_token::RepositoryName;
 use kiln_vmm::{Accel, GuestKernel, GuestVm, InitConfig, Machine, MemorySize, Network, RunSpec};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,7 @@ use super::builder::{
 };
 use crate::serve::config::VmSettings;
 use crate::serve::convert::{Conversions, State as ConversionState};
+use crate::serve::store::Store;
 
 /// What the guest runs: `$@` are `buildah bud`'s arguments; the rest comes
 /// in `KILN_*` variables.
@@ -54,7 +55,7 @@ pub(crate) struct VmBuildah {
     pub image: String,
     pub memory_mib: u64,
     pub cpus: u8,
-    pub registry: Arc<Registry<FsStorage>>,
+    pub registry: Arc<Registry<Store>>,
     pub conversions: Arc<Conversions>,
     pub accel: tokio::sync::OnceCell<Accel>,
 }
