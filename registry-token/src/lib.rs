@@ -49,6 +49,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cache;
 mod challenge;
 mod claims;
 mod error;
@@ -57,6 +58,7 @@ mod repository;
 mod scope;
 mod token;
 
+pub use cache::CachingVerifier;
 pub use challenge::{Challenge, ChallengeError};
 pub use claims::{AccessEntry, Claims, Denied, Permission, TokenFormat, authorize};
 pub use error::Error;

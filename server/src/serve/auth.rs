@@ -20,9 +20,9 @@ use base64::Engine as _;
 use kiln_registry::Error;
 use kiln_registry::api::{Access, Denial, Grant, Need, Request};
 use kiln_registry_token::{
-    Action, Actions, Challenge, ChallengeError, Claims, KeySet, MintRequest, Minter, Permission,
-    RepositoryName, RepositoryPattern, Scope, SigningKey, TokenFormat, Verifier, VerifyingKey,
-    grant,
+    Action, Actions, CachingVerifier, Challenge, ChallengeError, Claims, KeySet, MintRequest,
+    Minter, Permission, RepositoryName, RepositoryPattern, Scope, SigningKey, TokenFormat,
+    Verifier, VerifyingKey, grant,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -36,6 +36,8 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const MAX_TRACKED: usize = 65_536;
 /// Refresh tokens live this long.
 const REFRESH_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// Verified access tokens remembered at most (the cache is cleared beyond).
+const TOKEN_CACHE: usize = 65_536;
 /// The longest a build credential lives.
 const BUILD_TOKEN_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -83,9 +85,12 @@ pub(crate) struct Auth {
     anonymous: Arc<[Permission]>,
     minter: Minter,
     refresh_minter: Minter,
-    verifier: Verifier,
+    /// This server's access tokens and (when configured) legacy ones, each
+    /// verified once and then answered from a bounded cache until it
+    /// expires.
+    verifier: CachingVerifier,
     /// Tokens in the legacy format, when configured.
-    legacy_verifier: Option<Verifier>,
+    legacy_verifier: Option<CachingVerifier>,
     refresh_verifier: Verifier,
     /// Build credentials: tokens of their own audience, whose grants are
     /// the build principal's whole policy.
@@ -280,7 +285,10 @@ impl Auth {
             build_verifier: Verifier::new(&keys, "kiln", &build_audience),
             build_owners: std::sync::RwLock::new(HashMap::new()),
             running_builds: std::sync::RwLock::new(std::collections::HashSet::new()),
-            verifier: Verifier::new(&keys, "kiln", &config.service),
+            verifier: CachingVerifier::new(
+                Verifier::new(&keys, "kiln", &config.service),
+                TOKEN_CACHE,
+            ),
             legacy_verifier: match &config.legacy_tokens {
                 Some(l) => {
                     let secret = std::fs::read(&l.secret_file)
@@ -288,7 +296,10 @@ impl Auth {
                     let secret = secret.strip_suffix(b"\n").unwrap_or(&secret);
                     let mut legacy = KeySet::new();
                     legacy.insert(VerifyingKey::legacy_hs256(secret)?)?;
-                    Some(Verifier::new(&legacy, &l.issuer, &config.service))
+                    Some(CachingVerifier::new(
+                        Verifier::new(&legacy, &l.issuer, &config.service),
+                        TOKEN_CACHE,
+                    ))
                 }
                 None => None,
             },
@@ -502,7 +513,7 @@ impl Auth {
 
     /// A token's claims: this server's tokens, or legacy-format ones when
     /// configured.
-    fn verify(&self, token: &str) -> Result<Claims, kiln_registry_token::Error> {
+    fn verify(&self, token: &str) -> Result<Arc<Claims>, kiln_registry_token::Error> {
         match (self.verifier.verify(token), &self.legacy_verifier) {
             (Ok(c), _) => Ok(c),
             (Err(e), Some(legacy)) => legacy.verify(token).map_err(|_| e),
@@ -606,7 +617,7 @@ impl Auth {
     }
 
     /// Verifies a token, counting and logging a refusal.
-    fn verify_counted(&self, token: &str) -> Result<Claims, kiln_registry_token::Error> {
+    fn verify_counted(&self, token: &str) -> Result<Arc<Claims>, kiln_registry_token::Error> {
         self.verify(token).inspect_err(|e| {
             tracing::info!(error = %e, "token refused");
             self.failures_total
@@ -716,7 +727,7 @@ pub(crate) enum Allowed {
     /// (for what the request can use but does not need: mount sources, the
     /// catalog). Tokens minted elsewhere (build tokens) name no principal
     /// and have only their grants.
-    Claims(Box<Claims>, Arc<[Permission]>),
+    Claims(Arc<Claims>, Arc<[Permission]>),
     Policy(Arc<[Permission]>),
 }
 
@@ -794,7 +805,7 @@ impl Access for Auth {
                 let principal = self.principal_of_claims(&claims);
                 let anonymous = principal == Some(Principal::Anonymous);
                 let policy = principal.map_or_else(|| Arc::from([]), |p| self.policy(&p));
-                let g = Allowed::Claims(Box::new(claims), policy);
+                let g = Allowed::Claims(claims, policy);
                 if covers(&g, true, anonymous) {
                     Ok(g)
                 } else {
