@@ -13,6 +13,7 @@ mod peers;
 
 mod builds;
 mod cache;
+mod crash;
 mod dockerfile;
 mod ext4;
 mod mirror;

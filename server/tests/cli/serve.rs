@@ -65,6 +65,14 @@ impl Kiln {
         Self::start_on(&self.dir.clone(), config, args, self.host.clone(), &[])
     }
 
+    /// Kills this server with SIGKILL (nothing it holds is flushed) and
+    /// starts it again on the same address and data.
+    pub(crate) fn crash_and_restart(mut self, config: &str, env: &[(String, String)]) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Self::start_on(&self.dir.clone(), config, &[], self.host.clone(), env)
+    }
+
     fn start_on(
         dir: &Path,
         config: &str,
