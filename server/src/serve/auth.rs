@@ -532,7 +532,7 @@ impl Auth {
 
     /// The principal a token's subject names, if it is one of this
     /// server's (a tenant still configured).
-    fn principal_of(&self, subject: Option<&str>) -> Option<Principal> {
+    pub(crate) fn principal_of(&self, subject: Option<&str>) -> Option<Principal> {
         match subject? {
             "admin" => Some(Principal::Admin),
             "anonymous" => Some(Principal::Anonymous),

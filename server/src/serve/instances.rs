@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use kiln_registry::{Error, Reference, Registry};
 use kiln_registry_token::{Action, RepositoryName};
 use kiln_vmm::{Accel, GuestKernel, GuestVm, InitConfig, Machine, MemorySize, Network, RunSpec};
@@ -23,6 +23,7 @@ use super::auth::{Auth, Principal, basic_refusal};
 use super::config::VmSettings;
 use super::convert::{Conversions, State as ConversionState};
 use super::store::Store;
+use super::{json, problem};
 
 /// Where an instance stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,15 +75,6 @@ fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn json(status: StatusCode, v: &impl Serialize) -> Response {
-    let body = serde_json::to_string(v).unwrap_or_default();
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-fn problem(status: StatusCode, message: impl Into<String>) -> Response {
-    json(status, &serde_json::json!({"error": message.into()}))
 }
 
 /// `repo:tag`, `repo@digest` or `repo:tag@digest` (the digest wins) as

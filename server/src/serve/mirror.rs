@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use kiln_dockerfile::{Dockerfile, Mirror, ResolveOptions};
 use kiln_oci_mirror::{
     CopyOptions, CopyReport, Credentials, ImageLocation, RegistryClient, RegistryConfig, copy,
@@ -28,6 +28,7 @@ use kiln_registry_token::RepositoryName;
 
 use super::auth::Auth;
 use super::config::Upstream;
+use super::json;
 
 /// How long one image's copy may take.
 const COPY_DEADLINE: Duration = Duration::from_secs(30 * 60);
@@ -58,15 +59,6 @@ pub(super) fn router(m: Arc<Mirroring>) -> Router {
             axum::routing::post(mirror_dockerfile),
         )
         .with_state(m)
-}
-
-fn json(status: StatusCode, v: &serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        v.to_string(),
-    )
-        .into_response()
 }
 
 fn bad_request(message: impl Into<String>, line: Option<usize>) -> Response {

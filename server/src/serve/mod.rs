@@ -250,6 +250,29 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
     }
 }
 
+/// A JSON response.
+pub(crate) fn json(
+    status: axum::http::StatusCode,
+    v: &impl serde::Serialize,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let body = serde_json::to_string(v).unwrap_or_default();
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// `{"error": message}` with `status`.
+pub(crate) fn problem(
+    status: axum::http::StatusCode,
+    message: impl Into<String>,
+) -> axum::response::Response {
+    json(status, &serde_json::json!({"error": message.into()}))
+}
+
 /// Serves `app` on `listener` until SIGINT or SIGTERM (HTTP/1.1, and HTTP/2
 /// by ALPN or prior knowledge), then stops accepting and lets requests in
 /// flight finish for up to `grace`.

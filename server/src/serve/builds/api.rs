@@ -16,13 +16,13 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Multipart, Path as UrlPath, S
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiln_dockerfile::Dockerfile;
-use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 
 use super::context::{self, ContextError, Limits};
 use super::plan::PlanError;
 use super::{BuildState, Builds, Params, Record, now_ms};
 use crate::serve::auth::{Principal, basic_refusal};
+use crate::serve::{json, problem};
 
 /// Largest Dockerfile, and largest other text field.
 const MAX_DOCKERFILE: usize = 1 << 20;
@@ -41,15 +41,6 @@ pub(crate) fn router(builds: Arc<Builds>) -> Router {
         .route("/kiln/v1/builds/{id}/cancel", axum::routing::post(cancel))
         .route("/kiln/v1/builds/{id}/source", axum::routing::get(source))
         .with_state(builds)
-}
-
-fn json(status: StatusCode, v: &impl Serialize) -> Response {
-    let body = serde_json::to_string(v).unwrap_or_default();
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-fn problem(status: StatusCode, message: impl Into<String>) -> Response {
-    json(status, &serde_json::json!({"error": message.into()}))
 }
 
 fn plan_refusal(e: &PlanError) -> Response {

@@ -315,10 +315,7 @@ impl Builds {
 
     /// Builds of `owner` queued or running.
     fn active_of(&self, owner: &str) -> usize {
-        self.lock()
-            .values()
-            .filter(|e| e.record.owner == owner && !e.record.state.is_done())
-            .count()
+        active_in(&self.lock(), owner)
     }
 
     /// The role a principal's request earns: admin power only from the
@@ -463,10 +460,7 @@ impl Builds {
         let id = record.id.clone();
         {
             let mut map = self.lock();
-            let active = map
-                .values()
-                .filter(|e| e.record.owner == record.owner && !e.record.state.is_done())
-                .count();
+            let active = active_in(&map, &record.owner);
             if active >= self.settings.max_per_principal {
                 return Err(active);
             }
@@ -534,7 +528,8 @@ impl Builds {
         let dir = self.build_dir(&record.id);
         let failed = |e: String| BuildFailure::Failed(e);
         let principal = self
-            .principal_of(&record.owner)
+            .auth
+            .principal_of(Some(&record.owner))
             .ok_or_else(|| failed(format!("{} is no longer configured", record.owner)))?;
         let text = std::fs::read_to_string(dir.join("Dockerfile.original"))
             .map_err(|e| failed(format!("reading the Dockerfile: {e}")))?;
@@ -650,15 +645,6 @@ impl Builds {
         linked
     }
 
-    fn principal_of(&self, owner: &str) -> Option<Principal> {
-        match owner {
-            "admin" => Some(Principal::Admin),
-            o => o
-                .strip_prefix("tenant:")
-                .map(|t| Principal::Tenant(t.to_owned())),
-        }
-    }
-
     fn finish(&self, id: &str, outcome: Result<String, BuildFailure>) {
         // The log's last line first: a reader stops once the build ended.
         match &outcome {
@@ -703,4 +689,12 @@ impl Builds {
             self.get(id)
         }
     }
+}
+
+/// Builds of `owner` queued or running in `entries`.
+fn active_in(entries: &HashMap<String, Entry>, owner: &str) -> usize {
+    entries
+        .values()
+        .filter(|e| e.record.owner == owner && !e.record.state.is_done())
+        .count()
 }
