@@ -37,6 +37,9 @@ pub enum ErrorCode {
     Unsupported,
     /// Too many requests.
     TooManyRequests,
+    /// The registry cannot serve the request now; retry (`UNAVAILABLE`,
+    /// as distribution names it).
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -57,6 +60,7 @@ impl ErrorCode {
             Self::Denied => "DENIED",
             Self::Unsupported => "UNSUPPORTED",
             Self::TooManyRequests => "TOOMANYREQUESTS",
+            Self::Unavailable => "UNAVAILABLE",
         }
     }
 }
@@ -148,6 +152,10 @@ pub enum Error {
     /// Too many failed attempts.
     #[error("too many requests")]
     TooManyRequests,
+    /// The registry cannot serve the request now; a retry may succeed
+    /// (`503`).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The storage failed.
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
@@ -174,6 +182,7 @@ impl Error {
             Self::Unauthorized => ErrorCode::Unauthorized,
             Self::Denied => ErrorCode::Denied,
             Self::TooManyRequests => ErrorCode::TooManyRequests,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 
@@ -199,6 +208,7 @@ impl Error {
             Self::Unauthorized => 401,
             Self::Denied => 403,
             Self::TooManyRequests => 429,
+            Self::Unavailable(_) => 503,
             Self::Io(_) => 500,
         }
     }

@@ -33,6 +33,7 @@
 pub mod api;
 mod digest;
 mod error;
+mod gc;
 pub mod manifest;
 mod names;
 mod registry;
@@ -40,6 +41,7 @@ pub mod storage;
 
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{Error, ErrorCode};
+pub use gc::{GcOptions, GcReport, ScrubReport};
 pub use names::{Reference, Tag, UploadId};
 pub use registry::{Limits, ManifestInfo, PutManifest, Registry};
-pub use storage::{FsStorage, ObjectStorage, Storage};
+pub use storage::{FsStorage, Listed, ObjectStorage, Storage};

@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use kiln_registry_token::RepositoryName;
 use serde::{Deserialize, Serialize};
 
+use crate::gc::ActiveCache;
 use crate::manifest::{Descriptor, Manifest, OCI_INDEX};
 use crate::storage::{ByteStream, Storage};
 use crate::{Algorithm, Digest, Error, Hasher, Reference, Tag, UploadId};
@@ -40,6 +41,12 @@ pub struct Limits {
     /// Most repositories tried for an automatic cross-repository mount
     /// (default 64).
     pub max_mount_candidates: usize,
+    /// Longest a write that makes the registry rely on blobs (a manifest
+    /// PUT, an upload's completion, a mount) may take from its start to its
+    /// last store write; one past it fails with `503` and may be retried.
+    /// Garbage collection waits this long before it marks, so every
+    /// process over one store must use the same value (default 10 min).
+    pub write_deadline: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -49,6 +56,7 @@ impl Default for Limits {
             max_blob_bytes: 64 << 30,
             max_hashed_uploads: 4096,
             max_mount_candidates: 64,
+            write_deadline: std::time::Duration::from_secs(10 * 60),
         }
     }
 }
@@ -95,11 +103,13 @@ struct UploadHash {
 /// An OCI registry over a storage backend.
 #[derive(Debug)]
 pub struct Registry<S> {
-    store: S,
-    limits: Limits,
+    pub(crate) store: S,
+    pub(crate) limits: Limits,
     /// One lock per upload session this process is serving (chunks of one
     /// session are appended in turn), holding its running hash.
     uploads: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<UploadHash>>>>,
+    /// The last look for a running garbage collection.
+    pub(crate) gc_active: ActiveCache,
 }
 
 fn repo_key(repo: &RepositoryName) -> String {
@@ -175,6 +185,7 @@ impl<S: Storage> Registry<S> {
             store,
             limits,
             uploads: Mutex::new(HashMap::new()),
+            gc_active: ActiveCache::default(),
         }
     }
 
@@ -250,8 +261,10 @@ impl<S: Storage> Registry<S> {
         d: &Digest,
         from: &RepositoryName,
     ) -> Result<bool, Error> {
+        let guard = self.guard(std::slice::from_ref(d)).await?;
         match self.blob_size(from, d).await {
             Ok(_) => {
+                guard.check()?;
                 self.link_blob(repo, d).await?;
                 Ok(true)
             }
@@ -455,10 +468,7 @@ impl<S: Storage> Registry<S> {
         state.offset = u64::MAX;
         drop(state);
         let result = if &actual == digest {
-            match self.store.commit_upload(id.as_str(), digest).await {
-                Ok(()) => self.link_blob(repo, digest).await,
-                Err(e) => Err(e.into()),
-            }
+            self.commit(repo, id, digest).await
         } else {
             self.store.delete_upload(id.as_str()).await?;
             Err(Error::DigestMismatch {
@@ -469,6 +479,19 @@ impl<S: Storage> Registry<S> {
         self.store.delete_doc(&upload_key(id)).await?;
         self.forget(id);
         result
+    }
+
+    /// Makes a verified upload the blob `digest` of `repo`.
+    async fn commit(
+        &self,
+        repo: &RepositoryName,
+        id: &UploadId,
+        digest: &Digest,
+    ) -> Result<(), Error> {
+        let guard = self.guard(std::slice::from_ref(digest)).await?;
+        self.store.commit_upload(id.as_str(), digest).await?;
+        guard.check()?;
+        self.link_blob(repo, digest).await
     }
 
     /// Abandons an upload.
@@ -588,6 +611,11 @@ impl<S: Storage> Registry<S> {
             }
             Reference::Tag(_) => Digest::sha256_of(&bytes),
         };
+        let relied: Vec<Digest> = std::iter::once(digest.clone())
+            .chain(manifest.blobs.iter().cloned())
+            .chain(manifest.children.iter().cloned())
+            .collect();
+        let guard = self.guard(&relied).await?;
         for b in &manifest.blobs {
             if self.blob_size(repo, b).await.is_err() {
                 return Err(Error::ManifestBlobUnknown(b.clone()));
@@ -610,6 +638,7 @@ impl<S: Storage> Registry<S> {
             size,
         })
         .map_err(std::io::Error::other)?;
+        guard.check()?;
         self.store
             .put_doc(&revision_key(repo, &digest), &rev)
             .await?;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use super::{ByteStream, Storage};
+use super::{ByteStream, Listed, Storage};
 use crate::{Digest, Hasher};
 
 /// Read and write buffer size for blob streams.
@@ -123,6 +123,59 @@ fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+fn listed(name: String, meta: &std::fs::Metadata) -> io::Result<Listed> {
+    Ok(Listed {
+        name,
+        size: meta.len(),
+        modified: meta.modified()?,
+    })
+}
+
+/// The files of a directory (not folders) with their metadata; none when
+/// it is absent.
+fn files_in(dir: &Path) -> io::Result<Vec<(String, std::fs::Metadata)>> {
+    let Some(entries) = not_found_is_none(std::fs::read_dir(dir))? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e?;
+        // A file removed between the listing and its stat is just gone.
+        let Some(meta) = not_found_is_none(e.metadata())? else {
+            continue;
+        };
+        if let (true, Ok(name)) = (meta.is_file(), e.file_name().into_string()) {
+            out.push((name, meta));
+        }
+    }
+    Ok(out)
+}
+
+/// The sub-folders of a directory.
+fn dirs_in(dir: &Path) -> io::Result<Vec<String>> {
+    let Some(entries) = not_found_is_none(std::fs::read_dir(dir))? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e?;
+        if e.file_type()?.is_dir()
+            && let Ok(name) = e.file_name().into_string()
+        {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
 }
 
 /// `left` bytes of a file from where it stands, as a stream of pieces of at
@@ -296,6 +349,50 @@ impl Storage for FsStorage {
         }
         names.sort();
         Ok(names)
+    }
+
+    async fn list_blobs(&self) -> io::Result<Vec<Listed>> {
+        let root = self.root.join("blobs");
+        blocking(move || {
+            let mut out = Vec::new();
+            for alg in dirs_in(&root)? {
+                for shard in dirs_in(&root.join(&alg))? {
+                    for (hex, meta) in files_in(&root.join(&alg).join(&shard))? {
+                        out.push(listed(format!("{alg}:{hex}"), &meta)?);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> io::Result<()> {
+        not_found_is_none(tokio::fs::remove_file(self.blob_path(digest)).await).map(drop)
+    }
+
+    async fn list_uploads(&self) -> io::Result<Vec<Listed>> {
+        let dir = self.root.join("uploads");
+        blocking(move || {
+            files_in(&dir)?
+                .into_iter()
+                .map(|(name, meta)| listed(name, &meta))
+                .collect()
+        })
+        .await
+    }
+
+    async fn list_doc_entries(&self, prefix: &str) -> io::Result<Vec<Listed>> {
+        let dir = self.doc_path(prefix)?;
+        let mut out = blocking(move || {
+            files_in(&dir)?
+                .into_iter()
+                .map(|(name, meta)| listed(name, &meta))
+                .collect::<io::Result<Vec<_>>>()
+        })
+        .await?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 }
 

@@ -19,6 +19,7 @@ mod object;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -30,6 +31,19 @@ use crate::{Digest, Hasher};
 
 /// A stream of body bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// An object met by a listing: a blob (named `<alg>:<hex>`), an upload
+/// session (named by its id) or a document (named by its last key part).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its name.
+    pub name: String,
+    /// Its size in bytes (an upload's: the bytes it holds).
+    pub size: u64,
+    /// Its last write, by the store's clock (an upload's: the latest write
+    /// to its data).
+    pub modified: SystemTime,
+}
 
 /// A storage backend. Keys passed in are built by the registry from
 /// validated names, tags and digests: `/`-separated, no empty, `.` or `..`
@@ -101,6 +115,24 @@ pub trait Storage: Send + Sync + 'static {
     /// The names directly below `prefix` (documents and folders), sorted;
     /// empty when there are none.
     fn list_docs(&self, prefix: &str) -> impl Future<Output = io::Result<Vec<String>>> + Send;
+
+    /// Every stored blob, in no particular order (for garbage collection
+    /// and scrubbing).
+    fn list_blobs(&self) -> impl Future<Output = io::Result<Vec<Listed>>> + Send;
+
+    /// Removes a stored blob (absent is fine). Only garbage collection
+    /// calls this.
+    fn delete_blob(&self, digest: &Digest) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Every upload session's data, in no particular order.
+    fn list_uploads(&self) -> impl Future<Output = io::Result<Vec<Listed>>> + Send;
+
+    /// The documents directly below `prefix` (not folders) with their size
+    /// and last write, sorted by name.
+    fn list_doc_entries(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = io::Result<Vec<Listed>>> + Send;
 
     /// The smallest chunk a chunked upload may send (but its last), when the
     /// backend has one (S3 multipart parts: 5 MiB); advertised to clients

@@ -14,13 +14,14 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
-use super::{ByteStream, Storage};
+use super::{ByteStream, Listed, Storage};
 use crate::{Digest, Hasher};
 
 /// Bytes per stored piece of an upload (a request body is cut there).
@@ -349,6 +350,76 @@ impl Storage for ObjectStorage {
         }
         not_found_is_none(self.store.delete(&path).await)?;
         Ok(true)
+    }
+
+    async fn list_blobs(&self) -> io::Result<Vec<Listed>> {
+        let dir = self.path("blobs");
+        self.store
+            .list(Some(&dir))
+            .map_err(io_error)
+            .try_filter_map(|meta| async move {
+                // <prefix>/blobs/<alg>/<xx>/<hex>
+                let parts: Vec<_> = meta.location.parts().collect();
+                let [.., alg, _, hex] = parts.as_slice() else {
+                    return Ok(None);
+                };
+                Ok(Some(Listed {
+                    name: format!("{}:{}", alg.as_ref(), hex.as_ref()),
+                    size: meta.size,
+                    modified: meta.last_modified.into(),
+                }))
+            })
+            .try_collect()
+            .await
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> io::Result<()> {
+        not_found_is_none(self.store.delete(&self.blob_path(digest)).await).map(drop)
+    }
+
+    async fn list_uploads(&self) -> io::Result<Vec<Listed>> {
+        // <prefix>/uploads/<id>/session and <prefix>/uploads/<id>/data/<offset>
+        let dir = self.path("uploads");
+        let depth = dir.parts().count();
+        let mut by_id: std::collections::BTreeMap<String, Listed> = Default::default();
+        let mut all = self.store.list(Some(&dir));
+        while let Some(meta) = all.next().await {
+            let meta = meta.map_err(io_error)?;
+            let Some(id) = meta.location.parts().nth(depth) else {
+                continue;
+            };
+            let modified: SystemTime = meta.last_modified.into();
+            let entry = by_id.entry(id.as_ref().to_owned()).or_insert(Listed {
+                name: id.as_ref().to_owned(),
+                size: 0,
+                modified,
+            });
+            entry.size += meta.size;
+            entry.modified = entry.modified.max(modified);
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    async fn list_doc_entries(&self, prefix: &str) -> io::Result<Vec<Listed>> {
+        let dir = self.doc_path(prefix)?;
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(io_error)?;
+        let mut out: Vec<Listed> = listed
+            .objects
+            .into_iter()
+            .filter_map(|o| {
+                Some(Listed {
+                    name: o.location.filename()?.to_owned(),
+                    size: o.size,
+                    modified: o.last_modified.into(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     async fn list_docs(&self, prefix: &str) -> io::Result<Vec<String>> {

@@ -7,4 +7,5 @@
 mod client;
 mod conformance;
 mod fuzz_corpus;
+mod gc;
 mod server;

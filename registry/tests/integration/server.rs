@@ -398,7 +398,7 @@ async fn conformance_workflows_on_an_object_store_shared_by_two_registries() {
 /// The S3 bucket of a real distributed store the test script started
 /// (scripts/garage-cluster: three Garage nodes, replication factor 3):
 /// `KILN_TEST_S3_ENDPOINT`, `_BUCKET`, `_KEY_ID`, `_SECRET`. Required in CI.
-fn s3_store() -> Option<Arc<dyn object_store::ObjectStore>> {
+pub(crate) fn s3_store() -> Option<Arc<dyn object_store::ObjectStore>> {
     let var = |k: &str| std::env::var(format!("KILN_TEST_S3_{k}")).ok();
     let (Some(endpoint), Some(bucket), Some(key), Some(secret)) =
         (var("ENDPOINT"), var("BUCKET"), var("KEY_ID"), var("SECRET"))

@@ -11,7 +11,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use kiln_ext4::BlobSource;
 use kiln_registry::storage::ByteStream;
-use kiln_registry::{Digest, FsStorage, Hasher, ObjectStorage, Storage};
+use kiln_registry::{Digest, FsStorage, Hasher, Listed, ObjectStorage, Storage};
 
 /// The registry's store.
 #[derive(Debug)]
@@ -127,6 +127,22 @@ impl Storage for Store {
 
     async fn list_docs(&self, prefix: &str) -> io::Result<Vec<String>> {
         both!(self, s => s.list_docs(prefix).await)
+    }
+
+    async fn list_blobs(&self) -> io::Result<Vec<Listed>> {
+        both!(self, s => s.list_blobs().await)
+    }
+
+    async fn delete_blob(&self, digest: &Digest) -> io::Result<()> {
+        both!(self, s => s.delete_blob(digest).await)
+    }
+
+    async fn list_uploads(&self) -> io::Result<Vec<Listed>> {
+        both!(self, s => s.list_uploads().await)
+    }
+
+    async fn list_doc_entries(&self, prefix: &str) -> io::Result<Vec<Listed>> {
+        both!(self, s => s.list_doc_entries(prefix).await)
     }
 
     fn chunk_min_length(&self) -> Option<u64> {
