@@ -4,6 +4,7 @@ mod build;
 mod cache;
 mod dockerfile;
 mod ext4;
+mod gc;
 mod mirror;
 mod run;
 mod server;
@@ -48,6 +49,13 @@ enum Command {
     /// Run an image of a `kiln serve` registry as a microVM instance there
     /// (console to standard output, its exit status as this command's).
     Run(run::RunArgs),
+    /// Collect garbage in a `kiln serve` store: unreferenced blobs past the
+    /// grace period, stale uploads, untagged manifests by retention (safe
+    /// while servers run on it).
+    Gc(gc::GcArgs),
+    /// Re-read every blob of a `kiln serve` store and check its digest, and
+    /// every manifest's references (exit status 1 on any problem).
+    Scrub(gc::ScrubArgs),
     /// Run the reference server: an OCI registry with token auth and
     /// tenants (zero configuration: 127.0.0.1:5000, ./kiln-data).
     Serve(crate::serve::ServeArgs),
@@ -65,10 +73,12 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => crate::serve::run(args),
         Command::Run(args) => run::run(args),
         Command::Build(args) => build::run(args),
+        Command::Gc(args) => gc::gc(args),
+        Command::Scrub(args) => gc::scrub(args),
     }
 }
 
-/// A duration as `90`, `90s`, `10m` or `2h`.
+/// A duration as `90`, `90s`, `10m`, `2h` or `7d`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit())
@@ -78,7 +88,8 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
-        _ => return Err(format!("invalid duration {s:?}: use s, m or h")),
+        "d" => 86_400,
+        _ => return Err(format!("invalid duration {s:?}: use s, m, h or d")),
     };
     let secs = n
         .checked_mul(factor)
@@ -95,7 +106,8 @@ mod tests {
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert!(parse_duration("1d").is_err());
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("1w").is_err());
         assert!(parse_duration("m").is_err());
     }
 }

@@ -62,6 +62,8 @@ pub(crate) struct Config {
     pub vm: Option<VmSettings>,
     /// Builds (`/kiln/v1/builds`).
     pub builds: BuildSettings,
+    /// Garbage collection (`[gc]`).
+    pub gc: GcSettings,
     /// Accept tokens in Kiln's legacy format (`{build_id, repos, scope}`,
     /// HS256) signed with this secret (default: not accepted).
     pub legacy_tokens: Option<LegacyTokens>,
@@ -95,6 +97,55 @@ pub(crate) struct VmSettings {
     /// The longest an instance may run, in seconds (default 3600).
     #[serde(default = "default_max_timeout")]
     pub max_timeout_secs: u64,
+}
+
+/// Garbage collection: the online collector and what `kiln gc` uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct GcSettings {
+    /// Seconds between runs of the online collector (default 3600; 0: no
+    /// online collection, `kiln gc` only). With several replicas on one
+    /// store, one runs it per interval.
+    pub interval_secs: u64,
+    /// Unreferenced blobs stored or linked more recently than this many
+    /// seconds are kept (default 3600).
+    pub grace_secs: u64,
+    /// Manifests no tag reaches are deleted once older than this many
+    /// seconds (default: kept forever).
+    pub untagged_retention_secs: Option<u64>,
+    /// Upload sessions without a write for this many seconds are removed
+    /// (default 86400).
+    pub upload_ttl_secs: u64,
+    /// Longest a manifest PUT, upload completion or mount may take, in
+    /// seconds (default 600); the collector waits this long before it
+    /// marks. Every replica of one store must use the same value, and the
+    /// grace period must be longer.
+    pub write_deadline_secs: u64,
+}
+
+impl Default for GcSettings {
+    fn default() -> Self {
+        Self {
+            interval_secs: 3600,
+            grace_secs: 3600,
+            untagged_retention_secs: None,
+            upload_ttl_secs: 86_400,
+            write_deadline_secs: 600,
+        }
+    }
+}
+
+impl GcSettings {
+    /// The library's options for a run.
+    pub(crate) fn options(&self) -> kiln_registry::GcOptions {
+        let mut o = kiln_registry::GcOptions::default();
+        o.grace = std::time::Duration::from_secs(self.grace_secs);
+        o.untagged_after = self
+            .untagged_retention_secs
+            .map(std::time::Duration::from_secs);
+        o.upload_ttl = std::time::Duration::from_secs(self.upload_ttl_secs);
+        o
+    }
 }
 
 /// How builds run.
@@ -256,6 +307,7 @@ impl Default for Config {
             vm: None,
             builds: BuildSettings::default(),
             pull_through_tag_ttl_secs: 300,
+            gc: GcSettings::default(),
         }
     }
 }
@@ -353,6 +405,15 @@ impl Config {
                 "[builds]: builder must be buildah or buildctl (buildah in vm mode); workers 1..=64; max_per_principal at least 1; timeout_secs 1..=86400"
             );
         }
+        let g = &self.gc;
+        if g.write_deadline_secs == 0
+            || g.grace_secs <= g.write_deadline_secs
+            || g.upload_ttl_secs == 0
+        {
+            bail!(
+                "[gc]: write_deadline_secs at least 1, grace_secs longer than it, upload_ttl_secs at least 1"
+            );
+        }
         if self.token_ttl_secs == 0 || self.token_ttl_secs > 86_400 {
             bail!("token_ttl_secs must be 1..=86400");
         }
@@ -398,6 +459,7 @@ mod tests {
             "[builds]\nmode = \"vm\"".to_owned(),
             "[builds]\nbuilder = \"docker\"".to_owned(),
             "mirror_prefix = \"a/b\"".to_owned(),
+            "[gc]\ngrace_secs = 60\nwrite_deadline_secs = 60".to_owned(),
         ] {
             let parsed: Result<Config, _> = toml::from_str(&bad);
             assert!(

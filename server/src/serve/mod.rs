@@ -6,6 +6,7 @@ mod auth;
 mod builds;
 mod config;
 pub(crate) mod convert;
+mod gc;
 mod images;
 mod instances;
 mod mirror;
@@ -25,7 +26,7 @@ use clap::{Args, Subcommand};
 use kiln_registry::{Limits, Registry, Storage as _, api};
 
 pub(crate) use auth::sha256_hex;
-use config::Config;
+pub(crate) use config::Config;
 pub(crate) use convert::host_platform;
 pub(crate) use store::{Store, StoreBlobs};
 
@@ -125,12 +126,8 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let storage = Store::open(config.storage.as_deref(), &config.data_dir)?;
-    let mut limits = Limits::default();
-    limits.max_manifest_bytes = config.max_manifest_bytes;
-    let registry = Arc::new(Registry::new(storage, limits));
+    let registry = Arc::new(open_registry(&config)?);
+    let collector = gc::Collector::start(registry.clone(), config.gc.clone());
     let auth = Arc::new(auth::Auth::open(&config, &config.data_dir.join("auth"))?);
     let conversions = convert::Conversions::start(
         config.data_dir.join("conversions"),
@@ -145,11 +142,12 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         config.body_idle_timeout_secs,
     )));
     let metrics_page = {
-        let (metrics, registry, conversions, auth) = (
+        let (metrics, registry, conversions, auth, collector) = (
             metrics.clone(),
             registry.clone(),
             conversions.clone(),
             auth.clone(),
+            collector.clone(),
         );
         move || async move {
             let uploads = registry
@@ -164,6 +162,7 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
                 conversions: by_state,
                 conversion_seconds_sum: seconds,
                 conversion_seconds_count: ran,
+                gc: collector.totals(),
             })
         }
     };
@@ -248,6 +247,18 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         }
         None => serve_on(listener, app, timing).await,
     }
+}
+
+/// The registry a configuration names (its data directory created when
+/// missing), with the configured limits.
+pub(crate) fn open_registry(config: &Config) -> anyhow::Result<Registry<Store>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let storage = Store::open(config.storage.as_deref(), &config.data_dir)?;
+    let mut limits = Limits::default();
+    limits.max_manifest_bytes = config.max_manifest_bytes;
+    limits.write_deadline = Duration::from_secs(config.gc.write_deadline_secs);
+    Ok(Registry::new(storage, limits))
 }
 
 /// A JSON response.

@@ -156,6 +156,7 @@ pub(crate) struct Gauges {
     pub(crate) conversions: BTreeMap<&'static str, u64>,
     pub(crate) conversion_seconds_sum: f64,
     pub(crate) conversion_seconds_count: u64,
+    pub(crate) gc: super::gc::Totals,
 }
 
 impl Metrics {
@@ -201,6 +202,14 @@ impl Metrics {
             s,
             "# HELP kiln_conversion_seconds Time spent converting images to ext4.\n# TYPE kiln_conversion_seconds summary\nkiln_conversion_seconds_sum {}\nkiln_conversion_seconds_count {}\n",
             g.conversion_seconds_sum, g.conversion_seconds_count
+        );
+        let _ = write!(
+            s,
+            "# HELP kiln_gc_runs_total Garbage collections this process ran.\n# TYPE kiln_gc_runs_total counter\nkiln_gc_runs_total {}\n\
+             # HELP kiln_gc_blobs_deleted_total Blobs garbage collection removed.\n# TYPE kiln_gc_blobs_deleted_total counter\nkiln_gc_blobs_deleted_total {}\n\
+             # HELP kiln_gc_bytes_freed_total Bytes garbage collection removed.\n# TYPE kiln_gc_bytes_freed_total counter\nkiln_gc_bytes_freed_total {}\n\
+             # HELP kiln_gc_failures_total Garbage collections that failed.\n# TYPE kiln_gc_failures_total counter\nkiln_gc_failures_total {}\n",
+            g.gc.runs, g.gc.blobs_deleted, g.gc.bytes_freed, g.gc.failures
         );
         ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
     }

@@ -18,10 +18,10 @@ const IMAGES: usize = 6;
 
 /// What the server acknowledged: a tag, its manifest bytes, its blobs.
 #[derive(Clone)]
-struct Acked {
-    tag: String,
-    manifest: Vec<u8>,
-    blobs: Vec<String>,
+pub(crate) struct Acked {
+    pub(crate) tag: String,
+    pub(crate) manifest: Vec<u8>,
+    pub(crate) blobs: Vec<String>,
 }
 
 /// A small deterministic generator (no dependency for a test).
@@ -61,7 +61,7 @@ async fn push_blob(base: &str, data: Vec<u8>) -> Option<String> {
 }
 
 /// Pushes images until the server goes away; what it acknowledged.
-async fn pusher(base: String, seed: u64, who: usize) -> Vec<Acked> {
+pub(crate) async fn pusher(base: String, seed: u64, who: usize) -> Vec<Acked> {
     let mut rng = Rng(seed | 1);
     let mut acked = Vec::new();
     for n in 0..IMAGES {
@@ -117,7 +117,7 @@ async fn pusher(base: String, seed: u64, who: usize) -> Vec<Acked> {
 }
 
 /// Everything acknowledged is there, whole and digest-valid.
-async fn verify(base: &str, acked: &[Acked]) {
+pub(crate) async fn verify(base: &str, acked: &[Acked]) {
     for a in acked {
         let r = http()
             .get(format!("{base}/v2/acme/crash/manifests/{}", a.tag))

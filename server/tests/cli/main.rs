@@ -16,6 +16,7 @@ mod cache;
 mod crash;
 mod dockerfile;
 mod ext4;
+mod gc;
 mod mirror;
 mod openapi;
 mod serve;
