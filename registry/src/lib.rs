@@ -34,6 +34,7 @@ pub mod api;
 mod digest;
 mod error;
 mod gc;
+pub mod lease;
 pub mod manifest;
 mod names;
 mod registry;

@@ -37,18 +37,19 @@ pub struct ManifestPushed {
     pub put: crate::PutManifest,
 }
 
-/// Called after every stored manifest (e.g. to queue work on it); it must
-/// not block.
-pub type OnManifest = Arc<dyn Fn(ManifestPushed) + Send + Sync>;
+/// Work a hook asks the request to finish first.
+pub type HookWork = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Work to finish before a manifest is read.
-pub type ReadWork = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// Called after every stored manifest (e.g. to queue work on it); it must
+/// not block, and may return work to finish before the push is
+/// acknowledged (e.g. recording the work durably).
+pub type OnManifest = Arc<dyn Fn(ManifestPushed) -> Option<HookWork> + Send + Sync>;
 
 /// Called before an authorized manifest GET or HEAD: may return work to
 /// finish first (e.g. fetch the manifest from an upstream on a miss, or
 /// refresh a stale tag: pull-through). The read then goes ahead as usual.
 pub type BeforeManifestRead =
-    Arc<dyn Fn(&RepositoryName, &crate::Reference) -> Option<ReadWork> + Send + Sync>;
+    Arc<dyn Fn(&RepositoryName, &crate::Reference) -> Option<HookWork> + Send + Sync>;
 
 /// Router options.
 #[derive(Clone)]
@@ -473,12 +474,14 @@ impl<S: Storage, A: Access> Api<S, A> {
                     ));
                 }
                 tracing::info!(repository = %repo, reference = %r, digest = %put.digest, "manifest stored");
-                if let Some(hook) = &self.options.on_manifest {
-                    hook(ManifestPushed {
+                if let Some(hook) = &self.options.on_manifest
+                    && let Some(work) = hook(ManifestPushed {
                         repository: repo,
                         reference: r,
                         put,
-                    });
+                    })
+                {
+                    work.await;
                 }
                 Ok(with_headers(StatusCode::CREATED, Body::empty(), &h))
             }

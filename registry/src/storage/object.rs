@@ -73,6 +73,18 @@ impl ObjectStorage {
         }
     }
 
+    /// The object store.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The path of `rest` under this store's prefix: for applications that
+    /// keep objects of their own beside the registry's (under a name the
+    /// registry does not use: not `blobs/`, `docs/` or `uploads/`).
+    pub fn object_path(&self, rest: &str) -> Path {
+        self.path(rest)
+    }
+
     fn path(&self, rest: &str) -> Path {
         if self.prefix.is_empty() {
             Path::from(rest)

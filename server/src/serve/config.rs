@@ -49,6 +49,10 @@ pub(crate) struct Config {
     pub body_idle_timeout_secs: u64,
     /// Conversions to ext4 run at once (default 1).
     pub conversion_workers: usize,
+    /// A conversion's lease in the store, in seconds (default 30): renewed
+    /// every third of it while the conversion runs; a replica takes up a
+    /// conversion whose holder stopped renewing.
+    pub conversion_lease_secs: u64,
     /// Tenants: each owns `<name>/*` and `cache/<name>`.
     pub tenants: Vec<Tenant>,
     /// How to reach upstream registries the mirror copies from (others:
@@ -299,6 +303,7 @@ impl Default for Config {
             mirror_prefix: "mirror".into(),
             max_manifest_bytes: 4 << 20,
             conversion_workers: 1,
+            conversion_lease_secs: 30,
             header_timeout_secs: 30,
             body_idle_timeout_secs: 120,
             tenants: Vec::new(),
@@ -384,6 +389,9 @@ impl Config {
         }
         if !(1..=64).contains(&self.conversion_workers) {
             bail!("conversion_workers must be 1..=64");
+        }
+        if !(3..=3600).contains(&self.conversion_lease_secs) {
+            bail!("conversion_lease_secs must be 3..=3600");
         }
         let b = &self.builds;
         match (b.mode.as_str(), &b.vm_image, &self.vm) {

@@ -37,7 +37,7 @@ pub(super) fn router(conversions: Arc<Conversions>, auth: Arc<Auth>) -> Router {
 /// The record of `digest` if the caller may pull its repository. Without
 /// credentials: a challenge; with credentials that do not cover it: the
 /// same 404 as an unknown digest (no probing of other tenants' digests).
-fn authorized(
+async fn authorized(
     images: &Images,
     digest: &str,
     headers: &HeaderMap,
@@ -48,7 +48,7 @@ fn authorized(
             digest.chars().take(200).collect(),
         )))
     };
-    let Some(record) = images.conversions.get(digest) else {
+    let Some(record) = images.conversions.get(digest).await else {
         return Err(unknown());
     };
     let request = Request {
@@ -91,7 +91,7 @@ async fn status(
     Path(digest): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match authorized(&images, &digest, &headers, peer) {
+    match authorized(&images, &digest, &headers, peer).await {
         Ok(record) => {
             let mut v = serde_json::to_value(&record).unwrap_or_default();
             if record.state == ConversionState::Ready {
@@ -111,7 +111,7 @@ async fn file(
     peer: SocketAddr,
     run_config: bool,
 ) -> Response {
-    let record = match authorized(images, digest, headers, peer) {
+    let record = match authorized(images, digest, headers, peer).await {
         Ok(r) => r,
         Err(r) => return *r,
     };
@@ -124,7 +124,10 @@ async fn file(
         )
             .into_response();
     }
-    let (ext4, run) = images.conversions.outputs(&record.digest);
+    let (ext4, run) = match images.conversions.outputs(&record.digest).await {
+        Ok(paths) => paths,
+        Err(e) => return error_response(&Error::Io(e)),
+    };
     let (path, content_type) = if run_config {
         (run, "application/json")
     } else {

@@ -177,7 +177,7 @@ impl Instances {
             return unknown();
         };
         let digest = info.digest.to_string();
-        match self.conversions.get(&digest).map(|r| r.state) {
+        match self.conversions.get(&digest).await.map(|r| r.state) {
             Some(ConversionState::Ready) => {}
             state => {
                 return problem(
@@ -189,7 +189,15 @@ impl Instances {
                 );
             }
         }
-        let (disk, run_json) = self.conversions.outputs(&digest);
+        let (disk, run_json) = match self.conversions.outputs(&digest).await {
+            Ok(paths) => paths,
+            Err(e) => {
+                return problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the image's disk: {e}"),
+                );
+            }
+        };
         let run_config: kiln_ext4::RunConfig = match std::fs::read(&run_json)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())

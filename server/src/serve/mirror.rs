@@ -23,7 +23,7 @@ use kiln_oci_mirror::{
 use serde::Deserialize;
 
 use kiln_registry::Reference;
-use kiln_registry::api::ReadWork;
+use kiln_registry::api::HookWork;
 use kiln_registry_token::RepositoryName;
 
 use super::auth::Auth;
@@ -123,7 +123,7 @@ impl Mirroring {
         self: &Arc<Self>,
         repo: &RepositoryName,
         reference: &Reference,
-    ) -> Option<ReadWork> {
+    ) -> Option<HookWork> {
         let source = self.pull_through_source(repo, reference)?;
         let key = format!("{repo}:{reference}");
         if self.checked_recently(&key) {

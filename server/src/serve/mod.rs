@@ -133,11 +133,12 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         config.data_dir.join("conversions"),
         registry.clone(),
         config.conversion_workers,
+        Duration::from_secs(config.conversion_lease_secs),
     )
     .context("starting the conversion queue")?;
     let mut options = api::ApiOptions::default();
     let hook = conversions.clone();
-    options.on_manifest = Some(Arc::new(move |pushed| hook.on_manifest(&pushed)));
+    options.on_manifest = Some(Arc::new(move |pushed| Some(hook.on_manifest(&pushed))));
     let metrics = Arc::new(ops::Metrics::new(Duration::from_secs(
         config.body_idle_timeout_secs,
     )));

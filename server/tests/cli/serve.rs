@@ -158,6 +158,16 @@ impl Kiln {
         Oci::new(&self.url(), user)
     }
 
+    /// Kills this server with SIGKILL.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub(crate) fn log_text(&self) -> String {
+        self.log()
+    }
+
     fn stop(&mut self) {
         if self.child.try_wait().ok().flatten().is_some() {
             return;
@@ -1251,15 +1261,20 @@ fn pushed_images_convert_to_ext4_and_caches_and_artifacts_are_skipped() {
         "server and CLI conversions differ"
     );
 
-    // A conversion that was running when the server stopped runs again.
+    // A conversion that was running when the server stopped runs again:
+    // its record (in the registry's store) says converting, it is still
+    // listed as pending, and its output is gone.
     kiln.stop();
     let conversions = dir.join("kiln-data/conversions");
+    let docs = dir.join("kiln-data/registry/docs");
     let stem = debian.replace(':', "-");
-    let state_file = conversions.join(format!("{stem}.state.json"));
+    let state_file = docs.join(format!("conversions/{stem}"));
     let mut state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    assert_eq!(state["state"], "ready");
     state["state"] = "converting".into();
     std::fs::write(&state_file, state.to_string()).unwrap();
+    std::fs::write(docs.join(format!("conversions-pending/{stem}")), b"").unwrap();
     std::fs::remove_file(conversions.join(format!("{stem}.ext4"))).unwrap();
     let kiln = Kiln::start(&dir, &tenant_config(""), &[]);
     runtime().block_on(async {
@@ -1975,10 +1990,10 @@ fn replicas_on_one_s3_bucket_serve_as_one_registry() {
     };
     let dir = scratch("serve-s3");
     let config = tenant_config(&format!(
-        "storage = \"s3://{bucket}/serve-{}\"\n",
+        "storage = \"s3://{bucket}/serve-{}\"\nconversion_lease_secs = 3\n",
         std::process::id()
     ));
-    let a = Kiln::start_with_env(&dir.join("a"), &config, &env);
+    let mut a = Kiln::start_with_env(&dir.join("a"), &config, &env);
     // Replicas share the token key and admin credential.
     let auth = dir.join("a/kiln-data/auth");
     let b_auth = dir.join("b/kiln-data/auth");
@@ -2053,5 +2068,66 @@ fn replicas_on_one_s3_bucket_serve_as_one_registry() {
         let r = on_a.get(&format!("/v2/acme/up/blobs/{d}")).await;
         assert_eq!(r.status(), 200);
         assert_eq!(sha256(&r.bytes().await.unwrap()), d);
+
+        // B answers for A's conversion (the record is in the bucket) and
+        // serves its disk image (fetched from the bucket).
+        let on_b = b.oci(Some(("acme", SECRET)));
+        assert_eq!(conversion(&on_b, &digest).await["state"], "ready");
+        let disk = |oci: &crate::client::Oci| {
+            let oci = oci.clone();
+            let digest = digest.clone();
+            async move {
+                let r = oci.get(&format!("/kiln/v1/images/{digest}/ext4")).await;
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap()
+            }
+        };
+        assert!(
+            disk(&on_a).await == disk(&on_b).await,
+            "B's disk differs from A's"
+        );
     });
+    // The same image pushed through B is not converted again.
+    b.push_oci(
+        &format!("oci:{}:busybox", images.display()),
+        "acme/box2:v1",
+        &creds,
+    );
+    runtime().block_on(async {
+        let v = conversion(&b.oci(Some(("acme", SECRET))), &digest).await;
+        assert_eq!(v["state"], "ready");
+        assert!(v["also_in"].to_string().contains("acme/box2"), "{v}");
+    });
+    let converted = |log: &str, digest: &str| {
+        log.lines()
+            .filter(|l| l.contains("conversion ready") && l.contains(digest))
+            .count()
+    };
+    assert_eq!(
+        converted(&a.log_text(), &digest) + converted(&b.log_text(), &digest),
+        1,
+        "converted twice"
+    );
+
+    // A killed right after it acknowledged a push: B takes the conversion
+    // up once A's lease runs out.
+    a.push_oci(
+        &format!("oci:{}:debian", images.display()),
+        "acme/deb:v1",
+        &creds,
+    );
+    a.kill();
+    let deb = b.digest_of(&creds, "acme/deb:v1");
+    runtime().block_on(async {
+        let v = conversion(&b.oci(Some(("acme", SECRET))), &deb).await;
+        assert_eq!(v["state"], "ready", "{v}");
+    });
+    assert_eq!(
+        converted(&a.log_text(), &deb) + converted(&b.log_text(), &deb),
+        1,
+        "{deb} converted twice"
+    );
+    if converted(&a.log_text(), &deb) == 0 {
+        assert!(b.log_text().contains("conversion taken up"));
+    }
 }

@@ -66,7 +66,7 @@ fn caller(b: &Builds, headers: &HeaderMap, peer: SocketAddr) -> Result<Principal
 }
 
 /// A build as reported: its record, timings and the result's conversion.
-fn view(b: &Builds, r: &Record) -> serde_json::Value {
+async fn view(b: &Builds, r: &Record) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or_default();
     let ms = |a: Option<u64>, z: Option<u64>| a.zip(z).map(|(a, z)| z.saturating_sub(a));
     v["timings"] = serde_json::json!({
@@ -77,6 +77,7 @@ fn view(b: &Builds, r: &Record) -> serde_json::Value {
         v["conversion"] = b
             .conversions
             .get(d)
+            .await
             .map_or(serde_json::Value::Null, |c| serde_json::json!(c.state));
     }
     v
@@ -354,7 +355,7 @@ async fn create(
         );
     }
     tracing::info!(id = %record.id, owner = %record.owner, "build queued");
-    let mut r = json(StatusCode::ACCEPTED, &view(&b, &record));
+    let mut r = json(StatusCode::ACCEPTED, &view(&b, &record).await);
     if let Ok(v) = format!("/kiln/v1/builds/{}", record.id).parse() {
         r.headers_mut().insert(header::LOCATION, v);
     }
@@ -377,7 +378,10 @@ async fn list(
         .filter(|r| principal == Principal::Admin || r.owner == principal.subject())
         .collect();
     records.sort_by_key(|r| std::cmp::Reverse(r.created_at));
-    let builds: Vec<serde_json::Value> = records.iter().map(|r| view(&b, r)).collect();
+    let mut builds: Vec<serde_json::Value> = Vec::with_capacity(records.len());
+    for r in &records {
+        builds.push(view(&b, r).await);
+    }
     json(StatusCode::OK, &serde_json::json!({"builds": builds}))
 }
 
@@ -401,7 +405,7 @@ async fn status(
     headers: HeaderMap,
 ) -> Response {
     match visible(&b, &id, &headers, peer) {
-        Ok(r) => json(StatusCode::OK, &view(&b, &r)),
+        Ok(r) => json(StatusCode::OK, &view(&b, &r).await),
         Err(r) => *r,
     }
 }
@@ -423,7 +427,7 @@ async fn cancel(
         );
     }
     match b.cancel(&id) {
-        Some(r) => json(StatusCode::ACCEPTED, &view(&b, &r)),
+        Some(r) => json(StatusCode::ACCEPTED, &view(&b, &r).await),
         None => problem(StatusCode::NOT_FOUND, format!("no build {id}")),
     }
 }

@@ -124,7 +124,7 @@ impl VmBuildah {
             .await
             .map_err(|_| format!("no builder image {} in this registry", self.image))?;
         let digest = info.digest.to_string();
-        match self.conversions.get(&digest).map(|r| r.state) {
+        match self.conversions.get(&digest).await.map(|r| r.state) {
             Some(ConversionState::Ready) => {}
             state => {
                 return Err(format!(
@@ -134,7 +134,11 @@ impl VmBuildah {
                 ));
             }
         }
-        let (disk, run_json) = self.conversions.outputs(&digest);
+        let (disk, run_json) = self
+            .conversions
+            .outputs(&digest)
+            .await
+            .map_err(|e| format!("the builder image's disk: {e}"))?;
         let config = std::fs::read(&run_json)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())

@@ -2,24 +2,30 @@
 //! host's platform) pushed to the registry becomes an ext4 disk image
 //! through `kiln-ext4`, on a bounded pool of workers.
 //!
-//! State lives in `<data>/conversions/<alg>-<hex>.json` (written atomically)
-//! beside the outputs `<alg>-<hex>.ext4` and `<alg>-<hex>.run.json`; work
-//! that was pending or running when the server stopped is queued again at
-//! start. Repositories under `cache/` and manifests that are not runnable
+//! Records live in the registry's store (`shared.rs`), so replicas over one
+//! bucket share them: a conversion runs once, under a lease in the store,
+//! and is taken over by another replica when its holder dies; its outputs
+//! (`<alg>-<hex>.ext4`, `<alg>-<hex>.run.json`) are written to
+//! `<data>/conversions/` and, over an object store, uploaded beside the
+//! registry's objects, from where other replicas fetch them when they need
+//! them. Work that was pending or running when a server stopped is taken up
+//! again. Repositories under `cache/` and manifests that are not runnable
 //! images (BuildKit cache configs, artifacts) are skipped with a reason,
 //! never failed, and never fail the push.
 
-use std::collections::{BTreeMap, HashMap};
+mod shared;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kiln_ext4::{Image, Platform, convert};
-use kiln_registry::api::ManifestPushed;
+use kiln_registry::api::{HookWork, ManifestPushed};
 use kiln_registry::manifest::Kind;
-use kiln_registry::{Digest, Reference, Registry, Storage as _};
+use kiln_registry::{Digest, Reference, Registry};
 use serde::{Deserialize, Serialize};
 
 use super::store::{Store, StoreBlobs};
@@ -68,6 +74,13 @@ pub(crate) struct Record {
     pub seconds: Option<f64>,
 }
 
+impl State {
+    /// Whether the conversion is over (ready, failed or skipped).
+    pub(crate) fn is_final(self) -> bool {
+        matches!(self, Self::Ready | Self::Failed | Self::Skipped)
+    }
+}
+
 /// Most repositories a record remembers besides its first.
 const MAX_ALSO_IN: usize = 64;
 
@@ -80,12 +93,18 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The conversion queue and its records.
+/// The conversion queue, and this process's view of the records.
 pub(crate) struct Conversions {
+    /// Outputs converted here or fetched from the store.
     dir: PathBuf,
     registry: Arc<Registry<Store>>,
     platform: Platform,
+    /// This process, as a lease holder.
+    holder: String,
+    lease_ttl: Duration,
     records: Mutex<HashMap<String, Record>>,
+    /// Digests queued or converting in this process.
+    local: Mutex<HashSet<String>>,
     queue: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
@@ -93,6 +112,7 @@ impl std::fmt::Debug for Conversions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conversions")
             .field("dir", &self.dir)
+            .field("holder", &self.holder)
             .finish_non_exhaustive()
     }
 }
@@ -142,60 +162,43 @@ fn file_stem(d: &str) -> String {
 }
 
 impl Conversions {
-    /// Opens the state under `dir`, starts `workers` workers, and queues
-    /// again what was pending or running before.
+    /// Starts `workers` workers converting into `dir`, and a task that
+    /// takes up conversions no live process holds (after a restart, or a
+    /// replica's crash) now and every third of `lease_ttl`.
     pub(crate) fn start(
         dir: PathBuf,
         registry: Arc<Registry<Store>>,
         workers: usize,
+        lease_ttl: Duration,
     ) -> io::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)?;
-        let mut records = HashMap::new();
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if name.ends_with(".tmp") || name.contains(".ext4.") {
+            // Outputs cut short by a crash.
+            if name.ends_with(".tmp") || name.ends_with(".partial") {
                 std::fs::remove_file(&path).ok();
-                continue;
-            }
-            if !name.ends_with(".state.json") {
-                continue;
-            }
-            match std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-            {
-                Some(r) => {
-                    records.insert(r.digest.clone(), r);
-                }
-                None => {
-                    tracing::warn!(file = %path.display(), "unreadable conversion record ignored")
-                }
             }
         }
+        let holder = super::auth::random_bytes::<8>()
+            .map_err(io::Error::other)?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let this = Arc::new(Self {
             dir,
             registry,
             platform: host_platform(),
-            records: Mutex::new(records),
+            holder,
+            lease_ttl,
+            records: Mutex::new(HashMap::new()),
+            local: Mutex::new(HashSet::new()),
             queue: tx,
         });
-        let mut resume: Vec<String> = Vec::new();
-        for r in this.lock().values_mut() {
-            if matches!(r.state, State::Pending | State::Converting) {
-                r.state = State::Pending;
-                resume.push(r.digest.clone());
-            }
-        }
-        resume.sort();
-        for d in resume {
-            tracing::info!(digest = %d, "conversion resumed after restart");
-            this.queue.send(d).ok();
-        }
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..workers.max(1) {
             let this = this.clone();
@@ -206,12 +209,27 @@ impl Conversions {
                         return;
                     };
                     let worker = this.clone();
-                    if let Err(e) = tokio::task::spawn_blocking(move || worker.run(&digest)).await {
+                    let d = digest.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || worker.run(&d)).await {
                         tracing::error!(error = %e, "conversion worker panicked");
                     }
+                    this.locals().remove(&digest);
                 }
             });
         }
+        let sweeper = Arc::downgrade(&this);
+        tokio::spawn(async move {
+            loop {
+                let Some(this) = sweeper.upgrade() else {
+                    return;
+                };
+                if let Err(e) = this.take_over().await {
+                    tracing::warn!(error = %e, "looking for conversions to take up");
+                }
+                drop(this);
+                tokio::time::sleep(lease_ttl / 3).await;
+            }
+        });
         Ok(this)
     }
 
@@ -219,12 +237,42 @@ impl Conversions {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The record of a manifest digest.
-    pub(crate) fn get(&self, digest: &str) -> Option<Record> {
-        self.lock().get(digest).cloned()
+    fn locals(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Conversions by state, and the seconds and count of those that ran.
+    /// Queues `digest` here unless it already is.
+    fn enqueue(&self, digest: &str) {
+        if self.locals().insert(digest.to_owned()) {
+            self.queue.send(digest.to_owned()).ok();
+        }
+    }
+
+    /// The record of a manifest digest: the store's (another replica may
+    /// have moved it on), else what this process knows.
+    pub(crate) async fn get(&self, digest: &str) -> Option<Record> {
+        let known = self.lock().get(digest).cloned();
+        if let Some(r) = &known
+            && r.state.is_final()
+            && !self.is_shared()
+        {
+            return known;
+        }
+        match self.load(digest).await {
+            Ok(Some(stored)) => {
+                self.lock().insert(digest.to_owned(), stored.clone());
+                Some(stored)
+            }
+            Ok(None) => known,
+            Err(e) => {
+                tracing::warn!(error = %e, %digest, "reading a conversion record");
+                known
+            }
+        }
+    }
+
+    /// Conversions by state, and the seconds and count of those that ran,
+    /// as this process has seen them.
     pub(crate) fn summary(&self) -> (BTreeMap<&'static str, u64>, f64, u64) {
         let mut by_state = BTreeMap::new();
         let (mut seconds, mut ran) = (0.0, 0);
@@ -245,8 +293,8 @@ impl Conversions {
         (by_state, seconds, ran)
     }
 
-    /// The ext4 image and run-config paths of a digest.
-    pub(crate) fn outputs(&self, digest: &str) -> (PathBuf, PathBuf) {
+    /// Where a digest's ext4 image and run configuration are kept here.
+    fn local_paths(&self, digest: &str) -> (PathBuf, PathBuf) {
         let stem = file_stem(digest);
         (
             self.dir.join(format!("{stem}.ext4")),
@@ -254,35 +302,39 @@ impl Conversions {
         )
     }
 
-    fn save(&self, r: &Record) {
-        let path = self
-            .dir
-            .join(format!("{}.state.json", file_stem(&r.digest)));
-        let result = serde_json::to_vec_pretty(r)
-            .map_err(io::Error::other)
-            .and_then(|bytes| super::write_atomically(&path, &bytes, 0o666));
-        if let Err(e) = result {
-            tracing::error!(error = %e, digest = %r.digest, "cannot persist conversion state");
+    /// A ready conversion's ext4 image and run configuration as local
+    /// files (fetched from the store when another replica converted it).
+    pub(crate) async fn outputs(&self, digest: &str) -> io::Result<(PathBuf, PathBuf)> {
+        let (ext4, run) = self.local_paths(digest);
+        if !(ext4.exists() && run.exists()) {
+            self.fetch_outputs(digest, &ext4, &run).await?;
         }
+        Ok((ext4, run))
     }
 
+    /// Records a change of this process's record, here and in the store.
     fn update(&self, digest: &str, f: impl FnOnce(&mut Record)) -> Option<Record> {
         let mut map = self.lock();
         let r = map.get_mut(digest)?;
         f(r);
         let r = r.clone();
         drop(map);
-        self.save(&r);
+        let handle = tokio::runtime::Handle::current();
+        if let Err(e) = handle.block_on(self.save(&r)) {
+            tracing::error!(error = %e, %digest, "cannot persist conversion state");
+        }
         Some(r)
     }
 
-    /// The registry's hook: queues a pushed manifest, or records why not.
-    pub(crate) fn on_manifest(&self, pushed: &ManifestPushed) {
+    /// The registry's hook: queues a pushed manifest, or records why not;
+    /// the returned work stores the record (the push is acknowledged once
+    /// it is, so a crash cannot forget a conversion).
+    pub(crate) fn on_manifest(self: &Arc<Self>, pushed: &ManifestPushed) -> HookWork {
         let m = &pushed.put.manifest;
         // Children of an index are pushed by digest first; the index (and
         // tagged images) are what users run.
         if matches!(pushed.reference, Reference::Digest(_)) && m.kind == Kind::Image {
-            return;
+            return Box::pin(async {});
         }
         let digest = pushed.put.digest.to_string();
         let repository = pushed.repository.to_string();
@@ -305,53 +357,75 @@ impl Conversions {
             record.reason = Some(CACHE_SKIP.into());
             record.finished_at = Some(now());
         }
-        {
+        // Known here and kept: only the repository is new. Otherwise the
+        // store decides (another replica may have it).
+        let kept = {
             let mut map = self.lock();
-            // Kept unless it failed, or was skipped for a cache repository
-            // and is now pushed where images run (a builder pushes the same
-            // manifest as its last cache entry and as its result).
-            let runnable_now = record.state != State::Skipped;
-            if let Some(existing) = map.get_mut(&digest) {
-                let keep = existing.state != State::Failed
-                    && !(runnable_now && existing.reason.as_deref() == Some(CACHE_SKIP));
-                if keep {
-                    // Who may see it: anyone who may pull one of its
-                    // repositories.
-                    if existing.repository != repository
-                        && !existing.also_in.contains(&repository)
-                        && existing.also_in.len() < MAX_ALSO_IN
-                    {
-                        existing.also_in.push(repository);
-                        let r = existing.clone();
-                        drop(map);
-                        self.save(&r);
-                    }
-                    return;
+            match map.get_mut(&digest) {
+                Some(existing) if keeps(existing, &record) => {
+                    add_repository(existing, &repository);
+                    true
                 }
-                record.also_in = std::iter::once(existing.repository.clone())
-                    .chain(existing.also_in.iter().cloned())
-                    .filter(|r| *r != repository)
-                    .take(MAX_ALSO_IN)
-                    .collect();
+                _ => {
+                    map.insert(digest.clone(), record.clone());
+                    false
+                }
             }
-            map.insert(digest.clone(), record.clone());
-        }
-        self.save(&record);
-        if record.state == State::Skipped {
-            tracing::info!(%digest, %repository, "conversion skipped: cache repository");
-            return;
-        }
-        tracing::info!(%digest, %repository, "conversion queued");
-        self.queue.send(digest).ok();
+        };
+        let this = self.clone();
+        Box::pin(async move {
+            let result = if kept {
+                this.add_stored_repository(&digest, &repository).await
+            } else {
+                this.publish(record).await
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, %digest, "cannot persist conversion state");
+            }
+        })
     }
 
-    /// Converts one queued manifest (on a blocking thread).
+    /// Converts one queued manifest (on a blocking thread), under the
+    /// conversion's lease.
     fn run(&self, digest: &str) {
+        let handle = tokio::runtime::Handle::current();
+        let lease = match handle.block_on(self.claim(digest)) {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, %digest, "conversion lease");
+                return;
+            }
+        };
+        let renewal = {
+            let (lease, registry, every) =
+                (lease.clone(), self.registry.clone(), self.lease_ttl / 3);
+            handle.spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = lease.renew(registry.storage()).await {
+                        tracing::warn!(error = %e, "renewing a conversion lease");
+                    }
+                }
+            })
+        };
+        self.convert_held(digest);
+        renewal.abort();
+        if let Err(e) = handle.block_on(lease.release(self.registry.storage())) {
+            tracing::warn!(error = %e, %digest, "releasing a conversion lease");
+        }
+    }
+
+    fn convert_held(&self, digest: &str) {
         let Some(record) = self.update(digest, |r| r.state = State::Converting) else {
             return;
         };
         let started = Instant::now();
-        let outcome = self.convert(&record);
+        let outcome = self.convert(&record).and_then(|done| {
+            let (ext4, run) = self.local_paths(digest);
+            tokio::runtime::Handle::current().block_on(self.upload_outputs(digest, &ext4, &run))?;
+            Ok(done)
+        });
         let seconds = started.elapsed().as_secs_f64();
         let finished = self.update(digest, |r| {
             r.finished_at = Some(now());
@@ -397,7 +471,10 @@ impl Conversions {
         let ours: Digest = record.digest.parse().map_err(|_| bad())?;
         let digest: oci_spec::image::Digest = record.digest.parse().map_err(|_| bad())?;
         let size = handle
-            .block_on(self.registry.storage().blob_size(&ours))?
+            .block_on(kiln_registry::Storage::blob_size(
+                self.registry.storage(),
+                &ours,
+            ))?
             .ok_or_else(|| Failure::Error(format!("no blob {ours}")))?;
         let descriptor =
             oci_spec::image::Descriptor::new(record.media_type.as_str().into(), size, digest);
@@ -407,7 +484,7 @@ impl Conversions {
             &self.platform,
             &kiln_ext4::Limits::default(),
         )?;
-        let (ext4, run) = self.outputs(&record.digest);
+        let (ext4, run) = self.local_paths(&record.digest);
         let tmp = ext4.with_extension("ext4.partial");
         let result = (|| -> Result<(u64, String), Failure> {
             let file = File::create(&tmp)?;
@@ -428,5 +505,25 @@ impl Conversions {
             std::fs::remove_file(&tmp).ok();
         }
         result
+    }
+}
+
+/// Whether an existing record stands for a new push of the same manifest:
+/// yes unless it failed, or was skipped for a cache repository and is now
+/// pushed where images run (a builder pushes the same manifest as its last
+/// cache entry and as its result).
+fn keeps(existing: &Record, new: &Record) -> bool {
+    existing.state != State::Failed
+        && !(new.state != State::Skipped && existing.reason.as_deref() == Some(CACHE_SKIP))
+}
+
+/// Notes another repository holding the record's manifest (who may see the
+/// record: anyone who may pull one of them).
+fn add_repository(r: &mut Record, repository: &str) {
+    if r.repository != repository
+        && !r.also_in.iter().any(|x| x == repository)
+        && r.also_in.len() < MAX_ALSO_IN
+    {
+        r.also_in.push(repository.to_owned());
     }
 }

@@ -1,0 +1,250 @@
+//! Conversion records and outputs in the registry's store, shared by the
+//! replicas over it.
+//!
+//! Keys (documents of the store):
+//! - `conversions/<alg>-<hex>`: the record (JSON);
+//! - `conversion-repos/<alg>-<hex>/<repository with / as ,>`: a repository
+//!   the manifest was pushed to (one document each: replicas never
+//!   overwrite each other's);
+//! - `conversions-pending/<alg>-<hex>`: the conversion is not over, so a
+//!   replica that finds no live lease on it takes it up;
+//! - `leases/convert-<alg>-<hex>/<holder>`: who converts it
+//!   ([`kiln_registry::lease::Lease`]).
+//!
+//! Over an object store the outputs are objects too,
+//! `kiln/conversions/<alg>-<hex>.ext4` and `.run.json` under the prefix,
+//! uploaded before the record says ready.
+
+use std::io;
+use std::path::Path;
+
+use futures_util::StreamExt;
+use kiln_registry::Storage as _;
+use kiln_registry::lease::Lease;
+use object_store::ObjectStoreExt as _;
+use tokio::io::AsyncWriteExt;
+
+use super::{Conversions, MAX_ALSO_IN, Record, State, file_stem, keeps};
+use crate::serve::Store;
+
+const RECORDS: &str = "conversions";
+const REPOS: &str = "conversion-repos";
+const PENDING: &str = "conversions-pending";
+
+fn flat(repository: &str) -> String {
+    repository.replace('/', ",")
+}
+
+impl Conversions {
+    /// Whether other processes may share the store (an object store).
+    pub(super) fn is_shared(&self) -> bool {
+        matches!(self.registry.storage(), Store::Object(_))
+    }
+
+    fn lease(&self, digest: &str) -> io::Result<Lease> {
+        Lease::new(
+            &format!("convert-{}", file_stem(digest)),
+            &self.holder,
+            self.lease_ttl,
+        )
+    }
+
+    /// The stored record of `digest`, with every repository it was pushed
+    /// to.
+    pub(super) async fn load(&self, digest: &str) -> io::Result<Option<Record>> {
+        let store = self.registry.storage();
+        let stem = file_stem(digest);
+        let Some(bytes) = store.get_doc(&format!("{RECORDS}/{stem}")).await? else {
+            return Ok(None);
+        };
+        let mut r: Record = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
+        for f in store.list_docs(&format!("{REPOS}/{stem}")).await? {
+            let repo = f.replace(',', "/");
+            if repo != r.repository && !r.also_in.contains(&repo) && r.also_in.len() < MAX_ALSO_IN {
+                r.also_in.push(repo);
+            }
+        }
+        Ok(Some(r))
+    }
+
+    /// Writes a record; a final one is no longer pending.
+    pub(super) async fn save(&self, r: &Record) -> io::Result<()> {
+        let store = self.registry.storage();
+        let stem = file_stem(&r.digest);
+        let bytes = serde_json::to_vec_pretty(r).map_err(io::Error::other)?;
+        store.put_doc(&format!("{RECORDS}/{stem}"), &bytes).await?;
+        if r.state.is_final() {
+            store.delete_doc(&format!("{PENDING}/{stem}")).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn add_stored_repository(
+        &self,
+        digest: &str,
+        repository: &str,
+    ) -> io::Result<()> {
+        let key = format!("{REPOS}/{}/{}", file_stem(digest), flat(repository));
+        self.registry.storage().put_doc(&key, b"").await
+    }
+
+    /// Stores a new push's record unless the store has one that stands for
+    /// it (another replica's), and queues it when there is work.
+    pub(super) async fn publish(&self, record: Record) -> io::Result<()> {
+        self.add_stored_repository(&record.digest, &record.repository)
+            .await?;
+        if let Some(stored) = self.load(&record.digest).await?
+            && keeps(&stored, &record)
+        {
+            self.lock().insert(record.digest.clone(), stored);
+            return Ok(());
+        }
+        self.save(&record).await?;
+        if record.state == State::Skipped {
+            tracing::info!(digest = %record.digest, repository = %record.repository, "conversion skipped: cache repository");
+            return Ok(());
+        }
+        let stem = file_stem(&record.digest);
+        self.registry
+            .storage()
+            .put_doc(&format!("{PENDING}/{stem}"), b"")
+            .await?;
+        tracing::info!(digest = %record.digest, repository = %record.repository, "conversion queued");
+        self.enqueue(&record.digest);
+        Ok(())
+    }
+
+    /// Takes the conversion's lease, unless another process holds it or it
+    /// is over already; the record to convert is then this process's.
+    pub(super) async fn claim(&self, digest: &str) -> io::Result<Option<Lease>> {
+        let lease = self.lease(digest)?;
+        let store = self.registry.storage();
+        if !lease.acquire(store).await? {
+            tracing::info!(%digest, "conversion held by another replica");
+            return Ok(None);
+        }
+        match self.load(digest).await? {
+            Some(stored) if stored.state.is_final() => {
+                self.save(&stored).await?;
+                self.lock().insert(digest.to_owned(), stored);
+                lease.release(store).await?;
+                Ok(None)
+            }
+            Some(stored) => {
+                self.lock().insert(digest.to_owned(), stored);
+                Ok(Some(lease))
+            }
+            None if self.lock().contains_key(digest) => Ok(Some(lease)),
+            None => {
+                lease.release(store).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Queues every pending conversion no live process holds.
+    pub(super) async fn take_over(&self) -> io::Result<()> {
+        let store = self.registry.storage();
+        for stem in store.list_docs(PENDING).await? {
+            let digest = stem.replacen('-', ":", 1);
+            if self.locals().contains(&digest) || self.lease(&digest)?.is_held(store).await? {
+                continue;
+            }
+            match self.load(&digest).await? {
+                None => {
+                    store.delete_doc(&format!("{PENDING}/{stem}")).await?;
+                }
+                Some(r) if r.state.is_final() => {
+                    store.delete_doc(&format!("{PENDING}/{stem}")).await?;
+                    self.lock().insert(digest, r);
+                }
+                Some(mut r) => {
+                    r.state = State::Pending;
+                    self.lock().insert(digest.clone(), r);
+                    tracing::info!(%digest, "conversion taken up (its holder stopped)");
+                    self.enqueue(&digest);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads a conversion's outputs beside the registry's objects (over
+    /// an object store; on a local directory they stay where they are).
+    pub(super) async fn upload_outputs(
+        &self,
+        digest: &str,
+        ext4: &Path,
+        run: &Path,
+    ) -> io::Result<()> {
+        let Store::Object(objects) = self.registry.storage() else {
+            return Ok(());
+        };
+        let stem = file_stem(digest);
+        for (file, name) in [
+            (ext4, format!("{stem}.ext4")),
+            (run, format!("{stem}.run.json")),
+        ] {
+            let path = objects.object_path(&format!("kiln/conversions/{name}"));
+            let mut writer =
+                object_store::buffered::BufWriter::new(objects.object_store().clone(), path);
+            let mut reader = tokio::fs::File::open(file).await?;
+            tokio::io::copy(&mut reader, &mut writer).await?;
+            writer.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    /// Fetches outputs another replica converted.
+    pub(super) async fn fetch_outputs(
+        &self,
+        digest: &str,
+        ext4: &Path,
+        run: &Path,
+    ) -> io::Result<()> {
+        let Store::Object(objects) = self.registry.storage() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no conversion outputs for {digest}"),
+            ));
+        };
+        let stem = file_stem(digest);
+        for (file, name) in [
+            (run, format!("{stem}.run.json")),
+            (ext4, format!("{stem}.ext4")),
+        ] {
+            if file.exists() {
+                continue;
+            }
+            let path = objects.object_path(&format!("kiln/conversions/{name}"));
+            let got = objects
+                .object_store()
+                .get(&path)
+                .await
+                .map_err(io::Error::other)?;
+            let tmp = file.with_extension(format!(
+                "{}.tmp",
+                super::super::auth::random_bytes::<4>()
+                    .map_err(io::Error::other)?
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ));
+            let mut out = tokio::fs::File::create(&tmp).await?;
+            let mut stream = got.into_stream();
+            let result = async {
+                while let Some(chunk) = stream.next().await {
+                    out.write_all(&chunk.map_err(io::Error::other)?).await?;
+                }
+                out.sync_all().await?;
+                tokio::fs::rename(&tmp, file).await
+            }
+            .await;
+            if result.is_err() {
+                tokio::fs::remove_file(&tmp).await.ok();
+            }
+            result?;
+        }
+        Ok(())
+    }
+}
