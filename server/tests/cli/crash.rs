@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 use crate::client::sha256;
 use crate::serve::{Kiln, SECRET, http, s3_env, tenant_config};
 
+fn s3_config(name: &str) -> Option<(String, Vec<(String, String)>)> {
+    let (env, bucket) = s3_env()?;
+    let config = tenant_config(&format!(
+        "storage = \"s3://{bucket}/{name}-{}\"\n",
+        std::process::id()
+    ));
+    Some((config, env))
+}
+
 /// Rounds of kill and restart (on disk; half on S3), pushers per round,
 /// and images one pusher pushes in a round at most (the test stays within
 /// ~100 MB).
@@ -189,14 +198,133 @@ fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged_on_disk() {
 
 #[test]
 fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged_on_s3() {
-    let Some((env, bucket)) = s3_env() else {
+    let Some((config, env)) = s3_config("crash") else {
         return;
     };
-    let config = tenant_config(&format!(
-        "storage = \"s3://{bucket}/crash-{}\"\n",
-        std::process::id()
-    ));
     // Every object write is fsynced on three Garage nodes here: an image
     // takes a second or two, so the kills come later.
     crash_rounds("crash-s3", &config, &env, ROUNDS / 2, 3000);
+}
+
+/// Two replicas on one bucket, half the pushers on each; A is killed with
+/// SIGKILL at a random moment of every round. B's pushers never notice:
+/// all their images are acknowledged; everything either acknowledged is
+/// intact, read through B while A is down and through A once it is back.
+#[test]
+fn a_replica_killed_while_the_other_serves_loses_nothing() {
+    let Some((config, env)) = s3_config("replicas") else {
+        return;
+    };
+    let dir = crate::ext4::scratch("crash-replicas");
+    let (mut a, b) = Kiln::start_replicas(&dir, &config, &env);
+    let runtime = crate::peers::runtime();
+    let mut all: Vec<Acked> = Vec::new();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(std::process::id());
+    for round in 0..4 {
+        seed = Rng(seed).next();
+        let kill_after = Duration::from_millis(500 + seed % 2500);
+        let on = |kiln: &Kiln, p: usize| {
+            runtime.spawn(pusher(kiln.url(), seed.wrapping_add(p as u64 * 7919), p))
+        };
+        let on_a: Vec<_> = (0..PUSHERS / 2).map(|p| on(&a, p)).collect();
+        let on_b: Vec<_> = (PUSHERS / 2..PUSHERS).map(|p| on(&b, p)).collect();
+        std::thread::sleep(kill_after);
+        a.kill();
+        for t in on_a {
+            all.extend(runtime.block_on(t).unwrap());
+        }
+        for t in on_b {
+            let acked = runtime.block_on(t).unwrap();
+            assert_eq!(
+                acked.len(),
+                IMAGES,
+                "a push through B failed while A was down"
+            );
+            all.extend(acked);
+        }
+        runtime.block_on(verify(&b.url(), &all));
+        a = a.crash_and_restart(&config, &env);
+        runtime.block_on(verify(&a.url(), &all));
+        eprintln!(
+            "replicas: round {round}: A killed after {kill_after:?}; {} manifests acknowledged so far, all intact on both",
+            all.len()
+        );
+    }
+}
+
+/// One of the three Garage nodes killed with SIGKILL while eight clients
+/// push: with replication factor 3 the others hold a quorum, every push
+/// is acknowledged, and everything is intact with the node down and after
+/// it is back.
+#[test]
+fn one_garage_node_killed_mid_push_loses_nothing() {
+    let Some((config, env)) = s3_config("garage-node") else {
+        return;
+    };
+    let garage = std::path::PathBuf::from(
+        std::env::var("KILN_TEST_GARAGE_DIR").expect("KILN_TEST_GARAGE_DIR with KILN_TEST_S3_*"),
+    );
+    let node = garage.join("node2");
+    let pid = std::fs::read_to_string(node.join("pid")).unwrap();
+    let dir = crate::ext4::scratch("crash-garage-node");
+    let kiln = Kiln::start_with_env(&dir, &config, &env);
+    let runtime = crate::peers::runtime();
+    let tasks: Vec<_> = (0..PUSHERS)
+        .map(|p| runtime.spawn(pusher(kiln.url(), 0x6a09_e667 + p as u64 * 2, p)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "killing Garage node 2 ({pid})");
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(runtime.block_on(t).unwrap());
+    }
+    let restart = || {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(node.join("garage.log"))
+            .unwrap();
+        let child = std::process::Command::new("garage")
+            .arg("-c")
+            .arg(node.join("garage.toml"))
+            .arg("server")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restart Garage node 2");
+        std::fs::write(node.join("pid"), child.id().to_string()).unwrap();
+    };
+    let acked = all.len();
+    if acked != PUSHERS * IMAGES {
+        restart();
+        panic!(
+            "{acked} of {} pushes acknowledged with one node down",
+            PUSHERS * IMAGES
+        );
+    }
+    runtime.block_on(verify(&kiln.url(), &all));
+    restart();
+    // Back in the cluster: a write and every read still go through.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let more = runtime.block_on(pusher(kiln.url(), 0x3c6e_f372, 99));
+        if more.len() == IMAGES {
+            all.extend(more);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pushes fail after node 2 is back"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    runtime.block_on(verify(&kiln.url(), &all));
+    eprintln!(
+        "garage node: {} manifests acknowledged, all intact",
+        all.len()
+    );
 }

@@ -59,6 +59,25 @@ impl Kiln {
         Self::start_on(dir, config, &[], format!("127.0.0.1:{}", free_port()), env)
     }
 
+    /// Two replicas in `dir/a` and `dir/b` of one configuration (a shared
+    /// store), sharing the token key and admin credential as replicas do.
+    pub(crate) fn start_replicas(
+        dir: &Path,
+        config: &str,
+        env: &[(String, String)],
+    ) -> (Self, Self) {
+        let a = Self::start_with_env(&dir.join("a"), config, env);
+        let auth = dir.join("a/kiln-data/auth");
+        let b_auth = dir.join("b/kiln-data/auth");
+        std::fs::create_dir_all(&b_auth).unwrap();
+        for f in std::fs::read_dir(&auth).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), b_auth.join(f.file_name())).unwrap();
+        }
+        let b = Self::start_with_env(&dir.join("b"), config, env);
+        (a, b)
+    }
+
     /// Stops this server and starts it again on the same address.
     pub(crate) fn restart(mut self, config: &str, args: &[&str]) -> Self {
         self.stop();
@@ -1993,16 +2012,7 @@ fn replicas_on_one_s3_bucket_serve_as_one_registry() {
         "storage = \"s3://{bucket}/serve-{}\"\nconversion_lease_secs = 3\n",
         std::process::id()
     ));
-    let mut a = Kiln::start_with_env(&dir.join("a"), &config, &env);
-    // Replicas share the token key and admin credential.
-    let auth = dir.join("a/kiln-data/auth");
-    let b_auth = dir.join("b/kiln-data/auth");
-    std::fs::create_dir_all(&b_auth).unwrap();
-    for f in std::fs::read_dir(&auth).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), b_auth.join(f.file_name())).unwrap();
-    }
-    let b = Kiln::start_with_env(&dir.join("b"), &config, &env);
+    let (mut a, b) = Kiln::start_replicas(&dir, &config, &env);
     let creds = format!("acme:{SECRET}");
     // Pushed through A, read through B, converted (from the bucket) on A.
     a.push_oci(
