@@ -282,21 +282,16 @@ fn one_garage_node_killed_mid_push_loses_nothing() {
     for t in tasks {
         all.extend(runtime.block_on(t).unwrap());
     }
+    // Started the way scripts/garage-cluster starts it (and stopped by
+    // it at the end of the run).
     let restart = || {
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(node.join("garage.log"))
-            .unwrap();
-        let child = std::process::Command::new("garage")
+        let status = std::process::Command::new("bash")
             .arg("-c")
-            .arg(node.join("garage.toml"))
-            .arg("server")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
+            .arg("garage -c \"$0/garage.toml\" server >>\"$0/garage.log\" 2>&1 & echo $! >\"$0/pid\"")
+            .arg(&node)
+            .status()
             .expect("restart Garage node 2");
-        std::fs::write(node.join("pid"), child.id().to_string()).unwrap();
+        assert!(status.success());
     };
     let acked = all.len();
     if acked != PUSHERS * IMAGES {
