@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod cache;
 mod digest;
 mod error;
 mod gc;

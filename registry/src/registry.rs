@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use kiln_registry_token::RepositoryName;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{BytesCache, TtlCache};
 use crate::gc::ActiveCache;
 use crate::manifest::{Descriptor, Manifest, OCI_INDEX};
 use crate::storage::{ByteStream, Storage};
@@ -47,6 +48,14 @@ pub struct Limits {
     /// Garbage collection waits this long before it marks, so every
     /// process over one store must use the same value (default 10 min).
     pub write_deadline: std::time::Duration,
+    /// How long a tag, a manifest's record or a blob's size read from the
+    /// store is served from memory: what another process over the same
+    /// store changes is seen after at most this long (default 1 s; zero:
+    /// no caching). This process's own writes are seen at once.
+    pub cache_ttl: std::time::Duration,
+    /// Bytes of manifests kept in memory (by digest: never stale; default
+    /// 16 MiB).
+    pub manifest_cache_bytes: usize,
 }
 
 impl Default for Limits {
@@ -57,6 +66,8 @@ impl Default for Limits {
             max_hashed_uploads: 4096,
             max_mount_candidates: 64,
             write_deadline: std::time::Duration::from_secs(10 * 60),
+            cache_ttl: std::time::Duration::from_secs(1),
+            manifest_cache_bytes: 16 << 20,
         }
     }
 }
@@ -110,6 +121,13 @@ pub struct Registry<S> {
     uploads: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<UploadHash>>>>,
     /// The last look for a running garbage collection.
     pub(crate) gc_active: ActiveCache,
+    /// Tag → digest, by (repository, tag).
+    tags: TtlCache<(String, String), Digest>,
+    /// A manifest's record, by (repository, digest).
+    revisions: TtlCache<(String, Digest), (String, u64)>,
+    /// A blob's size, by (repository, digest).
+    blob_sizes: TtlCache<(String, Digest), u64>,
+    manifests: BytesCache,
 }
 
 fn repo_key(repo: &RepositoryName) -> String {
@@ -186,6 +204,10 @@ impl<S: Storage> Registry<S> {
             limits,
             uploads: Mutex::new(HashMap::new()),
             gc_active: ActiveCache::default(),
+            tags: TtlCache::new(limits.cache_ttl),
+            revisions: TtlCache::new(limits.cache_ttl),
+            blob_sizes: TtlCache::new(limits.cache_ttl),
+            manifests: BytesCache::new(limits.manifest_cache_bytes),
         }
     }
 
@@ -207,13 +229,20 @@ impl<S: Storage> Registry<S> {
     ///
     /// [`Error::BlobUnknown`] when the repository does not hold it.
     pub async fn blob_size(&self, repo: &RepositoryName, d: &Digest) -> Result<u64, Error> {
+        let key = (repo.as_str().to_owned(), d.clone());
+        if let Some(size) = self.blob_sizes.get(&key) {
+            return Ok(size);
+        }
         if self.store.get_doc(&layer_key(repo, d)).await?.is_none() {
             return Err(Error::BlobUnknown(d.clone()));
         }
-        self.store
+        let size = self
+            .store
             .blob_size(d)
             .await?
-            .ok_or_else(|| Error::BlobUnknown(d.clone()))
+            .ok_or_else(|| Error::BlobUnknown(d.clone()))?;
+        self.blob_sizes.insert(key, size);
+        Ok(size)
     }
 
     /// Bytes `start..end` of a blob of the repository (checked by the
@@ -236,6 +265,8 @@ impl<S: Storage> Registry<S> {
     ///
     /// [`Error::BlobUnknown`] when the repository does not hold it.
     pub async fn delete_blob(&self, repo: &RepositoryName, d: &Digest) -> Result<(), Error> {
+        self.blob_sizes
+            .remove(&(repo.as_str().to_owned(), d.clone()));
         if !self.store.delete_doc(&layer_key(repo, d)).await? {
             return Err(Error::BlobUnknown(d.clone()));
         }
@@ -511,8 +542,17 @@ impl<S: Storage> Registry<S> {
     // ---- manifests ----
 
     async fn revision(&self, repo: &RepositoryName, d: &Digest) -> Result<Option<Revision>, Error> {
+        let key = (repo.as_str().to_owned(), d.clone());
+        if let Some((media_type, size)) = self.revisions.get(&key) {
+            return Ok(Some(Revision { media_type, size }));
+        }
         Ok(match self.store.get_doc(&revision_key(repo, d)).await? {
-            Some(b) => Some(serde_json::from_slice(&b).map_err(std::io::Error::other)?),
+            Some(b) => {
+                let rev: Revision = serde_json::from_slice(&b).map_err(std::io::Error::other)?;
+                self.revisions
+                    .insert(key, (rev.media_type.clone(), rev.size));
+                Some(rev)
+            }
             None => None,
         })
     }
@@ -521,16 +561,22 @@ impl<S: Storage> Registry<S> {
         match r {
             Reference::Digest(d) => Ok(d.clone()),
             Reference::Tag(t) => {
+                let key = (repo.as_str().to_owned(), t.as_str().to_owned());
+                if let Some(d) = self.tags.get(&key) {
+                    return Ok(d);
+                }
                 let unknown = || Error::ManifestUnknown(r.to_string());
                 let bytes = self
                     .store
                     .get_doc(&tag_key(repo, t))
                     .await?
                     .ok_or_else(unknown)?;
-                std::str::from_utf8(&bytes)
+                let d: Digest = std::str::from_utf8(&bytes)
                     .ok()
                     .and_then(|s| s.parse().ok())
-                    .ok_or_else(unknown)
+                    .ok_or_else(unknown)?;
+                self.tags.insert(key, d.clone());
+                Ok(d)
             }
         }
     }
@@ -568,12 +614,20 @@ impl<S: Storage> Registry<S> {
         r: &Reference,
     ) -> Result<(ManifestInfo, Bytes), Error> {
         let info = self.manifest_info(repo, r).await?;
+        if let Some(bytes) = self.manifests.get(&info.digest) {
+            return Ok((info, bytes));
+        }
         let mut data = self.read_blob(&info.digest, 0, info.size).await?;
         let mut bytes = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
         while let Some(chunk) = data.next().await {
             bytes.extend_from_slice(&chunk?);
         }
-        Ok((info, bytes.into()))
+        let bytes = Bytes::from(bytes);
+        // Whole and of the recorded size: the digest names these bytes.
+        if bytes.len() as u64 == info.size {
+            self.manifests.insert(info.digest.clone(), bytes.clone());
+        }
+        Ok((info, bytes))
     }
 
     /// Stores a manifest under `r` (a tag, or the digest of `bytes`) after
@@ -649,10 +703,18 @@ impl<S: Storage> Registry<S> {
                 .put_doc(&referrer_key(repo, subject, &digest), &desc)
                 .await?;
         }
+        self.revisions.insert(
+            (repo.as_str().to_owned(), digest.clone()),
+            (manifest.media_type.clone(), size),
+        );
         if let Reference::Tag(t) = r {
             self.store
                 .put_doc(&tag_key(repo, t), digest.as_str().as_bytes())
                 .await?;
+            self.tags.insert(
+                (repo.as_str().to_owned(), t.as_str().to_owned()),
+                digest.clone(),
+            );
         }
         Ok(PutManifest { digest, manifest })
     }
@@ -726,12 +788,18 @@ impl<S: Storage> Registry<S> {
     pub async fn delete_manifest(&self, repo: &RepositoryName, r: &Reference) -> Result<(), Error> {
         match r {
             Reference::Tag(t) => {
+                self.tags
+                    .remove(&(repo.as_str().to_owned(), t.as_str().to_owned()));
                 if !self.store.delete_doc(&tag_key(repo, t)).await? {
                     return Err(Error::ManifestUnknown(r.to_string()));
                 }
             }
             Reference::Digest(d) => {
                 let (info, bytes) = self.manifest(repo, r).await?;
+                self.revisions
+                    .remove(&(repo.as_str().to_owned(), d.clone()));
+                self.tags
+                    .retain(|(name, _), digest| name != repo.as_str() || digest != d);
                 for tag in self.all_tags(repo).await? {
                     let Ok(t) = tag.parse::<Tag>() else { continue };
                     if self

@@ -4,6 +4,7 @@
 // Integration tests are outside `#[cfg(test)]` modules by nature.
 #![allow(clippy::tests_outside_test_module)]
 
+mod cache;
 mod client;
 mod conformance;
 mod fuzz_corpus;

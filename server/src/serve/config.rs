@@ -49,6 +49,10 @@ pub(crate) struct Config {
     pub body_idle_timeout_secs: u64,
     /// Conversions to ext4 run at once (default 1).
     pub conversion_workers: usize,
+    /// How long tags, manifests' records and blob sizes are served from
+    /// memory, in milliseconds (default 1000; 0: never): a replica sees
+    /// another's tag change or deletion after at most this long.
+    pub cache_ttl_ms: u64,
     /// A conversion's lease in the store, in seconds (default 30): renewed
     /// every third of it while the conversion runs; a replica takes up a
     /// conversion whose holder stopped renewing.
@@ -304,6 +308,7 @@ impl Default for Config {
             max_manifest_bytes: 4 << 20,
             conversion_workers: 1,
             conversion_lease_secs: 30,
+            cache_ttl_ms: 1000,
             header_timeout_secs: 30,
             body_idle_timeout_secs: 120,
             tenants: Vec::new(),
@@ -389,6 +394,9 @@ impl Config {
         }
         if !(1..=64).contains(&self.conversion_workers) {
             bail!("conversion_workers must be 1..=64");
+        }
+        if self.cache_ttl_ms > 60_000 {
+            bail!("cache_ttl_ms must be at most 60000");
         }
         if !(3..=3600).contains(&self.conversion_lease_secs) {
             bail!("conversion_lease_secs must be 3..=3600");

@@ -259,6 +259,7 @@ pub(crate) fn open_registry(config: &Config) -> anyhow::Result<Registry<Store>> 
     let mut limits = Limits::default();
     limits.max_manifest_bytes = config.max_manifest_bytes;
     limits.write_deadline = Duration::from_secs(config.gc.write_deadline_secs);
+    limits.cache_ttl = Duration::from_millis(config.cache_ttl_ms);
     Ok(Registry::new(storage, limits))
 }
 
