@@ -258,6 +258,41 @@ impl<S: Storage> Registry<S> {
             .ok_or_else(|| Error::BlobUnknown(d.clone()))
     }
 
+    /// Stores a whole body as blob `d` of `repo` in one go (a monolithic
+    /// upload): verified before it becomes visible, no session kept.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DigestMismatch`] when the bytes have another digest (nothing
+    /// is stored), [`Error::TooLarge`] over the blob limit.
+    pub async fn put_blob(
+        &self,
+        repo: &RepositoryName,
+        d: &Digest,
+        body: ByteStream,
+    ) -> Result<(), Error> {
+        let guard = self.guard(std::slice::from_ref(d)).await?;
+        let actual = match self
+            .store
+            .put_blob_verified(d, body, self.limits.max_blob_bytes)
+            .await
+        {
+            Ok(actual) => actual,
+            Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+                return Err(Error::TooLarge(self.limits.max_blob_bytes));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if &actual != d {
+            return Err(Error::DigestMismatch {
+                expected: d.clone(),
+                actual,
+            });
+        }
+        guard.check()?;
+        self.link_blob(repo, d).await
+    }
+
     /// Removes a blob from the repository (its bytes stay for other
     /// repositories until garbage collection).
     ///

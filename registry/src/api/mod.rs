@@ -548,13 +548,12 @@ impl<S: Storage, A: Access> Api<S, A> {
                         }
                     }
                 }
-                let id = reg.start_upload(&repo).await?;
                 if let Some(d) = q.get("digest") {
                     let d: Digest = d.parse()?;
-                    reg.complete(&repo, &id, &d, Some(body_stream(body)))
-                        .await?;
+                    reg.put_blob(&repo, &d, body_stream(body)).await?;
                     return Ok(blob_created(&repo, &d));
                 }
+                let id = reg.start_upload(&repo).await?;
                 let mut r = upload_accepted(&repo, &id, 0);
                 if let Some(min) = reg.storage().chunk_min_length() {
                     r.headers_mut()

@@ -69,6 +69,40 @@ pub trait Storage: Send + Sync + 'static {
         bytes: Bytes,
     ) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// Stores a whole body as blob `digest` in one go (a monolithic
+    /// upload), hashing it with `digest`'s algorithm on the way: it becomes
+    /// the blob only when the hash is `digest`, else nothing is kept. At
+    /// most `limit` bytes are taken (`FileTooLarge` past it). Returns the
+    /// digest the bytes have. By default an upload session of its own,
+    /// appended once and committed.
+    fn put_blob_verified(
+        &self,
+        digest: &Digest,
+        body: ByteStream,
+        limit: u64,
+    ) -> impl Future<Output = io::Result<Digest>> + Send {
+        async move {
+            let id = crate::UploadId::random().map_err(io::Error::other)?;
+            let id = format!("m-{id}");
+            self.create_upload(&id).await?;
+            let mut hasher = digest.hasher();
+            if let Err(e) = self
+                .append_upload(&id, 0, body, Some(&mut hasher), limit)
+                .await
+            {
+                self.delete_upload(&id).await.ok();
+                return Err(e);
+            }
+            let actual = hasher.finish();
+            if &actual == digest {
+                self.commit_upload(&id, digest).await?;
+            } else {
+                self.delete_upload(&id).await?;
+            }
+            Ok(actual)
+        }
+    }
+
     /// Starts an empty upload session's data.
     fn create_upload(&self, id: &str) -> impl Future<Output = io::Result<()>> + Send;
 
