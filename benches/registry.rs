@@ -1,8 +1,11 @@
 //! `kiln serve` against CNCF distribution 2.8 (Debian's `docker-registry`)
 //! in the same run, both on local disk, on loopback: manifest GET req/s and
-//! p50/p99 (anonymous and with token auth), blob GET MB/s at 1 and 16
-//! connections, monolithic push MB/s, RSS at rest and at peak under load.
-//! Reads are driven by `wrk` (Debian's package), pushes by a Rust client.
+//! p50/p99 (anonymous and with token auth), blob GET MB/s at 1, 16 and 64
+//! connections, push MB/s (monolithic and chunked), RSS at rest and at peak
+//! under load. Then, where `garage` is installed, the same kiln figures on a
+//! three-node Garage cluster (replication factor 3, fsync) the bench starts
+//! with `scripts/garage-cluster`. Reads are driven by `wrk` (Debian's
+//! package), pushes by a Rust client.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +22,8 @@ const REPO: &str = "bench/app";
 const BLOB_BYTES: usize = 16 << 20;
 const PUSH_BYTES: usize = 32 << 20;
 const PUSHES: usize = 6;
+/// A chunked push's PATCH size.
+const CHUNK: usize = 8 << 20;
 const LOAD: &str = "5s";
 
 struct Server {
@@ -47,18 +52,21 @@ impl Server {
     }
 }
 
-fn start_kiln(dir: &Path) -> Server {
+fn start_kiln(dir: &Path, storage: Option<(&str, &[(String, String)])>) -> Server {
     let host = format!("127.0.0.1:{}", free_port());
     let hash = format!("{:x}", Sha256::digest(b"bench-password"));
     std::fs::create_dir_all(dir).unwrap();
+    let store = storage.map_or(String::new(), |(s, _)| format!("storage = \"{s}\"\n"));
     std::fs::write(
         dir.join("kiln.toml"),
-        format!("service = \"{SERVICE}\"\nanonymous_pull = [\"{REPO}\"]\n[[tenants]]\nname = \"bench\"\npassword_sha256 = \"{hash}\"\n"),
+        format!("{store}service = \"{SERVICE}\"\nanonymous_pull = [\"{REPO}\"]\n[[tenants]]\nname = \"bench\"\npassword_sha256 = \"{hash}\"\n"),
     )
     .unwrap();
+    let env: &[(String, String)] = storage.map_or(&[], |(_, e)| e);
     let child = Command::new(kiln_binary())
         .current_dir(dir)
         .args(["serve", "--config", "kiln.toml", "--listen", &host])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("KILN_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("kiln.log")).unwrap())
@@ -133,6 +141,55 @@ async fn push_blob(http: &reqwest::Client, host: &str, auth: Option<(&str, &str)
         put = put.basic_auth(u, Some(p));
     }
     let r = put.send().await.unwrap();
+    assert_eq!(r.status(), 201, "{host}: {:?}", r.text().await);
+}
+
+/// POST, then the body in `CHUNK`-byte PATCHes, then PUT `?digest=`.
+async fn push_blob_chunked(
+    http: &reqwest::Client,
+    host: &str,
+    auth: Option<(&str, &str)>,
+    data: Vec<u8>,
+) {
+    let d = digest(&data);
+    let with_auth = |req: reqwest::RequestBuilder| match auth {
+        Some((u, p)) => req.basic_auth(u, Some(p)),
+        None => req,
+    };
+    let absolute = |loc: &str| {
+        if loc.starts_with("http") {
+            loc.to_owned()
+        } else {
+            format!("http://{host}{loc}")
+        }
+    };
+    let r = with_auth(http.post(format!("http://{host}/v2/{REPO}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{host}: {:?}", r.text().await);
+    let mut loc = r.headers()["location"].to_str().unwrap().to_owned();
+    for (i, chunk) in data.chunks(CHUNK).enumerate() {
+        let start = i * CHUNK;
+        let r = with_auth(http.patch(absolute(&loc)))
+            .header("content-type", "application/octet-stream")
+            .header(
+                "content-range",
+                format!("{start}-{}", start + chunk.len() - 1),
+            )
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{host}: {:?}", r.text().await);
+        loc = r.headers()["location"].to_str().unwrap().to_owned();
+    }
+    let url = absolute(&loc);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let r = with_auth(http.put(format!("{url}{sep}digest={d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "{host}: {:?}", r.text().await);
 }
 
@@ -235,21 +292,161 @@ fn wrk(url: &str, connections: u32, headers: &[String]) -> Wrk {
     w
 }
 
-/// Seconds for `PUSHES` monolithic pushes of distinct 32 MiB blobs.
+/// MB/s of `PUSHES` pushes of distinct 32 MiB blobs, monolithic (POST,
+/// then one PUT with the body) or chunked (8 MiB PATCHes).
 async fn push_mb_per_s(
     http: &reqwest::Client,
     host: &str,
     auth: Option<(&str, &str)>,
     seed: u64,
+    chunked: bool,
 ) -> f64 {
     let blobs: Vec<Vec<u8>> = (0..PUSHES as u64)
         .map(|i| noise(seed * 100 + i + 10, PUSH_BYTES))
         .collect();
     let t = Instant::now();
     for b in blobs {
-        push_blob(http, host, auth, b).await;
+        if chunked {
+            push_blob_chunked(http, host, auth, b).await;
+        } else {
+            push_blob(http, host, auth, b).await;
+        }
     }
     (PUSHES * PUSH_BYTES) as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
+/// kiln's figures alone: token manifest GETs, blob GETs at 1/16/64
+/// connections, pushes, RSS.
+struct Figures {
+    tok: Wrk,
+    blobs: [Wrk; 3],
+    push: f64,
+    push_chunked: f64,
+    rss_rest_kib: u64,
+    rss_peak_kib: u64,
+}
+
+/// A pull token for the benchmark repository from kiln's token endpoint.
+async fn kiln_token(http: &reqwest::Client, host: &str) -> String {
+    let v: serde_json::Value = http
+        .get(format!(
+            "http://{host}/token?service={SERVICE}&scope=repository:{REPO}:pull"
+        ))
+        .basic_auth("bench", Some("bench-password"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+/// The same kiln figures with its registry on a three-node Garage cluster
+/// (when `garage` is installed), beside those on local disk.
+fn on_garage(rt: &tokio::runtime::Runtime, http: &reqwest::Client, dir: &Path, disk: &Figures) {
+    if !have("garage") {
+        println!("registry on Garage: not run: garage missing (scripts/test installs it)\n");
+        return;
+    }
+    let cluster = dir.join("garage");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/garage-cluster");
+    let started = Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .arg(&cluster)
+        .status()
+        .expect("scripts/garage-cluster");
+    assert!(started.success(), "Garage cluster did not start");
+    let env_file = std::fs::read_to_string(cluster.join("env")).unwrap();
+    let var = |k: &str| {
+        env_file
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("export KILN_TEST_S3_{k}=")))
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_owned()
+    };
+    let env = vec![
+        ("AWS_ENDPOINT_URL".to_owned(), var("ENDPOINT")),
+        ("AWS_ACCESS_KEY_ID".to_owned(), var("KEY_ID")),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), var("SECRET")),
+        ("AWS_REGION".to_owned(), var("REGION")),
+    ];
+    let spec = format!("s3://{}/bench", var("BUCKET"));
+    let kiln = start_kiln(&dir.join("kiln-garage"), Some((&spec, &env)));
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_rest_kib = kiln.rss_kib("VmRSS:");
+    let bench_auth = Some(("bench", "bench-password"));
+    let (token, layer) = rt.block_on(async {
+        let (_, layer) = push_image(http, &kiln.host, bench_auth).await;
+        (kiln_token(http, &kiln.host).await, layer)
+    });
+    let accept = "Accept: application/vnd.oci.image.manifest.v1+json".to_owned();
+    let tok = wrk(
+        &format!("http://{}/v2/{REPO}/manifests/v1", kiln.host),
+        16,
+        &[accept, format!("Authorization: Bearer {token}")],
+    );
+    let blob = format!("http://{}/v2/{REPO}/blobs/{layer}", kiln.host);
+    let blobs = [1, 16, 64].map(|c| wrk(&blob, c, &[]));
+    let (push, push_chunked) = rt.block_on(async {
+        (
+            push_mb_per_s(http, &kiln.host, bench_auth, 7, false).await,
+            push_mb_per_s(http, &kiln.host, bench_auth, 8, true).await,
+        )
+    });
+    let g = Figures {
+        tok,
+        blobs,
+        push,
+        push_chunked,
+        rss_rest_kib,
+        rss_peak_kib: kiln.rss_kib("VmHWM:"),
+    };
+    drop(kiln);
+    let _ = Command::new("bash")
+        .arg(&script)
+        .arg("stop")
+        .arg(&cluster)
+        .status();
+    println!(
+        "registry: kiln on local disk vs kiln on Garage (3 nodes on loopback, replication factor 3, fsync)"
+    );
+    println!("{:<34} {:>10} {:>14}", "figure", "disk", "Garage");
+    let both = |name: &str, a: f64, b: f64| println!("{name:<34} {a:>10.2} {b:>14.2}");
+    both(
+        "manifest GET token req/s (16)",
+        disk.tok.req_per_s,
+        g.tok.req_per_s,
+    );
+    both("manifest GET token p50 ms", disk.tok.p50_ms, g.tok.p50_ms);
+    both("manifest GET token p99 ms", disk.tok.p99_ms, g.tok.p99_ms);
+    for (i, c) in [1, 16, 64].iter().enumerate() {
+        both(
+            &format!("blob GET MB/s, {c} connections"),
+            disk.blobs[i].mb_per_s,
+            g.blobs[i].mb_per_s,
+        );
+    }
+    both("monolithic push MB/s", disk.push, g.push);
+    both(
+        "chunked push MB/s (8 MiB)",
+        disk.push_chunked,
+        g.push_chunked,
+    );
+    let mib = |k: u64| k as f64 / 1024.0;
+    both(
+        "RSS at rest MiB",
+        mib(disk.rss_rest_kib),
+        mib(g.rss_rest_kib),
+    );
+    both(
+        "RSS peak under load MiB",
+        mib(disk.rss_peak_kib),
+        mib(g.rss_peak_kib),
+    );
+    println!();
 }
 
 fn row(name: &str, kiln: f64, dist: f64, higher_is_better: bool) {
@@ -304,7 +501,7 @@ pub(crate) fn benches() {
         .output()
         .expect("openssl");
     assert!(ok.status.success());
-    let kiln = start_kiln(&dir.join("kiln"));
+    let kiln = start_kiln(&dir.join("kiln"), None);
     let storage = dir.join("distribution-storage");
     let dist = start_distribution(&dir.join("dist-anon"), &storage, "");
     let dist_auth = start_distribution(
@@ -328,18 +525,7 @@ pub(crate) fn benches() {
     let (kiln_token, dist_token, layer) = rt.block_on(async {
         let (_, layer) = push_image(&http, &kiln.host, bench_auth).await;
         push_image(&http, &dist.host, None).await;
-        let v: serde_json::Value = http
-            .get(format!(
-                "http://{}/token?service={SERVICE}&scope=repository:{REPO}:pull",
-                kiln.host
-            ))
-            .basic_auth("bench", Some("bench-password"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let kiln_token = kiln_token(&http, &kiln.host).await;
         let signing = SigningKey::from_pem(&std::fs::read(&key).unwrap())
             .unwrap()
             .with_libtrust_kid()
@@ -352,7 +538,7 @@ pub(crate) fn benches() {
                 build_id: None,
             })
             .unwrap();
-        (v["token"].as_str().unwrap().to_owned(), dist_token, layer)
+        (kiln_token, dist_token, layer)
     });
     let accept = "Accept: application/vnd.oci.image.manifest.v1+json".to_owned();
     let manifest = |host: &str| format!("http://{host}/v2/{REPO}/manifests/v1");
@@ -380,10 +566,14 @@ pub(crate) fn benches() {
     let d_b1 = wrk(&blob(&dist.host), 1, &[]);
     let k_b16 = wrk(&blob(&kiln.host), 16, &[]);
     let d_b16 = wrk(&blob(&dist.host), 16, &[]);
-    let (k_push, d_push) = rt.block_on(async {
+    let k_b64 = wrk(&blob(&kiln.host), 64, &[]);
+    let d_b64 = wrk(&blob(&dist.host), 64, &[]);
+    let (k_push, d_push, k_chunked, d_chunked) = rt.block_on(async {
         (
-            push_mb_per_s(&http, &kiln.host, bench_auth, 1).await,
-            push_mb_per_s(&http, &dist.host, None, 2).await,
+            push_mb_per_s(&http, &kiln.host, bench_auth, 1, false).await,
+            push_mb_per_s(&http, &dist.host, None, 2, false).await,
+            push_mb_per_s(&http, &kiln.host, bench_auth, 3, true).await,
+            push_mb_per_s(&http, &dist.host, None, 4, true).await,
         )
     });
     let (kiln_peak, dist_peak) = (
@@ -447,7 +637,14 @@ pub(crate) fn benches() {
         d_b16.mb_per_s,
         true,
     );
+    row(
+        "blob GET MB/s, 64 connections",
+        k_b64.mb_per_s,
+        d_b64.mb_per_s,
+        true,
+    );
     row("monolithic push MB/s", k_push, d_push, true);
+    row("chunked push MB/s (8 MiB)", k_chunked, d_chunked, true);
     row(
         "RSS at rest MiB",
         kiln_rest as f64 / 1024.0,
@@ -464,5 +661,14 @@ pub(crate) fn benches() {
         "(ratio: how many times better kiln is; targets: >= 1 everywhere, >= 2 for token req/s, >= 5 for RSS)\n"
     );
     drop((kiln, dist, dist_auth));
+    let disk = Figures {
+        tok: k_tok,
+        blobs: [k_b1, k_b16, k_b64],
+        push: k_push,
+        push_chunked: k_chunked,
+        rss_rest_kib: kiln_rest,
+        rss_peak_kib: kiln_peak,
+    };
+    on_garage(&rt, &http, &dir, &disk);
     let _ = std::fs::remove_dir_all(&dir);
 }

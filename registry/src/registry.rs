@@ -515,6 +515,19 @@ impl<S: Storage> Registry<S> {
         body: Option<ByteStream>,
     ) -> Result<(), Error> {
         if let Some(body) = body {
+            // The whole blob in this request (POST, then one PUT): stored
+            // in one go, as a monolithic POST is.
+            let session = self.session(repo, id).await?;
+            let held = session.lock().await;
+            if self.stored_size(id).await? == 0 {
+                let result = self.put_blob(repo, digest, body).await;
+                drop(held);
+                self.store.delete_upload(id.as_str()).await?;
+                self.store.delete_doc(&upload_key(id)).await?;
+                self.forget(id);
+                return result;
+            }
+            drop(held);
             self.append(repo, id, None, None, body).await?;
         }
         let session = self.session(repo, id).await?;
