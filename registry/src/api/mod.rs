@@ -62,6 +62,11 @@ pub struct ApiOptions {
     pub on_manifest: Option<OnManifest>,
     /// Asked before every manifest read (default none).
     pub before_manifest_read: Option<BeforeManifestRead>,
+    /// Answer an authorized blob GET with `307 Temporary Redirect` to a URL
+    /// of the store valid this long, where the store gives one (an object
+    /// store with a signer): bytes then flow from the store, not through
+    /// the registry. Default none: served here.
+    pub redirect_blobs: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for ApiOptions {
@@ -70,6 +75,7 @@ impl std::fmt::Debug for ApiOptions {
             .field("automatic_mount", &self.automatic_mount)
             .field("on_manifest", &self.on_manifest.is_some())
             .field("before_manifest_read", &self.before_manifest_read.is_some())
+            .field("redirect_blobs", &self.redirect_blobs)
             .finish()
     }
 }
@@ -80,6 +86,7 @@ impl Default for ApiOptions {
             automatic_mount: true,
             on_manifest: None,
             before_manifest_read: None,
+            redirect_blobs: None,
         }
     }
 }
@@ -492,6 +499,16 @@ impl<S: Storage, A: Access> Api<S, A> {
             (Route::Blob(repo, d), m @ (Method::GET | Method::HEAD)) => {
                 let size = reg.blob_size(&repo, &d).await?;
                 let digest_h = (DOCKER_CONTENT_DIGEST, d.to_string());
+                if m == Method::GET
+                    && let Some(expires) = self.options.redirect_blobs
+                    && let Some(url) = reg.storage().blob_url(&d, expires).await?
+                {
+                    return Ok(with_headers(
+                        StatusCode::TEMPORARY_REDIRECT,
+                        Body::empty(),
+                        &[digest_h, (header::LOCATION, url)],
+                    ));
+                }
                 let octets = (header::CONTENT_TYPE, "application/octet-stream".to_owned());
                 let ranges = (header::ACCEPT_RANGES, "bytes".to_owned());
                 let range = match byte_range(headers, size) {

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use fs::FsStorage;
-pub use object::ObjectStorage;
+pub use object::{ObjectStorage, UrlSigner};
 
 use crate::{Digest, Hasher};
 
@@ -167,6 +167,18 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         prefix: &str,
     ) -> impl Future<Output = io::Result<Vec<Listed>>> + Send;
+
+    /// A URL a client may GET blob `digest` from directly for `expires` (an
+    /// object store's presigned URL), when the backend can give one. None
+    /// by default.
+    fn blob_url(
+        &self,
+        digest: &Digest,
+        expires: std::time::Duration,
+    ) -> impl Future<Output = io::Result<Option<String>>> + Send {
+        let _ = (digest, expires);
+        async { Ok(None) }
+    }
 
     /// The smallest chunk a chunked upload may send (but its last), when the
     /// backend has one (S3 multipart parts: 5 MiB); advertised to clients

@@ -12,6 +12,7 @@
 //! the cut. Committing copies a single piece to the blob's place inside the
 //! store; several pieces are streamed into one multipart upload.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -34,6 +35,20 @@ const OFFSET_DIGITS: usize = 20;
 pub struct ObjectStorage {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    /// Signs blob URLs for clients ([`ObjectStorage::with_signer`]).
+    signer: Option<Arc<dyn UrlSigner>>,
+}
+
+/// Signs URLs clients may GET an object from directly for a while (an
+/// object store's presigned URLs: `object_store`'s `Signer` of its cloud
+/// stores, behind a feature this crate does not need).
+pub trait UrlSigner: Send + Sync + std::fmt::Debug {
+    /// A GET URL for the object at `path`, valid for `expires`.
+    fn signed_get(
+        &self,
+        path: &Path,
+        expires: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = io::Result<String>> + Send + '_>>;
 }
 
 fn io_error(e: object_store::Error) -> io::Error {
@@ -70,7 +85,17 @@ impl ObjectStorage {
         Self {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
+            signer: None,
         }
+    }
+
+    /// Gives blob URLs signed by `signer` (the same store's, e.g. an
+    /// `AmazonS3`), so that a router may redirect blob GETs to the store
+    /// ([`crate::api::ApiOptions::redirect_blobs`]).
+    #[must_use]
+    pub fn with_signer(mut self, signer: Arc<dyn UrlSigner>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 
     /// The object store.
@@ -453,6 +478,19 @@ impl Storage for ObjectStorage {
         }
         not_found_is_none(self.store.delete(&path).await)?;
         Ok(true)
+    }
+
+    async fn blob_url(
+        &self,
+        digest: &Digest,
+        expires: std::time::Duration,
+    ) -> io::Result<Option<String>> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        Ok(Some(
+            signer.signed_get(&self.blob_path(digest), expires).await?,
+        ))
     }
 
     async fn list_blobs(&self) -> io::Result<Vec<Listed>> {

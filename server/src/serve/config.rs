@@ -49,6 +49,11 @@ pub(crate) struct Config {
     pub body_idle_timeout_secs: u64,
     /// Conversions to ext4 run at once (default 1).
     pub conversion_workers: usize,
+    /// Redirect authorized blob GETs to a presigned URL of the bucket valid
+    /// this many seconds, so bytes flow from the store, not through the
+    /// server (default 0: off; only with an S3 `storage`, whose endpoint
+    /// clients must then reach).
+    pub blob_redirect_secs: u64,
     /// How long tags, manifests' records and blob sizes are served from
     /// memory, in milliseconds (default 1000; 0: never): a replica sees
     /// another's tag change or deletion after at most this long.
@@ -309,6 +314,7 @@ impl Default for Config {
             conversion_workers: 1,
             conversion_lease_secs: 30,
             cache_ttl_ms: 1000,
+            blob_redirect_secs: 0,
             header_timeout_secs: 30,
             body_idle_timeout_secs: 120,
             tenants: Vec::new(),
@@ -394,6 +400,12 @@ impl Config {
         }
         if !(1..=64).contains(&self.conversion_workers) {
             bail!("conversion_workers must be 1..=64");
+        }
+        if self.blob_redirect_secs > 0 && self.storage.is_none() {
+            bail!("blob_redirect_secs needs an S3 storage");
+        }
+        if self.blob_redirect_secs > 7 * 86_400 {
+            bail!("blob_redirect_secs must be at most 604800 (S3's longest presigned URL)");
         }
         if self.cache_ttl_ms > 60_000 {
             bail!("cache_ttl_ms must be at most 60000");

@@ -229,7 +229,13 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         config.data_dir.join("instances"),
     )?;
     let app = Router::new()
-        .merge(api::router(registry, auth.clone(), options))
+        .merge(api::router(registry, auth.clone(), {
+            // Clients (not the internal listener) may be sent to the store.
+            let mut public = options;
+            public.redirect_blobs = (config.blob_redirect_secs > 0)
+                .then(|| Duration::from_secs(config.blob_redirect_secs));
+            public
+        }))
         .merge(instances::router(instances))
         .merge(builds::router(builds))
         .merge(mirror::router(mirroring))

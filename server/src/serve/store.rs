@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use kiln_ext4::BlobSource;
-use kiln_registry::storage::ByteStream;
+use kiln_registry::storage::{ByteStream, UrlSigner};
 use kiln_registry::{Digest, FsStorage, Hasher, Listed, ObjectStorage, Storage};
 
 /// The registry's store.
@@ -48,10 +48,36 @@ impl Store {
                 .with_endpoint(e)
                 .with_virtual_hosted_style_request(false);
         }
-        let store = builder
-            .build()
-            .with_context(|| format!("storage {spec:?}"))?;
-        Ok(Self::Object(ObjectStorage::new(Arc::new(store), prefix)))
+        let store = Arc::new(
+            builder
+                .build()
+                .with_context(|| format!("storage {spec:?}"))?,
+        );
+        Ok(Self::Object(
+            ObjectStorage::new(store.clone(), prefix).with_signer(Arc::new(S3Urls(store))),
+        ))
+    }
+}
+
+/// Presigned GET URLs of the bucket (for `blob_redirect_secs`).
+#[derive(Debug)]
+struct S3Urls(Arc<object_store::aws::AmazonS3>);
+
+impl UrlSigner for S3Urls {
+    fn signed_get(
+        &self,
+        path: &object_store::path::Path,
+        expires: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<String>> + Send + '_>> {
+        use object_store::signer::Signer as _;
+        let path = path.clone();
+        Box::pin(async move {
+            self.0
+                .signed_url(object_store::signer::Method::GET, &path, expires)
+                .await
+                .map(|u| u.to_string())
+                .map_err(io::Error::other)
+        })
     }
 }
 
@@ -143,6 +169,14 @@ impl Storage for Store {
 
     async fn list_doc_entries(&self, prefix: &str) -> io::Result<Vec<Listed>> {
         both!(self, s => s.list_doc_entries(prefix).await)
+    }
+
+    async fn blob_url(
+        &self,
+        digest: &Digest,
+        expires: std::time::Duration,
+    ) -> io::Result<Option<String>> {
+        both!(self, s => s.blob_url(digest, expires).await)
     }
 
     fn chunk_min_length(&self) -> Option<u64> {

@@ -7,16 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::client::sha256;
-use crate::serve::{Kiln, SECRET, http, s3_env, tenant_config};
-
-fn s3_config(name: &str) -> Option<(String, Vec<(String, String)>)> {
-    let (env, bucket) = s3_env()?;
-    let config = tenant_config(&format!(
-        "storage = \"s3://{bucket}/{name}-{}\"\n",
-        std::process::id()
-    ));
-    Some((config, env))
-}
+use crate::serve::{Kiln, SECRET, http, s3_config, tenant_config};
 
 /// Rounds of kill and restart (on disk; half on S3), pushers per round,
 /// and images one pusher pushes in a round at most (the test stays within
@@ -55,7 +46,7 @@ impl Rng {
 }
 
 /// Pushes a blob monolithically (Basic auth); its digest, if acknowledged.
-async fn push_blob(base: &str, data: Vec<u8>) -> Option<String> {
+pub(crate) async fn push_blob(base: &str, data: Vec<u8>) -> Option<String> {
     let digest = sha256(&data);
     let r = http()
         .post(format!(

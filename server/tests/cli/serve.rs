@@ -2141,3 +2141,92 @@ fn replicas_on_one_s3_bucket_serve_as_one_registry() {
         assert!(b.log_text().contains("conversion taken up"));
     }
 }
+
+/// A configuration storing in the Garage cluster's bucket under a prefix
+/// of this run's own, and the environment it needs.
+pub(crate) fn s3_config(name: &str) -> Option<(String, Vec<(String, String)>)> {
+    let (env, bucket) = s3_env()?;
+    let config = tenant_config(&format!(
+        "storage = \"s3://{bucket}/{name}-{}\"\n",
+        std::process::id()
+    ));
+    Some((config, env))
+}
+
+/// With `blob_redirect_secs`, blob GETs on an S3 store answer 307 to a
+/// presigned URL of the bucket that serves the same bytes (HEAD and the
+/// default configuration answer here); skopeo pulls through the redirect.
+#[test]
+fn blob_gets_redirect_to_presigned_urls_when_asked() {
+    let Some((config, env)) = s3_config("redirect") else {
+        return;
+    };
+    let dir = crate::ext4::scratch("redirect");
+    let config = format!("blob_redirect_secs = 60\n{config}");
+    let kiln = Kiln::start_with_env(&dir, &config, &env);
+    let endpoint = &env.iter().find(|(k, _)| k == "AWS_ENDPOINT_URL").unwrap().1;
+    let runtime = crate::peers::runtime();
+    runtime.block_on(async {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let d = crate::crash::push_blob(&kiln.url(), data.clone())
+            .await
+            .expect("pushed");
+        let no_follow = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let url = format!("{}/v2/acme/crash/blobs/{d}", kiln.url());
+        let r = no_follow
+            .get(&url)
+            .basic_auth("acme", Some(SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 307);
+        let to = r.headers()["location"].to_str().unwrap().to_owned();
+        assert!(to.starts_with(endpoint.as_str()), "{to}");
+        assert!(to.contains("X-Amz-Signature="), "{to}");
+        // The URL alone (no credentials of ours) serves the blob.
+        let bytes = http().get(&to).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(sha256(&bytes), d);
+        // Unauthorized clients get no URL.
+        let r = no_follow.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        // HEAD answers here.
+        let r = no_follow
+            .head(&url)
+            .basic_auth("acme", Some(SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // A following client ends with the bytes.
+        let r = http()
+            .get(&url)
+            .basic_auth("acme", Some(SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(sha256(&r.bytes().await.unwrap()), d);
+    });
+    if crate::peers::have("skopeo")
+        && let Some(images) = crate::ext4::images()
+    {
+        let creds = format!("acme:{SECRET}");
+        kiln.push_oci(
+            &format!("oci:{}:busybox", images.display()),
+            "acme/box:v1",
+            &creds,
+        );
+        let out = dir.join("pulled");
+        crate::peers::ok(crate::peers::skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            &creds,
+            &format!("docker://{}/acme/box:v1", kiln.host),
+            &format!("oci:{}:v1", out.display()),
+        ]));
+    }
+}
