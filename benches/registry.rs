@@ -315,6 +315,73 @@ async fn push_mb_per_s(
     (PUSHES * PUSH_BYTES) as f64 / t.elapsed().as_secs_f64() / 1e6
 }
 
+/// MB/s of `PUSHES` PUTs of 32 MiB objects straight to the bucket with
+/// `object_store` (no registry): what the store itself sustains.
+async fn raw_put_mb_per_s(env: &[(String, String)], bucket: &str) -> f64 {
+    use object_store::ObjectStoreExt as _;
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(get("AWS_ENDPOINT_URL"))
+        .with_allow_http(true)
+        .with_region(get("AWS_REGION"))
+        .with_bucket_name(bucket)
+        .with_access_key_id(get("AWS_ACCESS_KEY_ID"))
+        .with_secret_access_key(get("AWS_SECRET_ACCESS_KEY"))
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .unwrap();
+    let blobs: Vec<Vec<u8>> = (0..PUSHES as u64)
+        .map(|i| noise(900 + i, PUSH_BYTES))
+        .collect();
+    let t = Instant::now();
+    for (i, b) in blobs.into_iter().enumerate() {
+        store
+            .put(
+                &object_store::path::Path::from(format!("raw/{i}")),
+                object_store::PutPayload::from(b),
+            )
+            .await
+            .unwrap();
+    }
+    (PUSHES * PUSH_BYTES) as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
+/// Blob GET MB/s over one HTTP/2 connection (cleartext, prior knowledge)
+/// carrying 16 concurrent streams, for `LOAD`.
+async fn h2_blob_mb_per_s(url: &str) -> f64 {
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let secs: u64 = LOAD.trim_end_matches('s').parse().unwrap_or(5);
+    let until = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let streams: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_owned());
+            tokio::spawn(async move {
+                let mut bytes = 0u64;
+                while Instant::now() < until {
+                    let r = client.get(&url).send().await.unwrap();
+                    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+                    bytes += r.bytes().await.unwrap().len() as u64;
+                }
+                bytes
+            })
+        })
+        .collect();
+    let mut total = 0u64;
+    for s in streams {
+        total += s.await.unwrap();
+    }
+    total as f64 / started.elapsed().as_secs_f64() / 1e6
+}
+
 /// kiln's figures alone: token manifest GETs, blob GETs at 1/16/64
 /// connections, pushes, RSS.
 struct Figures {
@@ -396,6 +463,8 @@ fn on_garage(rt: &tokio::runtime::Runtime, http: &reqwest::Client, dir: &Path, d
             push_mb_per_s(http, &kiln.host, bench_auth, 8, true).await,
         )
     });
+    // The store's own ceiling: the same puts straight to the bucket.
+    let raw_put = rt.block_on(raw_put_mb_per_s(&env, &var("BUCKET")));
     let g = Figures {
         tok,
         blobs,
@@ -434,6 +503,10 @@ fn on_garage(rt: &tokio::runtime::Runtime, http: &reqwest::Client, dir: &Path, d
         "chunked push MB/s (8 MiB)",
         disk.push_chunked,
         g.push_chunked,
+    );
+    println!(
+        "{:<34} {:>10} {raw_put:>14.2}",
+        "S3 PUT MB/s straight (object_store)", "-"
     );
     let mib = |k: u64| k as f64 / 1024.0;
     both(
@@ -568,6 +641,7 @@ pub(crate) fn benches() {
     let d_b16 = wrk(&blob(&dist.host), 16, &[]);
     let k_b64 = wrk(&blob(&kiln.host), 64, &[]);
     let d_b64 = wrk(&blob(&dist.host), 64, &[]);
+    let k_h2 = rt.block_on(h2_blob_mb_per_s(&blob(&kiln.host)));
     let (k_push, d_push, k_chunked, d_chunked) = rt.block_on(async {
         (
             push_mb_per_s(&http, &kiln.host, bench_auth, 1, false).await,
@@ -645,6 +719,10 @@ pub(crate) fn benches() {
     );
     row("monolithic push MB/s", k_push, d_push, true);
     row("chunked push MB/s (8 MiB)", k_chunked, d_chunked, true);
+    println!(
+        "{:<34} {k_h2:>10.2} {:>14} {:>9}",
+        "blob GET MB/s, HTTP/2 (1 conn, 16)", "(no h2c)", "-"
+    );
     row(
         "RSS at rest MiB",
         kiln_rest as f64 / 1024.0,

@@ -103,7 +103,9 @@ pub struct GcReport {
     /// Upload sessions removed (or that would be).
     pub uploads_deleted: usize,
     /// Problems met while marking: a manifest whose bytes are missing or
-    /// unreadable (`repo@digest: why`). Nothing is deleted for them.
+    /// unreadable (`repo@digest: why`). A run with problems removes no
+    /// blob (the unreadable manifest may reference any): they are counted
+    /// as kept.
     pub problems: Vec<String>,
     /// Wall-clock seconds the run took.
     pub seconds: f64,
@@ -325,6 +327,12 @@ impl<S: Storage> Registry<S> {
             } else {
                 candidates.push((d, size));
             }
+        }
+        // A manifest that could not be read may reference any of them:
+        // sweep nothing this run (the problems are in the report).
+        if !report.problems.is_empty() {
+            report.blobs_young += candidates.len();
+            candidates.clear();
         }
         for (n, batch) in candidates.chunks(BATCH).enumerate() {
             if opts.dry_run {

@@ -184,6 +184,20 @@ async fn gc_removes_only_what_nothing_references_once_past_the_grace() {
     let scrub = reg.scrub(|_| {}).await.unwrap();
     assert_eq!(scrub.corrupt.len(), 1, "{scrub:?}");
     assert!(scrub.corrupt[0].contains("content hashes to"));
+
+    // A manifest whose bytes are gone may reference anything: a run that
+    // meets one removes no blob, and says why.
+    push_blob(&reg, &app, b"another orphan").await;
+    tokio::time::sleep(grace + Duration::from_millis(100)).await;
+    std::fs::remove_file(FsStorage::blob_path_in(dir.path(), &kept)).unwrap();
+    // (A registry that has not read it yet: this one keeps its bytes.)
+    let fresh = Registry::new(FsStorage::open(dir.path()).unwrap(), limits(deadline));
+    let r = fresh.collect(&options(grace)).await.unwrap();
+    assert_eq!((r.problems.len(), r.blobs_deleted), (1, 0), "{r}");
+    assert!(
+        r.problems[0].starts_with(&format!("team/app@{kept}")),
+        "{r:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
