@@ -1,7 +1,8 @@
 //! The online garbage collector: `kiln_registry::Registry::collect` once
 //! per interval. Replicas over one store share the work: the first to find
 //! no run recorded within the interval (`gc/last` in the store) runs it;
-//! two that race both run, which is safe, only wasteful.
+//! two that race both run, which is safe, only wasteful. After each run the
+//! conversions of manifests no repository holds any more are removed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use kiln_registry::{Registry, Storage as _};
 
 use super::Store;
 use super::config::GcSettings;
+use super::convert::Conversions;
 
 /// Where the last run is recorded (its report).
 const LAST: &str = "gc/last";
@@ -22,6 +24,7 @@ pub(crate) struct Totals {
     pub failures: u64,
     pub blobs_deleted: u64,
     pub bytes_freed: u64,
+    pub conversions_pruned: u64,
 }
 
 /// The collector's counters.
@@ -31,14 +34,19 @@ pub(crate) struct Collector {
     failures: AtomicU64,
     blobs_deleted: AtomicU64,
     bytes_freed: AtomicU64,
+    conversions_pruned: AtomicU64,
 }
 
 impl Collector {
     /// Starts the collector (unless `interval_secs` is 0).
-    pub(crate) fn start(registry: Arc<Registry<Store>>, settings: GcSettings) -> Arc<Self> {
+    pub(crate) fn start(
+        registry: Arc<Registry<Store>>,
+        conversions: Arc<Conversions>,
+        settings: GcSettings,
+    ) -> Arc<Self> {
         let this = Arc::new(Self::default());
         if settings.interval_secs > 0 {
-            tokio::spawn(this.clone().run(registry, settings));
+            tokio::spawn(this.clone().run(registry, conversions, settings));
         }
         this
     }
@@ -49,10 +57,16 @@ impl Collector {
             failures: self.failures.load(Ordering::Relaxed),
             blobs_deleted: self.blobs_deleted.load(Ordering::Relaxed),
             bytes_freed: self.bytes_freed.load(Ordering::Relaxed),
+            conversions_pruned: self.conversions_pruned.load(Ordering::Relaxed),
         }
     }
 
-    async fn run(self: Arc<Self>, registry: Arc<Registry<Store>>, settings: GcSettings) {
+    async fn run(
+        self: Arc<Self>,
+        registry: Arc<Registry<Store>>,
+        conversions: Arc<Conversions>,
+        settings: GcSettings,
+    ) {
         let interval = Duration::from_secs(settings.interval_secs);
         let options = settings.options();
         loop {
@@ -79,6 +93,19 @@ impl Collector {
                     tracing::info!(%report, "garbage collection");
                     if let Ok(json) = serde_json::to_vec(&report) {
                         registry.storage().put_doc(LAST, &json).await.ok();
+                    }
+                    // Conversions of manifests gone everywhere go too.
+                    match conversions.prune().await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            self.conversions_pruned
+                                .fetch_add(n as u64, Ordering::Relaxed);
+                            tracing::info!(
+                                conversions = n,
+                                "conversions of deleted manifests removed"
+                            );
+                        }
+                        Err(e) => tracing::warn!(error = %e, "pruning conversions"),
                     }
                 }
                 Err(e) => {

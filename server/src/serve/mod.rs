@@ -127,7 +127,6 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
     let registry = Arc::new(open_registry(&config)?);
-    let collector = gc::Collector::start(registry.clone(), config.gc.clone());
     let auth = Arc::new(auth::Auth::open(&config, &config.data_dir.join("auth"))?);
     let conversions = convert::Conversions::start(
         config.data_dir.join("conversions"),
@@ -136,6 +135,7 @@ async fn serve(config: Config, grace: Duration) -> anyhow::Result<()> {
         Duration::from_secs(config.conversion_lease_secs),
     )
     .context("starting the conversion queue")?;
+    let collector = gc::Collector::start(registry.clone(), conversions.clone(), config.gc.clone());
     let mut options = api::ApiOptions::default();
     let hook = conversions.clone();
     options.on_manifest = Some(Arc::new(move |pushed| Some(hook.on_manifest(&pushed))));

@@ -208,8 +208,9 @@ impl Metrics {
             "# HELP kiln_gc_runs_total Garbage collections this process ran.\n# TYPE kiln_gc_runs_total counter\nkiln_gc_runs_total {}\n\
              # HELP kiln_gc_blobs_deleted_total Blobs garbage collection removed.\n# TYPE kiln_gc_blobs_deleted_total counter\nkiln_gc_blobs_deleted_total {}\n\
              # HELP kiln_gc_bytes_freed_total Bytes garbage collection removed.\n# TYPE kiln_gc_bytes_freed_total counter\nkiln_gc_bytes_freed_total {}\n\
-             # HELP kiln_gc_failures_total Garbage collections that failed.\n# TYPE kiln_gc_failures_total counter\nkiln_gc_failures_total {}\n",
-            g.gc.runs, g.gc.blobs_deleted, g.gc.bytes_freed, g.gc.failures
+             # HELP kiln_gc_failures_total Garbage collections that failed.\n# TYPE kiln_gc_failures_total counter\nkiln_gc_failures_total {}\n\
+             # HELP kiln_gc_conversions_pruned_total Conversions removed with their deleted manifests.\n# TYPE kiln_gc_conversions_pruned_total counter\nkiln_gc_conversions_pruned_total {}\n",
+            g.gc.runs, g.gc.blobs_deleted, g.gc.bytes_freed, g.gc.failures, g.gc.conversions_pruned
         );
         ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
     }

@@ -118,6 +118,24 @@ fn the_online_collector_runs_while_clients_push_and_delete_then_kiln_gc_and_scru
     );
     assert_eq!(runtime.block_on(metric(&base, "kiln_gc_failures_total")), 0);
     runtime.block_on(verify(&base, &kept));
+    // Their conversions' records go with them (these images do not run:
+    // their conversions failed, records all the same); the kept stay.
+    let image = |a: &Acked| {
+        let url = format!("{base}/kiln/v1/images/{}", sha256(&a.manifest));
+        runtime.block_on(status(http().get(url)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while deleted.iter().any(|a| image(a) != 404) {
+        assert!(
+            Instant::now() < deadline,
+            "conversion records of deleted images remain"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(kept.iter().all(|a| image(a) == 200));
+    assert!(
+        runtime.block_on(metric(&base, "kiln_gc_conversions_pruned_total")) >= deleted.len() as u64
+    );
     drop(server);
 
     // By hand, on the stopped server's store: nothing left to remove.

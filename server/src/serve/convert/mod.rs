@@ -263,6 +263,12 @@ impl Conversions {
                 self.lock().insert(digest.to_owned(), stored.clone());
                 Some(stored)
             }
+            // Pruned (its manifest was deleted everywhere): forgotten here
+            // too; a record still being stored stays.
+            Ok(None) if known.as_ref().is_some_and(|r| r.state.is_final()) => {
+                self.lock().remove(digest);
+                None
+            }
             Ok(None) => known,
             Err(e) => {
                 tracing::warn!(error = %e, %digest, "reading a conversion record");
@@ -375,7 +381,7 @@ impl Conversions {
         let this = self.clone();
         Box::pin(async move {
             let result = if kept {
-                this.add_stored_repository(&digest, &repository).await
+                this.add_repository_or_publish(record).await
             } else {
                 this.publish(record).await
             };

@@ -88,6 +88,117 @@ impl Conversions {
         self.registry.storage().put_doc(&key, b"").await
     }
 
+    /// Notes another repository of a known record; when the record was
+    /// pruned meanwhile (its manifest had been deleted everywhere), stores
+    /// it anew. (Pruning deletes the record, then looks at the
+    /// repositories: of the two write-then-read sequences one sees the
+    /// other, so the push always ends with a record.)
+    pub(super) async fn add_repository_or_publish(&self, record: Record) -> io::Result<()> {
+        self.add_stored_repository(&record.digest, &record.repository)
+            .await?;
+        if self.load(&record.digest).await?.is_none() {
+            self.lock().remove(&record.digest);
+            return self.publish(record).await;
+        }
+        Ok(())
+    }
+
+    /// Removes the conversions of manifests no repository holds any more
+    /// (deleted, or collected as untagged): record, repositories and
+    /// outputs, here and in the store. Those not over yet are left alone.
+    /// Returns how many went.
+    pub(crate) async fn prune(&self) -> io::Result<usize> {
+        let store = self.registry.storage();
+        let mut pruned = 0;
+        for stem in store.list_docs(RECORDS).await? {
+            let digest = stem.replacen('-', ":", 1);
+            let Some(record) = self.load(&digest).await? else {
+                continue;
+            };
+            if !record.state.is_final() || self.held_anywhere(&record).await? {
+                continue;
+            }
+            store.delete_doc(&format!("{RECORDS}/{stem}")).await?;
+            // A push to another repository may have raced the deletion.
+            let again = self.with_repositories_now(&record).await?;
+            if self.held_anywhere(&again).await? {
+                let mut fresh = again;
+                fresh.state = State::Pending;
+                self.publish(fresh).await?;
+                continue;
+            }
+            for f in store.list_docs(&format!("{REPOS}/{stem}")).await? {
+                store.delete_doc(&format!("{REPOS}/{stem}/{f}")).await?;
+            }
+            store.delete_doc(&format!("{PENDING}/{stem}")).await?;
+            self.delete_outputs(&digest).await?;
+            self.lock().remove(&digest);
+            pruned += 1;
+        }
+        Ok(pruned)
+    }
+
+    /// `record` with the repositories the store lists for it now.
+    async fn with_repositories_now(&self, record: &Record) -> io::Result<Record> {
+        let mut r = record.clone();
+        let stem = file_stem(&record.digest);
+        for f in self
+            .registry
+            .storage()
+            .list_docs(&format!("{REPOS}/{stem}"))
+            .await?
+        {
+            let repo = f.replace(',', "/");
+            if repo != r.repository && !r.also_in.contains(&repo) {
+                r.also_in.push(repo);
+            }
+        }
+        Ok(r)
+    }
+
+    /// Whether any of the record's repositories holds its manifest.
+    async fn held_anywhere(&self, record: &Record) -> io::Result<bool> {
+        let Ok(digest) = record.digest.parse::<kiln_registry::Digest>() else {
+            return Ok(false);
+        };
+        for repo in std::iter::once(&record.repository).chain(&record.also_in) {
+            let Ok(name) = repo.parse() else { continue };
+            match self
+                .registry
+                .manifest_info(&name, &kiln_registry::Reference::Digest(digest.clone()))
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(kiln_registry::Error::ManifestUnknown(_)) => {}
+                Err(kiln_registry::Error::Io(e)) => return Err(e),
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Removes a conversion's outputs, here and in the store.
+    async fn delete_outputs(&self, digest: &str) -> io::Result<()> {
+        let (ext4, run) = self.local_paths(digest);
+        for f in [&ext4, &run] {
+            match tokio::fs::remove_file(f).await {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        if let Store::Object(objects) = self.registry.storage() {
+            let stem = file_stem(digest);
+            for name in [format!("{stem}.ext4"), format!("{stem}.run.json")] {
+                let path = objects.object_path(&format!("kiln/conversions/{name}"));
+                match objects.object_store().delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(io::Error::other(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stores a new push's record unless the store has one that stands for
     /// it (another replica's), and queues it when there is work.
     pub(super) async fn publish(&self, record: Record) -> io::Result<()> {
