@@ -134,20 +134,25 @@ fn repo_key(repo: &RepositoryName) -> String {
     format!("repositories/{}", repo.as_str())
 }
 
+/// The folder of a repository's manifests: `<alg>/<hex>` below it.
+pub(crate) fn revisions_prefix(repo: &RepositoryName) -> String {
+    format!("{}/_manifests/revisions", repo_key(repo))
+}
+
 fn revision_key(repo: &RepositoryName, d: &Digest) -> String {
-    format!(
-        "{}/_manifests/revisions/{}/{}",
-        repo_key(repo),
-        d.algorithm(),
-        d.hex()
-    )
+    format!("{}/{}/{}", revisions_prefix(repo), d.algorithm(), d.hex())
+}
+
+/// The folder of a repository's tags.
+pub(crate) fn tags_prefix(repo: &RepositoryName) -> String {
+    format!("{}/_manifests/tags", repo_key(repo))
 }
 
 fn tag_key(repo: &RepositoryName, t: &Tag) -> String {
-    format!("{}/_manifests/tags/{t}", repo_key(repo))
+    format!("{}/{t}", tags_prefix(repo))
 }
 
-fn layer_key(repo: &RepositoryName, d: &Digest) -> String {
+pub(crate) fn layer_key(repo: &RepositoryName, d: &Digest) -> String {
     format!("{}/_layers/{}/{}", repo_key(repo), d.algorithm(), d.hex())
 }
 
@@ -177,12 +182,28 @@ fn catalog_key(repo: &RepositoryName) -> String {
     format!("catalog/{}", flat(repo))
 }
 
-fn upload_key(id: &UploadId) -> String {
+/// The digest a tag document names.
+pub(crate) fn tag_target(doc: &[u8]) -> Option<Digest> {
+    std::str::from_utf8(doc).ok()?.parse().ok()
+}
+
+/// A repository's name as one key component (`/` as `,`), back.
+pub(crate) fn unflat(name: &str) -> Option<RepositoryName> {
+    name.replace(',', "/").parse().ok()
+}
+
+/// An upload session's record (the session's data is the store's).
+pub(crate) fn upload_key(id: &str) -> String {
     format!("uploads/{id}")
 }
 
+/// The folder of the repositories holding blob `d`.
+pub(crate) fn holders_prefix(d: &Digest) -> String {
+    format!("holders/{}/{}", d.algorithm(), d.hex())
+}
+
 fn holder_key(d: &Digest, repo: &RepositoryName) -> String {
-    format!("holders/{}/{}/{}", d.algorithm(), d.hex(), flat(repo))
+    format!("{}/{}", holders_prefix(d), flat(repo))
 }
 
 /// One page of a sorted list: the entries after `last`, at most `n`, and
@@ -346,13 +367,10 @@ impl<S: Storage> Registry<S> {
     ///
     /// Storage failures.
     pub async fn blob_holders(&self, d: &Digest) -> Result<Vec<RepositoryName>, Error> {
-        let names = self
-            .store
-            .list_docs(&format!("holders/{}/{}", d.algorithm(), d.hex()))
-            .await?;
+        let names = self.store.list_docs(&holders_prefix(d)).await?;
         Ok(names
             .iter()
-            .filter_map(|n| n.replace(',', "/").parse().ok())
+            .filter_map(|n| unflat(n))
             .take(self.limits.max_mount_candidates)
             .collect())
     }
@@ -371,7 +389,9 @@ impl<S: Storage> Registry<S> {
             repository: repo.as_str().to_owned(),
         })
         .map_err(std::io::Error::other)?;
-        self.store.put_doc(&upload_key(&id), &record).await?;
+        self.store
+            .put_doc(&upload_key(id.as_str()), &record)
+            .await?;
         Ok(id)
     }
 
@@ -385,7 +405,7 @@ impl<S: Storage> Registry<S> {
         let unknown = || Error::UploadUnknown(id.to_string());
         let record = self
             .store
-            .get_doc(&upload_key(id))
+            .get_doc(&upload_key(id.as_str()))
             .await?
             .ok_or_else(unknown)?;
         let record: UploadRecord = serde_json::from_slice(&record).map_err(|_| unknown())?;
@@ -523,7 +543,7 @@ impl<S: Storage> Registry<S> {
                 let result = self.put_blob(repo, digest, body).await;
                 drop(held);
                 self.store.delete_upload(id.as_str()).await?;
-                self.store.delete_doc(&upload_key(id)).await?;
+                self.store.delete_doc(&upload_key(id.as_str())).await?;
                 self.forget(id);
                 return result;
             }
@@ -555,7 +575,7 @@ impl<S: Storage> Registry<S> {
                 actual,
             })
         };
-        self.store.delete_doc(&upload_key(id)).await?;
+        self.store.delete_doc(&upload_key(id.as_str())).await?;
         self.forget(id);
         result
     }
@@ -582,7 +602,7 @@ impl<S: Storage> Registry<S> {
         let session = self.session(repo, id).await?;
         let _held = session.lock().await;
         self.store.delete_upload(id.as_str()).await?;
-        self.store.delete_doc(&upload_key(id)).await?;
+        self.store.delete_doc(&upload_key(id.as_str())).await?;
         self.forget(id);
         Ok(())
     }
@@ -619,10 +639,7 @@ impl<S: Storage> Registry<S> {
                     .get_doc(&tag_key(repo, t))
                     .await?
                     .ok_or_else(unknown)?;
-                let d: Digest = std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(unknown)?;
+                let d = tag_target(&bytes).ok_or_else(unknown)?;
                 self.tags.insert(key, d.clone());
                 Ok(d)
             }
@@ -874,10 +891,7 @@ impl<S: Storage> Registry<S> {
     }
 
     async fn all_tags(&self, repo: &RepositoryName) -> Result<Vec<String>, Error> {
-        Ok(self
-            .store
-            .list_docs(&format!("{}/_manifests/tags", repo_key(repo)))
-            .await?)
+        Ok(self.store.list_docs(&tags_prefix(repo)).await?)
     }
 
     /// A page of the repository's tags, sorted, after `last`, at most `n`;
@@ -911,15 +925,46 @@ impl<S: Storage> Registry<S> {
         last: Option<&str>,
     ) -> Result<(Vec<String>, bool), Error> {
         let mut names: Vec<String> = self
-            .store
-            .list_docs("catalog")
+            .repositories()
             .await?
             .into_iter()
-            .map(|n| n.replace(',', "/"))
-            .filter(|n| n.parse().is_ok_and(|r| visible(&r)))
+            .filter(|r| visible(r))
+            .map(|r| r.as_str().to_owned())
             .collect();
         names.sort();
         Ok(page(names, n, last))
+    }
+
+    /// Every repository that has had a manifest, in no particular order.
+    pub(crate) async fn repositories(&self) -> Result<Vec<RepositoryName>, Error> {
+        Ok(self
+            .store
+            .list_docs("catalog")
+            .await?
+            .iter()
+            .filter_map(|n| unflat(n))
+            .collect())
+    }
+
+    /// Every manifest stored in a repository, with when it was stored.
+    pub(crate) async fn stored_manifests(
+        &self,
+        repo: &RepositoryName,
+    ) -> Result<Vec<(Digest, std::time::SystemTime)>, Error> {
+        let base = revisions_prefix(repo);
+        let mut out = Vec::new();
+        for alg in self.store.list_docs(&base).await? {
+            for entry in self
+                .store
+                .list_doc_entries(&format!("{base}/{alg}"))
+                .await?
+            {
+                if let Ok(d) = format!("{alg}:{}", entry.name).parse() {
+                    out.push((d, entry.modified));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The referrers of `subject` in `repo` as an OCI image index, with

@@ -33,6 +33,7 @@ use guard::{ACTIVE, STALE_SWEEP, SWEEPS, TOUCHES, digest_lines, digests_in};
 pub use scrub::ScrubReport;
 
 use crate::manifest::Manifest;
+use crate::registry::{holders_prefix, layer_key, tag_target, tags_prefix, unflat, upload_key};
 use crate::storage::{Listed, Storage};
 use crate::{Digest, Error, Reference, Registry, UploadId};
 
@@ -244,10 +245,7 @@ impl<S: Storage> Registry<S> {
         // Mark.
         let mut marked: HashSet<Digest> = HashSet::new();
         let mut untagged: Vec<(kiln_registry_token::RepositoryName, Digest)> = Vec::new();
-        for flat in self.store.list_docs("catalog").await? {
-            let Ok(repo) = flat.replace(',', "/").parse() else {
-                continue;
-            };
+        for repo in self.repositories().await? {
             report.repositories += 1;
             let revisions = self.revisions(&repo, &mut report).await?;
             let keep = match opts.untagged_after {
@@ -360,7 +358,7 @@ impl<S: Storage> Registry<S> {
         } else {
             for id in &stale {
                 self.store.delete_upload(id).await?;
-                self.store.delete_doc(&format!("uploads/{id}")).await?;
+                self.store.delete_doc(&upload_key(id)).await?;
                 report.uploads_deleted += 1;
             }
             self.prune(&announcement.key, now, slack).await?;
@@ -375,38 +373,28 @@ impl<S: Storage> Registry<S> {
         repo: &kiln_registry_token::RepositoryName,
         report: &mut GcReport,
     ) -> Result<HashMap<Digest, Revision>, Error> {
-        let base = format!("repositories/{repo}/_manifests/revisions");
         let mut out = HashMap::new();
-        for alg in self.store.list_docs(&base).await? {
-            for entry in self
-                .store
-                .list_doc_entries(&format!("{base}/{alg}"))
-                .await?
-            {
-                let Ok(d) = format!("{alg}:{}", entry.name).parse::<Digest>() else {
-                    continue;
-                };
-                let parsed = match self.manifest(repo, &Reference::Digest(d.clone())).await {
-                    Ok((info, bytes)) => Manifest::parse(&bytes, Some(&info.media_type)),
-                    Err(e) => Err(e),
-                };
-                let mut rev = Revision {
-                    modified: entry.modified,
-                    refs: vec![d.clone()],
-                    children: Vec::new(),
-                    subject: None,
-                };
-                match parsed {
-                    Ok(m) => {
-                        rev.refs.extend(m.blobs);
-                        rev.refs.extend(m.children.iter().cloned());
-                        rev.children = m.children;
-                        rev.subject = m.subject;
-                    }
-                    Err(e) => report.problems.push(format!("{repo}@{d}: {e}")),
+        for (d, modified) in self.stored_manifests(repo).await? {
+            let parsed = match self.manifest(repo, &Reference::Digest(d.clone())).await {
+                Ok((info, bytes)) => Manifest::parse(&bytes, Some(&info.media_type)),
+                Err(e) => Err(e),
+            };
+            let mut rev = Revision {
+                modified,
+                refs: vec![d.clone()],
+                children: Vec::new(),
+                subject: None,
+            };
+            match parsed {
+                Ok(m) => {
+                    rev.refs.extend(m.blobs);
+                    rev.refs.extend(m.children.iter().cloned());
+                    rev.children = m.children;
+                    rev.subject = m.subject;
                 }
-                out.insert(d, rev);
+                Err(e) => report.problems.push(format!("{repo}@{d}: {e}")),
             }
+            out.insert(d, rev);
         }
         Ok(out)
     }
@@ -426,12 +414,12 @@ impl<S: Storage> Registry<S> {
             .filter(|(_, r)| !older(now, r.modified, after))
             .map(|(d, _)| d.clone())
             .collect();
-        let tags = format!("repositories/{repo}/_manifests/tags");
+        // Read from the store, not the tag cache: a tag moved on another
+        // replica a moment ago counts.
+        let tags = tags_prefix(repo);
         for tag in self.store.list_docs(&tags).await? {
             if let Some(bytes) = self.store.get_doc(&format!("{tags}/{tag}")).await?
-                && let Some(d) = std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
+                && let Some(d) = tag_target(&bytes)
             {
                 keep.insert(d);
             }
@@ -456,10 +444,9 @@ impl<S: Storage> Registry<S> {
 
     /// Whether any repository linked blob `d` at or after `cutoff`.
     async fn linked_since(&self, d: &Digest, cutoff: SystemTime) -> Result<bool, Error> {
-        let holders = format!("holders/{}/{}", d.algorithm(), d.hex());
         Ok(self
             .store
-            .list_doc_entries(&holders)
+            .list_doc_entries(&holders_prefix(d))
             .await?
             .iter()
             .any(|h| h.modified >= cutoff))
@@ -482,19 +469,10 @@ impl<S: Storage> Registry<S> {
             if batch_started.elapsed() > STALE_SWEEP / 2 {
                 break;
             }
-            let holders = format!("holders/{}/{}", d.algorithm(), d.hex());
+            let holders = holders_prefix(d);
             for flat in self.store.list_docs(&holders).await? {
-                if let Ok(repo) = flat
-                    .replace(',', "/")
-                    .parse::<kiln_registry_token::RepositoryName>()
-                {
-                    self.store
-                        .delete_doc(&format!(
-                            "repositories/{repo}/_layers/{}/{}",
-                            d.algorithm(),
-                            d.hex()
-                        ))
-                        .await?;
+                if let Some(repo) = unflat(&flat) {
+                    self.store.delete_doc(&layer_key(&repo, d)).await?;
                 }
                 self.store.delete_doc(&format!("{holders}/{flat}")).await?;
             }

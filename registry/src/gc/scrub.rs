@@ -61,20 +61,11 @@ impl<S: Storage> Registry<S> {
             }
             progress(blob.size);
         }
-        for flat in self.store.list_docs("catalog").await? {
-            let Ok(repo) = flat.replace(',', "/").parse() else {
-                continue;
-            };
-            let base = format!("repositories/{repo}/_manifests/revisions");
-            for alg in self.store.list_docs(&base).await? {
-                for hex in self.store.list_docs(&format!("{base}/{alg}")).await? {
-                    let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() else {
-                        continue;
-                    };
-                    report.manifests += 1;
-                    if let Err(why) = self.check_manifest(&repo, &d).await {
-                        report.broken.push(format!("{repo}@{d}: {why}"));
-                    }
+        for repo in self.repositories().await? {
+            for (d, _) in self.stored_manifests(&repo).await? {
+                report.manifests += 1;
+                if let Err(why) = self.check_manifest(&repo, &d).await {
+                    report.broken.push(format!("{repo}@{d}: {why}"));
                 }
             }
         }

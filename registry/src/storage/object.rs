@@ -193,6 +193,14 @@ impl ObjectStorage {
         Ok(())
     }
 
+    /// The documents and folders directly below `prefix`.
+    async fn docs_below(&self, prefix: &str) -> io::Result<object_store::ListResult> {
+        self.store
+            .list_with_delimiter(Some(&self.doc_path(prefix)?))
+            .await
+            .map_err(io_error)
+    }
+
     async fn delete_under(&self, dir: &Path) -> io::Result<()> {
         let paths: Vec<Path> = self
             .store
@@ -555,13 +563,9 @@ impl Storage for ObjectStorage {
     }
 
     async fn list_doc_entries(&self, prefix: &str) -> io::Result<Vec<Listed>> {
-        let dir = self.doc_path(prefix)?;
-        let listed = self
-            .store
-            .list_with_delimiter(Some(&dir))
-            .await
-            .map_err(io_error)?;
-        let mut out: Vec<Listed> = listed
+        let mut out: Vec<Listed> = self
+            .docs_below(prefix)
+            .await?
             .objects
             .into_iter()
             .filter_map(|o| {
@@ -577,12 +581,7 @@ impl Storage for ObjectStorage {
     }
 
     async fn list_docs(&self, prefix: &str) -> io::Result<Vec<String>> {
-        let dir = self.doc_path(prefix)?;
-        let listed = self
-            .store
-            .list_with_delimiter(Some(&dir))
-            .await
-            .map_err(io_error)?;
+        let listed = self.docs_below(prefix).await?;
         let mut names: Vec<String> = listed
             .common_prefixes
             .iter()

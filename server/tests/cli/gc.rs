@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::sha256;
 use crate::crash::{Acked, pusher, verify};
-use crate::serve::{Kiln, SECRET, http, tenant_config};
+use crate::serve::{Kiln, SECRET, http, metric, tenant_config};
 
 const GC: &str = "[gc]\ninterval_secs = 1\ngrace_secs = 3\nwrite_deadline_secs = 1\nuntagged_retention_secs = 3\nupload_ttl_secs = 60\n";
 
@@ -18,21 +18,6 @@ async fn status(req: reqwest::RequestBuilder) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-async fn metric(base: &str, name: &str) -> u64 {
-    let page = http()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    page.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 fn kiln(dir: &std::path::Path, args: &[&str]) -> std::process::Output {

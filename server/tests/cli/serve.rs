@@ -22,6 +22,22 @@ pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A value of `kiln serve`'s `/metrics` page.
+pub(crate) async fn metric(base: &str, name: &str) -> u64 {
+    let page = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -716,15 +732,7 @@ fn token_attacks_get_401_and_write_nothing() {
             serde_json::json!([]),
             "a repository was created"
         );
-        let metrics = http()
-            .get(format!("{}/metrics", kiln.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(metrics.contains("kiln_upload_sessions 1\n"), "{metrics}");
+        assert_eq!(metric(&kiln.url(), "kiln_upload_sessions").await, 1);
     });
     let scrub = kiln.command(&["scrub", "--json"]);
     assert!(

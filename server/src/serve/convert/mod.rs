@@ -429,7 +429,7 @@ impl Conversions {
         let started = Instant::now();
         let outcome = self.convert(&record).and_then(|done| {
             let (ext4, run) = self.local_paths(digest);
-            tokio::runtime::Handle::current().block_on(self.upload_outputs(digest, &ext4, &run))?;
+            tokio::runtime::Handle::current().block_on(self.upload_outputs(&ext4, &run))?;
             Ok(done)
         });
         let seconds = started.elapsed().as_secs_f64();

@@ -26,10 +26,21 @@ use tokio::io::AsyncWriteExt;
 
 use super::{Conversions, MAX_ALSO_IN, Record, State, file_stem, keeps};
 use crate::serve::Store;
+use kiln_registry::ObjectStorage;
 
 const RECORDS: &str = "conversions";
 const REPOS: &str = "conversion-repos";
 const PENDING: &str = "conversions-pending";
+
+/// A conversion output's object in the bucket: the name of its local file
+/// (`<alg>-<hex>.ext4`, `.run.json`) under `kiln/conversions/`.
+fn output_object(objects: &ObjectStorage, local: &Path) -> object_store::path::Path {
+    let name = local
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    objects.object_path(&format!("kiln/conversions/{name}"))
+}
 
 fn flat(repository: &str) -> String {
     repository.replace('/', ",")
@@ -58,13 +69,26 @@ impl Conversions {
             return Ok(None);
         };
         let mut r: Record = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
-        for f in store.list_docs(&format!("{REPOS}/{stem}")).await? {
+        self.merge_repositories(&mut r, MAX_ALSO_IN).await?;
+        Ok(Some(r))
+    }
+
+    /// Adds to `r.also_in` the repositories the store lists for it now (up
+    /// to `limit` in all).
+    async fn merge_repositories(&self, r: &mut Record, limit: usize) -> io::Result<()> {
+        let stem = file_stem(&r.digest);
+        for f in self
+            .registry
+            .storage()
+            .list_docs(&format!("{REPOS}/{stem}"))
+            .await?
+        {
             let repo = f.replace(',', "/");
-            if repo != r.repository && !r.also_in.contains(&repo) && r.also_in.len() < MAX_ALSO_IN {
+            if repo != r.repository && !r.also_in.contains(&repo) && r.also_in.len() < limit {
                 r.also_in.push(repo);
             }
         }
-        Ok(Some(r))
+        Ok(())
     }
 
     /// Writes a record; a final one is no longer pending.
@@ -120,7 +144,9 @@ impl Conversions {
             }
             store.delete_doc(&format!("{RECORDS}/{stem}")).await?;
             // A push to another repository may have raced the deletion.
-            let again = self.with_repositories_now(&record).await?;
+            // (All of them, unbounded: one holding it is enough to keep it.)
+            let mut again = record.clone();
+            self.merge_repositories(&mut again, usize::MAX).await?;
             if self.held_anywhere(&again).await? {
                 let mut fresh = again;
                 fresh.state = State::Pending;
@@ -136,24 +162,6 @@ impl Conversions {
             pruned += 1;
         }
         Ok(pruned)
-    }
-
-    /// `record` with the repositories the store lists for it now.
-    async fn with_repositories_now(&self, record: &Record) -> io::Result<Record> {
-        let mut r = record.clone();
-        let stem = file_stem(&record.digest);
-        for f in self
-            .registry
-            .storage()
-            .list_docs(&format!("{REPOS}/{stem}"))
-            .await?
-        {
-            let repo = f.replace(',', "/");
-            if repo != r.repository && !r.also_in.contains(&repo) {
-                r.also_in.push(repo);
-            }
-        }
-        Ok(r)
     }
 
     /// Whether any of the record's repositories holds its manifest.
@@ -185,12 +193,12 @@ impl Conversions {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
-        }
-        if let Store::Object(objects) = self.registry.storage() {
-            let stem = file_stem(digest);
-            for name in [format!("{stem}.ext4"), format!("{stem}.run.json")] {
-                let path = objects.object_path(&format!("kiln/conversions/{name}"));
-                match objects.object_store().delete(&path).await {
+            if let Store::Object(objects) = self.registry.storage() {
+                match objects
+                    .object_store()
+                    .delete(&output_object(objects, f))
+                    .await
+                {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(io::Error::other(e)),
                 }
@@ -282,23 +290,15 @@ impl Conversions {
 
     /// Uploads a conversion's outputs beside the registry's objects (over
     /// an object store; on a local directory they stay where they are).
-    pub(super) async fn upload_outputs(
-        &self,
-        digest: &str,
-        ext4: &Path,
-        run: &Path,
-    ) -> io::Result<()> {
+    pub(super) async fn upload_outputs(&self, ext4: &Path, run: &Path) -> io::Result<()> {
         let Store::Object(objects) = self.registry.storage() else {
             return Ok(());
         };
-        let stem = file_stem(digest);
-        for (file, name) in [
-            (ext4, format!("{stem}.ext4")),
-            (run, format!("{stem}.run.json")),
-        ] {
-            let path = objects.object_path(&format!("kiln/conversions/{name}"));
-            let mut writer =
-                object_store::buffered::BufWriter::new(objects.object_store().clone(), path);
+        for file in [ext4, run] {
+            let mut writer = object_store::buffered::BufWriter::new(
+                objects.object_store().clone(),
+                output_object(objects, file),
+            );
             let mut reader = tokio::fs::File::open(file).await?;
             tokio::io::copy(&mut reader, &mut writer).await?;
             writer.shutdown().await?;
@@ -319,18 +319,13 @@ impl Conversions {
                 format!("no conversion outputs for {digest}"),
             ));
         };
-        let stem = file_stem(digest);
-        for (file, name) in [
-            (run, format!("{stem}.run.json")),
-            (ext4, format!("{stem}.ext4")),
-        ] {
+        for file in [run, ext4] {
             if file.exists() {
                 continue;
             }
-            let path = objects.object_path(&format!("kiln/conversions/{name}"));
             let got = objects
                 .object_store()
-                .get(&path)
+                .get(&output_object(objects, file))
                 .await
                 .map_err(io::Error::other)?;
             let tmp = file.with_extension(format!(
