@@ -422,7 +422,7 @@ async fn gc_in_a_loop_while_clients_push_and_delete_on_s3() {
     };
     let prefix = format!("test-gc-{}", std::process::id());
     collector_in_a_loop_while_clients_push_and_delete(
-        ObjectStorage::new(store, &prefix),
+        ObjectStorage::new(store.clone(), &prefix).with_multipart(store),
         Duration::from_secs(10),
         // Every object operation is fsynced on three nodes: a sweep batch
         // takes a while.

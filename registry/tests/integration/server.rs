@@ -398,7 +398,7 @@ async fn conformance_workflows_on_an_object_store_shared_by_two_registries() {
 /// The S3 bucket of a real distributed store the test script started
 /// (scripts/garage-cluster: three Garage nodes, replication factor 3):
 /// `KILN_TEST_S3_ENDPOINT`, `_BUCKET`, `_KEY_ID`, `_SECRET`. Required in CI.
-pub(crate) fn s3_store() -> Option<Arc<dyn object_store::ObjectStore>> {
+pub(crate) fn s3_store() -> Option<Arc<object_store::aws::AmazonS3>> {
     let var = |k: &str| std::env::var(format!("KILN_TEST_S3_{k}")).ok();
     let (Some(endpoint), Some(bucket), Some(key), Some(secret)) =
         (var("ENDPOINT"), var("BUCKET"), var("KEY_ID"), var("SECRET"))
@@ -427,57 +427,69 @@ async fn conformance_workflows_on_s3_shared_by_two_registries() {
     let Some(store) = s3_store() else { return };
     // A prefix of this run's own: the bucket outlives test runs.
     let prefix = format!("test-{}-{}", std::process::id(), line!());
-    let a = serve_store(
-        ObjectStorage::new(store.clone(), &prefix),
-        Limits::default(),
-    )
-    .await;
-    let b = serve_store(ObjectStorage::new(store, &prefix), Limits::default()).await;
+    // Both map chunked uploads onto S3 multipart uploads.
+    let replica = || ObjectStorage::new(store.clone(), &prefix).with_multipart(store.clone());
+    let a = serve_store(replica(), Limits::default()).await;
+    let b = serve_store(replica(), Limits::default()).await;
     conformance::all(&a.oci, "myorg/myrepo", "myorg/other").await;
-    // Start on A, continue and finish on B, read on A; a blob of several
-    // pieces goes through a multipart upload.
-    let blob: Vec<u8> = (0..20u32 << 20).map(|i| (i % 251) as u8).collect();
-    let r = a
-        .oci
-        .send(Method::POST, "/v2/shared/blobs/uploads/", &[], vec![])
-        .await;
-    let loc = location(&r);
-    let r = b
-        .oci
-        .send(
-            Method::PATCH,
-            &loc,
-            &[("content-range", &format!("0-{}", (9 << 20) - 1))],
-            blob[..9 << 20].to_vec(),
-        )
-        .await;
-    assert_eq!(r.status(), 202);
-    let digest = sha256(&blob);
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let r = b
-        .oci
-        .send(
-            Method::PUT,
-            &format!("{loc}{sep}digest={digest}"),
-            &[],
-            blob[9 << 20..].to_vec(),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let r = a
-        .oci
-        .send(
-            Method::GET,
-            &format!("/v2/shared/blobs/{digest}"),
-            &[("range", "bytes=10485760-10485769")],
-            vec![],
-        )
-        .await;
-    assert_eq!(r.status(), 206);
-    assert_eq!(
-        &r.bytes().await.unwrap()[..],
-        &blob[10 << 20..(10 << 20) + 10]
-    );
-    let r = a.oci.get(&format!("/v2/shared/blobs/{digest}")).await;
-    assert_eq!(sha256(&r.bytes().await.unwrap()), digest);
+    // Start on A, continue on B, finish on B (which has the running hash:
+    // the parts are joined in the store) or on A (which re-hashes: the
+    // parts are completed, read back and joined again).
+    for (seed, finisher) in [(0u32, &b), (1, &a)] {
+        let blob: Vec<u8> = (0..20u32 << 20).map(|i| ((i + seed) % 251) as u8).collect();
+        let r = a
+            .oci
+            .send(Method::POST, "/v2/shared/blobs/uploads/", &[], vec![])
+            .await;
+        assert_eq!(
+            crate::client::header(&r, "oci-chunk-min-length").as_deref(),
+            Some("5242880")
+        );
+        let loc = location(&r);
+        let r = b
+            .oci
+            .send(
+                Method::PATCH,
+                &loc,
+                &[("content-range", &format!("0-{}", (9 << 20) - 1))],
+                blob[..9 << 20].to_vec(),
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+        let digest = sha256(&blob);
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = finisher
+            .oci
+            .send(
+                Method::PUT,
+                &format!("{loc}{sep}digest={digest}"),
+                &[],
+                blob[9 << 20..].to_vec(),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let r = a
+            .oci
+            .send(
+                Method::GET,
+                &format!("/v2/shared/blobs/{digest}"),
+                &[("range", "bytes=10485760-10485769")],
+                vec![],
+            )
+            .await;
+        assert_eq!(r.status(), 206);
+        assert_eq!(
+            &r.bytes().await.unwrap()[..],
+            &blob[10 << 20..(10 << 20) + 10]
+        );
+        let r = b.oci.get(&format!("/v2/shared/blobs/{digest}")).await;
+        assert_eq!(sha256(&r.bytes().await.unwrap()), digest);
+        // The session is gone, its objects with it.
+        let r = a.oci.send(Method::GET, &loc, &[], vec![]).await;
+        assert_eq!(r.status(), 404);
+        let id = loc.trim_end_matches('/').rsplit('/').next().unwrap();
+        let id = id.split('?').next().unwrap();
+        let left = replica().list_uploads().await.unwrap();
+        assert!(!left.iter().any(|u| u.name == id), "{id} left: {left:?}");
+    }
 }

@@ -54,7 +54,9 @@ impl Store {
                 .with_context(|| format!("storage {spec:?}"))?,
         );
         Ok(Self::Object(
-            ObjectStorage::new(store.clone(), prefix).with_signer(Arc::new(S3Urls(store))),
+            ObjectStorage::new(store.clone(), prefix)
+                .with_multipart(store.clone())
+                .with_signer(Arc::new(S3Urls(store))),
         ))
     }
 }

@@ -5,25 +5,25 @@
 //!
 //! Every object appears whole or not at all (an object store's PUT and
 //! multipart completion are atomic), so a crash never leaves half a blob or
-//! document. An upload session is a marker and its data as pieces, one
-//! object per stretch of a request body (`<offset>` zero-padded, so they
-//! list in order): any process over the same store can continue, read or
-//! finish it, and a body cut off part way leaves the pieces stored before
-//! the cut. Committing copies a single piece to the blob's place inside the
-//! store; several pieces are streamed into one multipart upload.
-//!
-//! Design note: a chunked OCI upload is not mapped one PATCH to one S3
-//! multipart part. Parts would bind a session to the replica holding the
-//! multipart upload's state and impose S3's 5 MiB part minimum on every
-//! chunk (`OCI-Chunk-Min-Length`); pieces let any replica continue a session
-//! and accept chunks of any size, at the price of a second pass over a
-//! chunked upload's bytes when it is committed (measured: chunked pushes on
-//! a three-node Garage cluster run at about half the monolithic rate). A
-//! monolithic upload skips sessions altogether
+//! document. Upload sessions live in the store (`upload`'s notes): any
+//! process over the same store can continue, read or finish one, and a body
+//! cut off part way leaves what was stored before the cut. With a multipart
+//! store ([`ObjectStorage::with_multipart`], S3 and compatibles) a chunked
+//! OCI upload's bytes go straight into S3 multipart parts, 5 MiB advertised
+//! as `OCI-Chunk-Min-Length`, and completion joins them in the store: no
+//! byte is sent twice. A monolithic upload skips sessions altogether
 //! ([`Storage::put_blob_verified`]: one temporary object, copied into
-//! place). A multipart upload cut off by a crash is invisible to listings;
-//! give the bucket a lifecycle rule aborting incomplete multipart uploads
-//! (S3's `AbortIncompleteMultipartUpload`; Garage supports it).
+//! place).
+//!
+//! Two limits of the stores themselves: a blob is copied into its place in
+//! one request (AWS S3 copies at most 5 GiB so; Garage and MinIO have no
+//! such limit); and a multipart upload cut off by a crash is invisible to
+//! listings, so give the bucket a lifecycle rule aborting incomplete
+//! multipart uploads (S3's `AbortIncompleteMultipartUpload`; Garage
+//! supports it). Sessions removed by the registry (completed, cancelled or
+//! stale) have theirs aborted.
+
+mod upload;
 
 use std::future::Future;
 use std::io;
@@ -32,24 +32,35 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use super::{ByteStream, Listed, Storage};
 use crate::{Digest, Hasher};
-
-/// Bytes per stored piece of an upload (a request body is cut there).
-const PIECE: usize = 8 << 20;
-/// Width of a piece's offset in its name.
-const OFFSET_DIGITS: usize = 20;
+use upload::{MIN_PART, PIECE};
 
 /// A registry store in an object store, under a prefix.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ObjectStorage {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     /// Signs blob URLs for clients ([`ObjectStorage::with_signer`]).
     signer: Option<Arc<dyn UrlSigner>>,
+    /// The same store's multipart uploads, for upload sessions
+    /// ([`ObjectStorage::with_multipart`]).
+    multipart: Option<Arc<dyn MultipartStore>>,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStorage")
+            .field("store", &self.store)
+            .field("prefix", &self.prefix)
+            .field("signer", &self.signer)
+            .field("multipart", &self.multipart.is_some())
+            .finish()
+    }
 }
 
 /// Signs URLs clients may GET an object from directly for a while (an
@@ -99,7 +110,20 @@ impl ObjectStorage {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
             signer: None,
+            multipart: None,
         }
+    }
+
+    /// Stores upload sessions' bytes as parts of multipart uploads of
+    /// `multipart` (the same store as [`ObjectStorage::new`]'s: an
+    /// `AmazonS3` is both), so that completing a chunked upload sends no
+    /// byte again; clients are asked for chunks of at least 5 MiB
+    /// (`OCI-Chunk-Min-Length`, S3's smallest part) and shorter ones are
+    /// still taken.
+    #[must_use]
+    pub fn with_multipart(mut self, multipart: Arc<dyn MultipartStore>) -> Self {
+        self.multipart = Some(multipart);
+        self
     }
 
     /// Gives blob URLs signed by `signer` (the same store's, e.g. an
@@ -143,54 +167,6 @@ impl ObjectStorage {
     fn doc_path(&self, key: &str) -> io::Result<Path> {
         check_key(key)?;
         Ok(self.path(&format!("docs/{key}")))
-    }
-
-    fn upload_dir(&self, id: &str) -> io::Result<Path> {
-        check_key(id)?;
-        Ok(self.path(&format!("uploads/{id}")))
-    }
-
-    fn marker(&self, id: &str) -> io::Result<Path> {
-        Ok(self.upload_dir(id)?.join("session"))
-    }
-
-    /// An upload's pieces in order, as (offset, size, path); only the run
-    /// that starts at 0 and has no gap counts.
-    async fn pieces(&self, id: &str) -> io::Result<Vec<(u64, u64, Path)>> {
-        let dir = self.upload_dir(id)?.join("data");
-        let mut all: Vec<(u64, u64, Path)> = self
-            .store
-            .list(Some(&dir))
-            .map_err(io_error)
-            .try_filter_map(|meta| async move {
-                let offset = meta.location.filename().and_then(|n| n.parse::<u64>().ok());
-                Ok(offset.map(|o| (o, meta.size, meta.location)))
-            })
-            .try_collect()
-            .await?;
-        all.sort_by_key(|p| p.0);
-        let mut run = Vec::with_capacity(all.len());
-        let mut next = 0;
-        for piece in all {
-            if piece.0 != next {
-                break;
-            }
-            next += piece.1;
-            run.push(piece);
-        }
-        Ok(run)
-    }
-
-    async fn put_piece(&self, id: &str, offset: u64, bytes: Vec<u8>) -> io::Result<()> {
-        let path = self
-            .upload_dir(id)?
-            .join("data")
-            .join(format!("{offset:0OFFSET_DIGITS$}"));
-        self.store
-            .put(&path, PutPayload::from(bytes))
-            .await
-            .map_err(io_error)?;
-        Ok(())
     }
 
     /// The documents and folders directly below `prefix`.
@@ -279,10 +255,7 @@ impl Storage for ObjectStorage {
         limit: u64,
     ) -> io::Result<Digest> {
         let id = format!("m-{}", crate::UploadId::random().map_err(io::Error::other)?);
-        let tmp = self
-            .upload_dir(&id)?
-            .join("data")
-            .join(format!("{:0OFFSET_DIGITS$}", 0));
+        let tmp = self.piece_path(&id, 0)?;
         let mut hasher = digest.hasher();
         let mut buf: Vec<u8> = Vec::new();
         let mut total = 0u64;
@@ -360,121 +333,45 @@ impl Storage for ObjectStorage {
 
     async fn create_upload(&self, id: &str) -> io::Result<()> {
         self.store
-            .put(&self.marker(id)?, PutPayload::default())
+            .put(&self.upload_dir(id)?.join("session"), PutPayload::default())
             .await
             .map_err(io_error)?;
         Ok(())
     }
 
     async fn upload_size(&self, id: &str) -> io::Result<Option<u64>> {
-        if not_found_is_none(self.store.head(&self.marker(id)?).await)?.is_none() {
-            return Ok(None);
-        }
-        Ok(Some(self.pieces(id).await?.iter().map(|p| p.1).sum()))
+        self.session_size(id).await
     }
 
     async fn append_upload(
         &self,
         id: &str,
         offset: u64,
-        mut body: ByteStream,
-        mut hasher: Option<&mut Hasher>,
+        body: ByteStream,
+        hasher: Option<&mut Hasher>,
         limit: u64,
     ) -> io::Result<u64> {
-        let held = self
-            .upload_size(id)
-            .await?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such upload"))?;
-        if held != offset {
-            return Err(io::Error::other(format!(
-                "upload holds {held} bytes, expected {offset}"
-            )));
-        }
-        let mut written = 0u64;
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            if written + buf.len() as u64 + chunk.len() as u64 > limit {
-                return Err(io::Error::new(
-                    io::ErrorKind::FileTooLarge,
-                    "upload over the size limit",
-                ));
-            }
-            if let Some(h) = hasher.as_deref_mut() {
-                h.update(&chunk);
-            }
-            buf.extend_from_slice(&chunk);
-            if buf.len() >= PIECE {
-                let piece = std::mem::take(&mut buf);
-                let n = piece.len() as u64;
-                self.put_piece(id, offset + written, piece).await?;
-                written += n;
-            }
-        }
-        if !buf.is_empty() {
-            let n = buf.len() as u64;
-            self.put_piece(id, offset + written, buf).await?;
-            written += n;
-        }
-        Ok(written)
+        self.append(id, offset, body, hasher, limit).await
     }
 
     async fn read_upload(&self, id: &str) -> io::Result<ByteStream> {
-        let pieces = self.pieces(id).await?;
-        let store = self.store.clone();
-        let stream = futures_util::stream::iter(pieces)
-            .then(move |(_, _, path)| {
-                let store = store.clone();
-                async move {
-                    let got = store.get(&path).await.map_err(io_error)?;
-                    Ok::<_, io::Error>(got.into_stream().map_err(io_error))
-                }
-            })
-            .try_flatten();
-        Ok(Box::pin(stream))
+        self.read_session(id).await
     }
 
     async fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<()> {
         let dest = self.blob_path(digest);
         if not_found_is_none(self.store.head(&dest).await)?.is_none() {
-            let pieces = self.pieces(id).await?;
-            match pieces.as_slice() {
-                [] => {
-                    self.store
-                        .put(&dest, PutPayload::default())
-                        .await
-                        .map_err(io_error)?;
-                }
-                [(_, _, only)] => self.store.copy(only, &dest).await.map_err(io_error)?,
-                _ => {
-                    let upload = self.store.put_multipart(&dest).await.map_err(io_error)?;
-                    let mut writer = WriteMultipart::new(upload);
-                    let mut data = self.read_upload(id).await?;
-                    let result = async {
-                        while let Some(chunk) = data.next().await {
-                            writer.wait_for_capacity(4).await.map_err(io_error)?;
-                            writer.put(chunk?);
-                        }
-                        Ok::<_, io::Error>(())
-                    }
-                    .await;
-                    match result {
-                        Ok(()) => {
-                            writer.finish().await.map_err(io_error)?;
-                        }
-                        Err(e) => {
-                            writer.abort().await.ok();
-                            return Err(e);
-                        }
-                    }
-                }
-            }
+            self.commit_session(id, &dest).await?;
         }
         self.delete_upload(id).await
     }
 
     async fn delete_upload(&self, id: &str) -> io::Result<()> {
-        self.delete_under(&self.upload_dir(id)?).await
+        self.delete_session(id).await
+    }
+
+    fn chunk_min_length(&self) -> Option<u64> {
+        self.multipart.as_ref().map(|_| MIN_PART as u64)
     }
 
     async fn put_doc(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
@@ -705,7 +602,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, big.len() as u64);
-        assert_eq!(s.pieces("u").await.unwrap().len(), 2);
+        assert_eq!(
+            s.layout("u").await.unwrap().unwrap().shape(),
+            "piece(8388608) piece(4194304)"
+        );
         let d = Digest::sha256_of(&big);
         s.commit_upload("u", &d).await.unwrap();
         let back = all(s.read_blob(&d, 0, big.len() as u64).await.unwrap().unwrap()).await;
@@ -752,6 +652,185 @@ mod tests {
             big
         );
         // No temporary object is left behind.
+        assert!(s.list_uploads().await.unwrap().is_empty());
+    }
+
+    fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    fn frames(bytes: &[u8]) -> ByteStream {
+        let frames: Vec<io::Result<Bytes>> = bytes
+            .chunks(64 << 10)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures_util::stream::iter(frames))
+    }
+
+    fn with_multipart(store: &Arc<InMemory>) -> ObjectStorage {
+        ObjectStorage::new(store.clone(), "kiln/test").with_multipart(store.clone())
+    }
+
+    #[tokio::test]
+    async fn chunks_go_into_multipart_parts_on_any_replica() {
+        let mem = Arc::new(InMemory::new());
+        let (a, b) = (with_multipart(&mem), with_multipart(&mem));
+        assert_eq!(a.chunk_min_length(), Some(5 << 20));
+        assert_eq!(storage().chunk_min_length(), None);
+        let data = noise(3 * upload::PART + 1_234_567, 1);
+        // A short chunk waits as a piece; the next takes it in as the start
+        // of the first part; a long one is cut into parts and leaves a short
+        // remainder; the last is short.
+        let cuts = [1000, 6 << 20, 2 * upload::PART + 100];
+        let mut h = Hasher::new(crate::Algorithm::Sha256);
+        a.create_upload("u").await.unwrap();
+        let mut at = 0usize;
+        let mut shapes = vec![];
+        for (i, len) in cuts
+            .into_iter()
+            .chain([data.len() - 1000 - (6 << 20) - 2 * upload::PART - 100])
+            .enumerate()
+        {
+            let replica = if i % 2 == 0 { &a } else { &b };
+            let n = replica
+                .append_upload(
+                    "u",
+                    at as u64,
+                    frames(&data[at..at + len]),
+                    Some(&mut h),
+                    u64::MAX,
+                )
+                .await
+                .unwrap();
+            assert_eq!(n, len as u64);
+            at += len;
+            assert_eq!(b.upload_size("u").await.unwrap(), Some(at as u64));
+            shapes.push(a.layout("u").await.unwrap().unwrap().shape());
+        }
+        assert_eq!(
+            shapes,
+            [
+                "piece(1000)",
+                "parts(6292456)",
+                "parts(6292456+8388608+8388608) piece(100)",
+                "parts(6292456+8388608+8388608) piece(3330719)",
+            ],
+            "{shapes:?}"
+        );
+        let d = h.finish();
+        assert_eq!(d, Digest::sha256_of(&data));
+        b.commit_upload("u", &d).await.unwrap();
+        let back = all(a
+            .read_blob(&d, 0, data.len() as u64)
+            .await
+            .unwrap()
+            .unwrap())
+        .await;
+        assert!(back == data, "the blob is the upload");
+        assert!(a.list_uploads().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn multipart_sessions_are_read_lost_records_redone_and_aborted() {
+        let mem = Arc::new(InMemory::new());
+        let s = with_multipart(&mem);
+        let data = noise(2 * upload::PART + 10, 2);
+        s.create_upload("r").await.unwrap();
+        s.append_upload("r", 0, frames(&data[..upload::PART + 5]), None, u64::MAX)
+            .await
+            .unwrap();
+        // Read back (to re-hash): the open upload is completed into a piece
+        // first; more chunks then start a new upload after it.
+        assert!(all(s.read_upload("r").await.unwrap()).await == data[..upload::PART + 5]);
+        assert_eq!(
+            s.layout("r").await.unwrap().unwrap().shape(),
+            "piece(8388608) piece(5)"
+        );
+        s.append_upload(
+            "r",
+            (upload::PART + 5) as u64,
+            frames(&data[upload::PART + 5..]),
+            None,
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.layout("r").await.unwrap().unwrap().shape(),
+            "piece(8388608) parts(8388608) piece(10)"
+        );
+        let d = Digest::sha256_of(&data);
+        s.commit_upload("r", &d).await.unwrap();
+        assert!(
+            all(s
+                .read_blob(&d, 0, data.len() as u64)
+                .await
+                .unwrap()
+                .unwrap())
+            .await
+                == data
+        );
+
+        // A part whose record is lost (a crash between the two) does not
+        // count; the client resumes where the session says it stands.
+        s.create_upload("l").await.unwrap();
+        s.append_upload("l", 0, frames(&data), None, u64::MAX)
+            .await
+            .unwrap();
+        let records: Vec<Path> = mem
+            .list(Some(&s.upload_dir("l").unwrap().join("parts")))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 2, "{records:?}");
+        let second = records.iter().max().unwrap();
+        mem.delete(second).await.unwrap();
+        assert_eq!(s.upload_size("l").await.unwrap(), Some(upload::PART as u64));
+        s.append_upload(
+            "l",
+            upload::PART as u64,
+            frames(&data[upload::PART..]),
+            None,
+            u64::MAX,
+        )
+        .await
+        .unwrap();
+        let d2 = Digest::sha256_of(&data);
+        s.commit_upload("l", &d2).await.unwrap();
+        assert!(
+            all(s
+                .read_blob(&d2, 0, data.len() as u64)
+                .await
+                .unwrap()
+                .unwrap())
+            .await
+                == data
+        );
+
+        // Cancelling aborts the open upload.
+        s.create_upload("c").await.unwrap();
+        s.append_upload("c", 0, frames(&data[..upload::PART]), None, u64::MAX)
+            .await
+            .unwrap();
+        let layout = s.layout("c").await.unwrap().unwrap();
+        let (&start, upload) = layout.uploads.iter().next().unwrap();
+        s.delete_upload("c").await.unwrap();
+        assert_eq!(s.upload_size("c").await.unwrap(), None);
+        let target = s.piece_path("c", start).unwrap();
+        assert!(
+            mem.put_part(&target, upload, 1, PutPayload::from(vec![1u8]))
+                .await
+                .is_err(),
+            "the multipart upload is gone"
+        );
         assert!(s.list_uploads().await.unwrap().is_empty());
     }
 }
