@@ -37,8 +37,18 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A fresh directory for test `name` under the workspace's
+/// `target/test-scratch/<crate>/`: emptied when a run starts, left after it
+/// for a look at a failure, so repeated runs leave one copy, not one each.
 pub(crate) fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-mirror-{name}-{}", std::process::id()));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let krate = manifest.file_name().unwrap_or_default();
+    let dir = manifest
+        .parent()
+        .unwrap_or(manifest)
+        .join("target/test-scratch")
+        .join(krate)
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
