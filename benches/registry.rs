@@ -587,6 +587,9 @@ pub(crate) fn benches() {
     );
     std::thread::sleep(Duration::from_secs(1));
     let (kiln_rest, dist_rest) = (kiln.rss_kib("VmRSS:"), dist.rss_kib("VmRSS:"));
+    // Of which the process's own memory (heap, stacks, written data), not
+    // file pages of the binary and libraries the kernel may share or drop.
+    let (kiln_anon, dist_anon) = (kiln.rss_kib("RssAnon:"), dist.rss_kib("RssAnon:"));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -727,6 +730,12 @@ pub(crate) fn benches() {
         "RSS at rest MiB",
         kiln_rest as f64 / 1024.0,
         dist_rest as f64 / 1024.0,
+        false,
+    );
+    row(
+        "  of which anonymous MiB",
+        kiln_anon as f64 / 1024.0,
+        dist_anon as f64 / 1024.0,
         false,
     );
     row(

@@ -4,12 +4,14 @@
 //! a scrub only reads).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::serve::convert::Conversions;
 use crate::serve::{Config, open_registry};
 
 /// Where the store is: the server's configuration, overridden by flags.
@@ -57,7 +59,8 @@ impl StoreArgs {
 pub(crate) struct GcArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// Report what would be removed; remove nothing.
+    /// Report what would be removed; remove nothing (conversions of deleted
+    /// manifests are pruned by a real run only).
     #[arg(long)]
     dry_run: bool,
     /// Keep unreferenced blobs stored or linked more recently than this
@@ -106,8 +109,8 @@ pub(crate) fn gc(args: GcArgs) -> anyhow::Result<()> {
     if let Some(t) = args.upload_ttl {
         options.upload_ttl = t;
     }
-    let report = runtime()?.block_on(async {
-        let registry = open_registry(&config)?;
+    let (report, pruned) = runtime()?.block_on(async {
+        let registry = Arc::new(open_registry(&config)?);
         let spinner = ProgressBar::new_spinner().with_message(if args.dry_run {
             "collecting garbage (dry run)"
         } else {
@@ -116,15 +119,35 @@ pub(crate) fn gc(args: GcArgs) -> anyhow::Result<()> {
         spinner.enable_steady_tick(Duration::from_millis(200));
         let report = registry.collect(&options).await;
         spinner.finish_and_clear();
-        report.context("garbage collection")
+        let report = report.context("garbage collection")?;
+        // Then the conversions of manifests no repository holds any more
+        // (as the online collector does after each run).
+        let pruned = if args.dry_run {
+            None
+        } else {
+            let (conversions, _) = Conversions::open(
+                config.data_dir.join("conversions"),
+                registry,
+                Duration::from_secs(config.conversion_lease_secs),
+            )?;
+            Some(conversions.prune().await.context("pruning conversions")?)
+        };
+        anyhow::Ok((report, pruned))
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        if let (Some(n), Some(map)) = (pruned, json.as_object_mut()) {
+            map.insert("conversions_pruned".into(), n.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         for p in &report.problems {
             eprintln!("problem: {p}");
         }
         println!("{report}");
+        if let Some(n) = pruned {
+            println!("conversions of deleted manifests removed: {n}");
+        }
     }
     Ok(())
 }

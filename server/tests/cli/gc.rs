@@ -143,6 +143,35 @@ fn the_online_collector_runs_while_clients_push_and_delete_then_kiln_gc_and_scru
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 removed"));
 
+    // Conversions of manifests deleted while no collector ran are pruned by
+    // `kiln gc` as well (the dry run above prunes nothing).
+    let idle = tenant_config(&GC.replace("interval_secs = 1\n", "interval_secs = 3600\n"));
+    let server = Kiln::start(&dir, &idle, &[]);
+    let base = server.url();
+    for a in &kept[1..3] {
+        let url = format!("{base}/v2/acme/crash/manifests/{}", sha256(&a.manifest));
+        assert_eq!(runtime.block_on(status(http().delete(url))), 202);
+    }
+    drop(server);
+    let out = kiln(&dir, &["gc", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["conversions_pruned"], 2, "{report}");
+    let server = Kiln::start(&dir, &idle, &[]);
+    let base = server.url();
+    let image = |a: &Acked| {
+        let url = format!("{base}/kiln/v1/images/{}", sha256(&a.manifest));
+        runtime.block_on(status(http().get(url)))
+    };
+    assert_eq!((image(&kept[1]), image(&kept[2])), (404, 404));
+    assert!(kept[3..].iter().chain(&kept[..1]).all(|a| image(a) == 200));
+    drop(server);
+    let kept: Vec<Acked> = kept[..1].iter().chain(&kept[3..]).cloned().collect();
+
     let out = kiln(&dir, &["scrub"]);
     assert!(
         out.status.success(),

@@ -183,22 +183,7 @@ impl Conversions {
                 std::fs::remove_file(&path).ok();
             }
         }
-        let holder = super::auth::random_bytes::<8>()
-            .map_err(io::Error::other)?
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let this = Arc::new(Self {
-            dir,
-            registry,
-            platform: host_platform(),
-            holder,
-            lease_ttl,
-            records: Mutex::new(HashMap::new()),
-            local: Mutex::new(HashSet::new()),
-            queue: tx,
-        });
+        let (this, rx) = Self::open(dir, registry, lease_ttl)?;
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..workers.max(1) {
             let this = this.clone();
@@ -231,6 +216,33 @@ impl Conversions {
             }
         });
         Ok(this)
+    }
+
+    /// The conversions' records and outputs without workers (`kiln gc`
+    /// prunes those of deleted manifests through it), and the receiving end
+    /// of their queue.
+    pub(crate) fn open(
+        dir: PathBuf,
+        registry: Arc<Registry<Store>>,
+        lease_ttl: Duration,
+    ) -> io::Result<(Arc<Self>, tokio::sync::mpsc::UnboundedReceiver<String>)> {
+        let holder = super::auth::random_bytes::<8>()
+            .map_err(io::Error::other)?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let this = Arc::new(Self {
+            dir,
+            registry,
+            platform: host_platform(),
+            holder,
+            lease_ttl,
+            records: Mutex::new(HashMap::new()),
+            local: Mutex::new(HashSet::new()),
+            queue: tx,
+        });
+        Ok((this, rx))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Record>> {
