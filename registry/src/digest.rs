@@ -6,6 +6,7 @@ use std::str::FromStr;
 use oci_spec::image::DigestAlgorithm;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::Digest as _;
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 
 use crate::Error;
 
@@ -113,7 +114,9 @@ pub enum Algorithm {
     Sha512,
 }
 
-/// An incremental hash of one of the stored algorithms.
+/// An incremental hash of one of the stored algorithms. A SHA-256 hash's
+/// running state can be saved and restored ([`Hasher::save`]), so an upload
+/// continued by another process goes on hashing where it stood.
 #[derive(Clone)]
 pub struct Hasher(Inner);
 
@@ -163,6 +166,37 @@ impl Hasher {
         }
         Digest(s)
     }
+
+    /// The running state of a SHA-256 hash, to carry to another process
+    /// ([`Hasher::restore`]); `None` for SHA-512.
+    pub fn save(&self) -> Option<String> {
+        match &self.0 {
+            Inner::Sha256(h) => Some(h.serialize().iter().map(|b| format!("{b:02x}")).collect()),
+            Inner::Sha512(_) => None,
+        }
+    }
+
+    /// A SHA-256 hash from a state [`Hasher::save`] gave; `None` for
+    /// anything else.
+    pub fn restore(saved: &str) -> Option<Self> {
+        if !saved.len().is_multiple_of(2) {
+            return None;
+        }
+        let bytes: Vec<u8> = (0..saved.len())
+            .step_by(2)
+            .map(|i| {
+                let pair = saved.get(i..i + 2)?;
+                if !pair.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
+                u8::from_str_radix(pair, 16).ok()
+            })
+            .collect::<Option<_>>()?;
+        let state = SerializedState::<sha2::Sha256>::try_from(bytes.as_slice()).ok()?;
+        sha2::Sha256::deserialize(&state)
+            .ok()
+            .map(|h| Self(Inner::Sha256(h)))
+    }
 }
 
 #[cfg(test)]
@@ -190,5 +224,39 @@ mod tests {
         let d = h.finish();
         assert_eq!(d.algorithm(), "sha512");
         assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
+    }
+
+    #[test]
+    fn sha256_states_are_saved_and_restored_anywhere() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        // Lengths around the padding's edges, cut anywhere, saved and
+        // restored between the pieces.
+        for len in (0..200).chain([1000, 2999, 3000]) {
+            let want = Digest::sha256_of(&data[..len]);
+            for cut in [0, 1, 55, 56, 63, 64, 65, 128, len / 2, len] {
+                let cut = cut.min(len);
+                let mut a = Hasher::new(Algorithm::Sha256);
+                a.update(&data[..cut]);
+                let mut b = Hasher::restore(&a.save().unwrap()).unwrap();
+                b.update(&data[cut..len]);
+                assert_eq!(b.finish(), want, "{len} cut at {cut}");
+            }
+        }
+        assert!(Hasher::new(Algorithm::Sha512).save().is_none());
+        let good = Hasher::new(Algorithm::Sha256).save().unwrap();
+        assert!(Hasher::restore(&good).is_some());
+        let mut full_buffer = good.clone();
+        full_buffer.replace_range(good.len() - 2.., "40");
+        for bad in [
+            String::new(),
+            "0".into(),
+            "zz".repeat(good.len() / 2),
+            good[..good.len() - 2].to_owned(),
+            format!("{good}00"),
+            format!("{}é", &good[..good.len() - 2]),
+            full_buffer,
+        ] {
+            assert!(Hasher::restore(&bad).is_none(), "{bad:?}");
+        }
     }
 }

@@ -36,8 +36,8 @@ pub struct Limits {
     /// Largest blob accepted (default 64 GiB).
     pub max_blob_bytes: u64,
     /// Upload sessions whose running hash is kept in memory (default
-    /// 4096); beyond that a session is re-hashed from storage when it
-    /// completes.
+    /// 4096); beyond that a session's hash is taken from the copy saved
+    /// with it in the store at each request.
     pub max_hashed_uploads: usize,
     /// Most repositories tried for an automatic cross-repository mount
     /// (default 64).
@@ -102,6 +102,18 @@ struct Revision {
 #[derive(Serialize, Deserialize)]
 struct UploadRecord {
     repository: String,
+    /// The running SHA-256 of the session's data, so that any process
+    /// continues it (a load balancer may send each chunk elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hash: Option<SavedHash>,
+}
+
+/// A running hash saved with a session: valid for its first `offset`
+/// bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedHash {
+    offset: u64,
+    state: String,
 }
 
 /// A running hash of an upload: valid for the first `offset` bytes.
@@ -387,6 +399,7 @@ impl<S: Storage> Registry<S> {
         self.store.create_upload(id.as_str()).await?;
         let record = serde_json::to_vec(&UploadRecord {
             repository: repo.as_str().to_owned(),
+            hash: None,
         })
         .map_err(std::io::Error::other)?;
         self.store
@@ -396,12 +409,12 @@ impl<S: Storage> Registry<S> {
     }
 
     /// The session's lock and running hash, after checking it belongs to
-    /// `repo`.
+    /// `repo`, and the running hash saved with it.
     async fn session(
         &self,
         repo: &RepositoryName,
         id: &UploadId,
-    ) -> Result<Arc<tokio::sync::Mutex<UploadHash>>, Error> {
+    ) -> Result<(Arc<tokio::sync::Mutex<UploadHash>>, Option<SavedHash>), Error> {
         let unknown = || Error::UploadUnknown(id.to_string());
         let record = self
             .store
@@ -412,23 +425,55 @@ impl<S: Storage> Registry<S> {
         if record.repository != repo.as_str() {
             return Err(unknown());
         }
+        let saved = record.hash;
         let mut map = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = map.get(id) {
-            return Ok(s.clone());
+            return Ok((s.clone(), saved));
         }
         // A session this process has not seen (new, or from before a
-        // restart or on another replica): hashed from the start while the
-        // table has room (the hash applies only while the session is still
-        // empty), else re-hashed from storage at completion.
+        // restart or on another replica): hashed from the start (which
+        // applies only while it is empty) or from the hash saved with it;
+        // kept in memory while the table has room.
         let keep = map.len() < self.limits.max_hashed_uploads;
         let state = Arc::new(tokio::sync::Mutex::new(UploadHash {
-            offset: if keep { 0 } else { u64::MAX },
-            hasher: keep.then(|| Hasher::new(Algorithm::Sha256)),
+            offset: 0,
+            hasher: Some(Hasher::new(Algorithm::Sha256)),
         }));
         if keep {
             map.insert(id.clone(), state.clone());
         }
-        Ok(state)
+        Ok((state, saved))
+    }
+
+    /// Takes up the hash saved with a session when this process's does not
+    /// reach where the session stands.
+    fn adopt(state: &mut UploadHash, saved: Option<SavedHash>, stands_at: u64) {
+        if state.offset == stands_at {
+            return;
+        }
+        if let Some(saved) = saved
+            && saved.offset == stands_at
+            && let Some(h) = Hasher::restore(&saved.state)
+        {
+            state.offset = stands_at;
+            state.hasher = Some(h);
+        }
+    }
+
+    /// Saves a session's running hash with it (best effort: without it,
+    /// completion on another process re-reads the data).
+    async fn save_hash(&self, repo: &RepositoryName, id: &UploadId, offset: u64, h: &Hasher) {
+        let Some(state) = h.save() else { return };
+        let record = UploadRecord {
+            repository: repo.as_str().to_owned(),
+            hash: Some(SavedHash { offset, state }),
+        };
+        let Ok(bytes) = serde_json::to_vec(&record) else {
+            return;
+        };
+        if let Err(e) = self.store.put_doc(&upload_key(id.as_str()), &bytes).await {
+            tracing::warn!(error = %e, upload = %id, "saving an upload's running hash");
+        }
     }
 
     /// The bytes a session's data holds in storage.
@@ -474,9 +519,10 @@ impl<S: Storage> Registry<S> {
         len: Option<u64>,
         body: ByteStream,
     ) -> Result<u64, Error> {
-        let session = self.session(repo, id).await?;
+        let (session, saved) = self.session(repo, id).await?;
         let mut state = session.lock().await;
         let have = self.stored_size(id).await?;
+        Self::adopt(&mut state, saved, have);
         if let Some(start) = start
             && start != have
         {
@@ -503,6 +549,9 @@ impl<S: Storage> Registry<S> {
                     )));
                 }
                 state.offset = if hasher.is_some() { have + n } else { u64::MAX };
+                if let Some(h) = &hasher {
+                    self.save_hash(repo, id, have + n, h).await;
+                }
                 state.hasher = hasher;
                 Ok(have + n)
             }
@@ -537,7 +586,7 @@ impl<S: Storage> Registry<S> {
         if let Some(body) = body {
             // The whole blob in this request (POST, then one PUT): stored
             // in one go, as a monolithic POST is.
-            let session = self.session(repo, id).await?;
+            let (session, _) = self.session(repo, id).await?;
             let held = session.lock().await;
             if self.stored_size(id).await? == 0 {
                 let result = self.put_blob(repo, digest, body).await;
@@ -550,9 +599,10 @@ impl<S: Storage> Registry<S> {
             drop(held);
             self.append(repo, id, None, None, body).await?;
         }
-        let session = self.session(repo, id).await?;
+        let (session, saved) = self.session(repo, id).await?;
         let mut state = session.lock().await;
         let size = self.stored_size(id).await?;
+        Self::adopt(&mut state, saved, size);
         let actual = match state.hasher.take() {
             Some(h) if state.offset == size && digest.algorithm() == "sha256" => h.finish(),
             _ => {
@@ -599,7 +649,7 @@ impl<S: Storage> Registry<S> {
     ///
     /// [`Error::UploadUnknown`] for no such session in `repo`.
     pub async fn cancel(&self, repo: &RepositoryName, id: &UploadId) -> Result<(), Error> {
-        let session = self.session(repo, id).await?;
+        let (session, _) = self.session(repo, id).await?;
         let _held = session.lock().await;
         self.store.delete_upload(id.as_str()).await?;
         self.store.delete_doc(&upload_key(id.as_str())).await?;

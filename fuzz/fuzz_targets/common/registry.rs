@@ -3,7 +3,7 @@
 
 use kiln_registry::api::{Route, form_pairs, fuzzing};
 use kiln_registry::manifest::Manifest;
-use kiln_registry::{Digest, Reference};
+use kiln_registry::{Digest, Hasher, Reference};
 
 /// What a client may say a manifest is; the second byte picks one.
 const MEDIA_TYPES: [Option<&str>; 5] = [
@@ -54,7 +54,15 @@ pub(crate) fn check(data: &[u8]) -> bool {
                 assert_eq!(d.to_string(), text);
                 assert!(d.hex().bytes().all(|b| b.is_ascii_hexdigit()));
             }
-            digest.is_ok() | text.parse::<Reference>().is_ok()
+            // A saved running hash (read back from an upload's record).
+            let resumed = Hasher::restore(&text);
+            if let Some(h) = &resumed {
+                let saved = h.save().expect("a SHA-256 state");
+                let again = Hasher::restore(&saved).and_then(|h| h.save());
+                assert_eq!(again.as_deref(), Some(saved.as_str()));
+                let _ = h.clone().finish();
+            }
+            digest.is_ok() | text.parse::<Reference>().is_ok() | resumed.is_some()
         }
         3 => {
             fuzzing::ranges(&text, u64::from(rest.len() as u32) + 1) | !form_pairs(&text).is_empty()

@@ -123,7 +123,7 @@ pub trait Storage: Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<u64>> + Send;
 
     /// The bytes an upload holds, from the start (to re-hash a session
-    /// whose running hash this process does not have).
+    /// whose saved running hash is behind its data).
     fn read_upload(&self, id: &str) -> impl Future<Output = io::Result<ByteStream>> + Send;
 
     /// Makes an upload's data the blob `digest` (the caller verified it):

@@ -7,7 +7,12 @@ use reqwest::{Method, Response};
 use sha2::{Digest as _, Sha256};
 
 pub(crate) fn sha256(data: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(data))
+    // Byte by byte: the crates including this file use different `sha2`s.
+    let hex: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
 }
 
 /// A client of one registry, with optional basic credentials for the

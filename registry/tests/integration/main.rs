@@ -10,3 +10,4 @@ mod conformance;
 mod fuzz_corpus;
 mod gc;
 mod server;
+mod sessions;

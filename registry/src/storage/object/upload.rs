@@ -23,8 +23,9 @@
 //! part. Completing a session whose data is one multipart upload sends no
 //! byte again: the store joins the parts, then copies the object into the
 //! blob's place. Parts cannot be read before their upload is complete, so a
-//! session re-read (re-hashed on a process that lacks its running hash) is
-//! first completed into pieces.
+//! session re-read is first completed into pieces; the registry saves a
+//! session's running hash with it, so that happens only when the saved hash
+//! is behind the data (a process stopped between the two writes).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
