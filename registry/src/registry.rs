@@ -638,7 +638,14 @@ impl<S: Storage> Registry<S> {
         digest: &Digest,
     ) -> Result<(), Error> {
         let guard = self.guard(std::slice::from_ref(digest)).await?;
-        self.store.commit_upload(id.as_str(), digest).await?;
+        match self.store.commit_upload(id.as_str(), digest).await {
+            // The stored bytes are not the ones hashed (requests raced on
+            // the session): nothing is stored.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Error::InvalidUpload(e.to_string()));
+            }
+            other => other?,
+        }
         guard.check()?;
         self.link_blob(repo, digest).await
     }

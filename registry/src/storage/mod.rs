@@ -127,7 +127,10 @@ pub trait Storage: Send + Sync + 'static {
     fn read_upload(&self, id: &str) -> impl Future<Output = io::Result<ByteStream>> + Send;
 
     /// Makes an upload's data the blob `digest` (the caller verified it):
-    /// durable and atomic; the session's data is gone afterwards.
+    /// durable and atomic; the session's data is gone afterwards. A backend
+    /// whose sessions several processes may write at once checks the bytes
+    /// it joins again and fails with `InvalidData` (the session removed)
+    /// when they are not `digest`.
     fn commit_upload(
         &self,
         id: &str,

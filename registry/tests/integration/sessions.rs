@@ -1,6 +1,7 @@
 //! Upload sessions shared by registries over one store: the running hash
 //! travels with the session, so a chunk sent to any of them is hashed on
-//! the way and completion anywhere reads nothing back.
+//! the way; and bytes a racing request left in a session are never
+//! committed under the digest the client's own bytes have.
 
 use bytes::Bytes;
 use kiln_registry::storage::ByteStream;
@@ -71,4 +72,35 @@ async fn a_running_hash_travels_with_its_session() {
         .await
         .unwrap();
     assert_eq!(a.blob_size(&repo, &other).await.unwrap(), 2500);
+}
+
+#[tokio::test]
+async fn bytes_rewritten_by_a_racing_request_are_refused_not_stored() {
+    use object_store::ObjectStoreExt as _;
+    let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let registry = Registry::new(
+        kiln_registry::ObjectStorage::new(store.clone(), "r"),
+        Limits::default(),
+    );
+    let repo = "app".parse().unwrap();
+    let data = b"what the client sent".to_vec();
+    let id = registry.start_upload(&repo).await.unwrap();
+    registry
+        .append(&repo, &id, Some(0), None, body(&data))
+        .await
+        .unwrap();
+    // What a request racing through another replica left in its place.
+    let piece = object_store::path::Path::from(format!("r/uploads/{id}/data/{:020}", 0));
+    store
+        .put(&piece, b"what a racer wrote!!".to_vec().into())
+        .await
+        .unwrap();
+    let digest = Digest::sha256_of(&data);
+    let e = registry
+        .complete(&repo, &id, &digest, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, kiln_registry::Error::InvalidUpload(_)), "{e}");
+    assert!(registry.blob_size(&repo, &digest).await.is_err());
+    assert!(registry.storage().list_uploads().await.unwrap().is_empty());
 }

@@ -11,7 +11,8 @@
 //! store ([`ObjectStorage::with_multipart`], S3 and compatibles) a chunked
 //! OCI upload's bytes go straight into S3 multipart parts, 5 MiB advertised
 //! as `OCI-Chunk-Min-Length`, and completion joins them in the store: no
-//! byte is sent twice. A monolithic upload skips sessions altogether
+//! byte is sent twice (the joined bytes are read back once to check their
+//! digest). A monolithic upload skips sessions altogether
 //! ([`Storage::put_blob_verified`]: one temporary object, copied into
 //! place).
 //!
@@ -358,10 +359,17 @@ impl Storage for ObjectStorage {
         self.read_session(id).await
     }
 
+    /// Checks the bytes it joins against `digest` (`InvalidData`, and the
+    /// session removed, when they differ: requests raced on it).
     async fn commit_upload(&self, id: &str, digest: &Digest) -> io::Result<()> {
         let dest = self.blob_path(digest);
-        if not_found_is_none(self.store.head(&dest).await)?.is_none() {
-            self.commit_session(id, &dest).await?;
+        if not_found_is_none(self.store.head(&dest).await)?.is_none()
+            && let Err(e) = self.commit_session(id, digest, &dest).await
+        {
+            if e.kind() == io::ErrorKind::InvalidData {
+                self.delete_upload(id).await.ok();
+            }
+            return Err(e);
         }
         self.delete_upload(id).await
     }
@@ -437,7 +445,8 @@ impl Storage for ObjectStorage {
     }
 
     async fn list_uploads(&self) -> io::Result<Vec<Listed>> {
-        // <prefix>/uploads/<id>/session and <prefix>/uploads/<id>/data/<offset>
+        // <prefix>/uploads/<id>/...: the objects' sizes, and the sizes a
+        // multipart upload's part records name (its parts are not listed).
         let dir = self.path("uploads");
         let depth = dir.parts().count();
         let mut by_id: std::collections::BTreeMap<String, Listed> = Default::default();
@@ -453,7 +462,7 @@ impl Storage for ObjectStorage {
                 size: 0,
                 modified,
             });
-            entry.size += meta.size;
+            entry.size += meta.size + upload::recorded_part_size(&meta.location, depth);
             entry.modified = entry.modified.max(modified);
         }
         Ok(by_id.into_values().collect())
@@ -820,6 +829,10 @@ mod tests {
         s.append_upload("c", 0, frames(&data[..upload::PART]), None, u64::MAX)
             .await
             .unwrap();
+        // Listed with the bytes its parts hold (for garbage collection).
+        let listed = s.list_uploads().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].size, upload::PART as u64);
         let layout = s.layout("c").await.unwrap().unwrap();
         let (&start, upload) = layout.uploads.iter().next().unwrap();
         s.delete_upload("c").await.unwrap();
@@ -831,6 +844,61 @@ mod tests {
                 .is_err(),
             "the multipart upload is gone"
         );
+        assert!(s.list_uploads().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bytes_changed_under_a_session_are_never_committed() {
+        // Another replica's request racing on the session rewrote what one
+        // request stored and hashed: the commit checks what it joins.
+        let mem = Arc::new(InMemory::new());
+        let plain = ObjectStorage::new(mem.clone(), "t");
+        let data = noise(PIECE + 5, 3);
+        let digest = Digest::sha256_of(&data);
+        // One piece, several pieces (joined by streaming them), and
+        // multipart parts (joined in the store).
+        for (id, len) in [("one", 100), ("several", data.len())] {
+            plain.create_upload(id).await.unwrap();
+            plain
+                .append_upload(id, 0, frames(&data[..len]), None, u64::MAX)
+                .await
+                .unwrap();
+            // The last piece, one bit flipped.
+            let last = if len > PIECE { PIECE } else { 0 };
+            let mut bytes = data[last..len].to_vec();
+            bytes[1] ^= 1;
+            mem.put(
+                &plain.piece_path(id, last as u64).unwrap(),
+                PutPayload::from(bytes),
+            )
+            .await
+            .unwrap();
+            let d = Digest::sha256_of(&data[..len]);
+            let e = plain.commit_upload(id, &d).await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{id}: {e}");
+            assert_eq!(plain.blob_size(&d).await.unwrap(), None, "{id}");
+            assert_eq!(plain.upload_size(id).await.unwrap(), None, "{id}");
+        }
+        let s = with_multipart(&mem);
+        s.create_upload("parts").await.unwrap();
+        s.append_upload("parts", 0, frames(&data), None, u64::MAX)
+            .await
+            .unwrap();
+        let layout = s.layout("parts").await.unwrap().unwrap();
+        let (&start, upload) = layout.uploads.iter().next().unwrap();
+        let mut first = data[..upload::PART].to_vec();
+        first[0] ^= 1;
+        mem.put_part(
+            &s.piece_path("parts", start).unwrap(),
+            upload,
+            0,
+            PutPayload::from(first),
+        )
+        .await
+        .unwrap();
+        let e = s.commit_upload("parts", &digest).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert_eq!(s.blob_size(&digest).await.unwrap(), None);
         assert!(s.list_uploads().await.unwrap().is_empty());
     }
 }

@@ -21,8 +21,10 @@
 //! for the last part) waits as a short piece that the next request takes in
 //! as the start of its first part, or that completion sends as the last
 //! part. Completing a session whose data is one multipart upload sends no
-//! byte again: the store joins the parts, then copies the object into the
-//! blob's place. Parts cannot be read before their upload is complete, so a
+//! byte again: the store joins the parts, the joined object is read back
+//! once to check its digest (two requests racing on a session through
+//! different replicas could leave other bytes than the ones hashed), then
+//! copied into the blob's place. Parts cannot be read before their upload is complete, so a
 //! session re-read is first completed into pieces; the registry saves a
 //! session's running hash with it, so that happens only when the saved hash
 //! is behind the data (a process stopped between the two writes).
@@ -38,8 +40,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::task::JoinHandle;
 
 use super::{ObjectStorage, io_error, not_found_is_none};
-use crate::Hasher;
 use crate::storage::ByteStream;
+use crate::{Digest, Hasher};
 
 /// Bytes per stored piece of an upload without a multipart store.
 pub(super) const PIECE: usize = 8 << 20;
@@ -529,13 +531,24 @@ impl ObjectStorage {
         Ok(Box::pin(stream))
     }
 
-    pub(super) async fn commit_session(&self, id: &str, dest: &Path) -> io::Result<()> {
+    /// Makes the session's data the blob `digest` at `dest`, hashing what
+    /// it joins on the way: the caller's running hash covers the bytes its
+    /// requests sent, but two requests racing on one session through
+    /// different replicas could leave other bytes stored, and a blob must
+    /// never differ from its digest. `InvalidData` when it would.
+    pub(super) async fn commit_session(
+        &self,
+        id: &str,
+        digest: &Digest,
+        dest: &Path,
+    ) -> io::Result<()> {
         let layout = self
             .layout(id)
             .await?
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such upload"))?;
         // One multipart upload (and a short last piece): joined in the
-        // store, no byte sent again.
+        // store, read back once to check, copied into place; no byte sent
+        // again.
         let whole = match layout.stretches.as_slice() {
             [] => None,
             [Stretch::Piece { path, .. }] => Some(path.clone()),
@@ -543,8 +556,16 @@ impl ObjectStorage {
             [Stretch::Open(o), Stretch::Piece { path, size, .. }] if *size < MIN_PART as u64 => {
                 Some(self.complete(id, o, Some(path)).await?)
             }
-            _ => return self.commit_pieces(id, dest).await,
+            _ => return self.commit_pieces(id, digest, dest).await,
         };
+        let mut hasher = digest.hasher();
+        if let Some(path) = &whole {
+            let mut data = self.store.get(path).await.map_err(io_error)?.into_stream();
+            while let Some(chunk) = data.next().await {
+                hasher.update(&chunk.map_err(io_error)?);
+            }
+        }
+        check(hasher, digest)?;
         match whole {
             None => self.store.put(dest, PutPayload::default()).await.map(drop),
             Some(path) => self.store.copy(&path, dest).await,
@@ -552,20 +573,24 @@ impl ObjectStorage {
         .map_err(io_error)
     }
 
-    /// Several pieces streamed into one multipart upload at `dest`.
-    async fn commit_pieces(&self, id: &str, dest: &Path) -> io::Result<()> {
+    /// Several pieces streamed into one multipart upload at `dest`, hashed
+    /// on the way: it completes only when they are `digest`.
+    async fn commit_pieces(&self, id: &str, digest: &Digest, dest: &Path) -> io::Result<()> {
         let mut data = self.read_session(id).await?;
         let upload = self.store.put_multipart(dest).await.map_err(io_error)?;
         let mut writer = WriteMultipart::new(upload);
+        let mut hasher = digest.hasher();
         let result = async {
             while let Some(chunk) = data.next().await {
+                let chunk = chunk?;
+                hasher.update(&chunk);
                 writer
                     .wait_for_capacity(IN_FLIGHT)
                     .await
                     .map_err(io_error)?;
-                writer.put(chunk?);
+                writer.put(chunk);
             }
-            Ok::<_, io::Error>(())
+            check(hasher, digest)
         }
         .await;
         match result {
@@ -605,6 +630,34 @@ impl ObjectStorage {
     fn upload_record(&self, id: &str, offset: u64, upload: &str) -> io::Result<Path> {
         let name = format!("{}.{}", offset_name(offset), hex(upload.as_bytes()));
         Ok(self.upload_dir(id)?.join("multipart").join(name))
+    }
+}
+
+/// The size a part record names (`<uploads>/<id>/parts/<start>/<offset>.
+/// <size>.<etag>`, `depth` the parts of `<uploads>`), 0 for other objects.
+pub(super) fn recorded_part_size(path: &Path, depth: usize) -> u64 {
+    let names: Vec<_> = path.parts().skip(depth + 1).collect();
+    match names.as_slice() {
+        [kind, _, name] if kind.as_ref() == "parts" => name
+            .as_ref()
+            .split('.')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// `InvalidData` unless the bytes hashed are `digest`.
+fn check(hasher: Hasher, digest: &Digest) -> io::Result<()> {
+    let actual = hasher.finish();
+    if &actual == digest {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the upload's stored bytes have digest {actual}, not {digest}"),
+        ))
     }
 }
 
