@@ -7,7 +7,7 @@
 //! with `scripts/garage-cluster`. Reads are driven by `wrk` (Debian's
 //! package), pushes by a Rust client.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -409,6 +409,22 @@ async fn kiln_token(http: &reqwest::Client, host: &str) -> String {
     v["token"].as_str().unwrap().to_owned()
 }
 
+/// A Garage cluster `scripts/garage-cluster` started, stopped on drop.
+struct Cluster {
+    script: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
 /// The same kiln figures with its registry on a three-node Garage cluster
 /// (when `garage` is installed), beside those on local disk.
 fn on_garage(rt: &tokio::runtime::Runtime, http: &reqwest::Client, dir: &Path, disk: &Figures) {
@@ -418,14 +434,19 @@ fn on_garage(rt: &tokio::runtime::Runtime, http: &reqwest::Client, dir: &Path, d
     }
     let cluster = dir.join("garage");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/garage-cluster");
+    // Stopped on every way out, a panic's too.
+    let cluster = Cluster {
+        script,
+        dir: cluster,
+    };
     let started = Command::new("bash")
-        .arg(&script)
+        .arg(&cluster.script)
         .arg("start")
-        .arg(&cluster)
+        .arg(&cluster.dir)
         .status()
         .expect("scripts/garage-cluster");
     assert!(started.success(), "Garage cluster did not start");
-    let env_file = std::fs::read_to_string(cluster.join("env")).unwrap();
+    let env_file = std::fs::read_to_string(cluster.dir.join("env")).unwrap();
     let var = |k: &str| {
         env_file
             .lines()
@@ -474,11 +495,7 @@ fn on_garage(rt: &tokio::runtime::Runtime, http: &reqwest::Client, dir: &Path, d
         rss_peak_kib: kiln.rss_kib("VmHWM:"),
     };
     drop(kiln);
-    let _ = Command::new("bash")
-        .arg(&script)
-        .arg("stop")
-        .arg(&cluster)
-        .status();
+    drop(cluster);
     println!(
         "registry: kiln on local disk vs kiln on Garage (3 nodes on loopback, replication factor 3, fsync)"
     );

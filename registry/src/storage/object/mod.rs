@@ -22,7 +22,9 @@
 //! listings, so give the bucket a lifecycle rule aborting incomplete
 //! multipart uploads (S3's `AbortIncompleteMultipartUpload`; Garage
 //! supports it). Sessions removed by the registry (completed, cancelled or
-//! stale) have theirs aborted.
+//! stale) have theirs aborted. The parts of one upload are 5 to 8 MiB, not
+//! all equal: a store that requires equal parts (Cloudflare R2) refuses to
+//! complete them, so use it without [`ObjectStorage::with_multipart`].
 
 mod upload;
 
