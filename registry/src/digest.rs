@@ -158,20 +158,14 @@ impl Hasher {
             Inner::Sha256(h) => ("sha256", h.finalize().to_vec()),
             Inner::Sha512(h) => ("sha512", h.finalize().to_vec()),
         };
-        let mut s = String::with_capacity(7 + bytes.len() * 2);
-        s.push_str(algo);
-        s.push(':');
-        for b in bytes {
-            s.push_str(&format!("{b:02x}"));
-        }
-        Digest(s)
+        Digest(format!("{algo}:{}", to_hex(&bytes)))
     }
 
     /// The running state of a SHA-256 hash, to carry to another process
     /// ([`Hasher::restore`]); `None` for SHA-512.
     pub fn save(&self) -> Option<String> {
         match &self.0 {
-            Inner::Sha256(h) => Some(h.serialize().iter().map(|b| format!("{b:02x}")).collect()),
+            Inner::Sha256(h) => Some(to_hex(&h.serialize())),
             Inner::Sha512(_) => None,
         }
     }
@@ -179,24 +173,28 @@ impl Hasher {
     /// A SHA-256 hash from a state [`Hasher::save`] gave; `None` for
     /// anything else.
     pub fn restore(saved: &str) -> Option<Self> {
-        if !saved.len().is_multiple_of(2) {
-            return None;
-        }
-        let bytes: Vec<u8> = (0..saved.len())
-            .step_by(2)
-            .map(|i| {
-                let pair = saved.get(i..i + 2)?;
-                if !pair.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return None;
-                }
-                u8::from_str_radix(pair, 16).ok()
-            })
-            .collect::<Option<_>>()?;
+        let bytes = from_hex(saved)?;
         let state = SerializedState::<sha2::Sha256>::try_from(bytes.as_slice()).ok()?;
         sha2::Sha256::deserialize(&state)
             .ok()
             .map(|h| Self(Inner::Sha256(h)))
     }
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of hex text (either case); `None` for anything else.
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ impl UploadId {
     pub fn random() -> Result<Self, Error> {
         let mut b = [0u8; 16];
         getrandom::fill(&mut b).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
-        Ok(Self(b.iter().map(|x| format!("{x:02x}")).collect()))
+        Ok(Self(crate::digest::to_hex(&b)))
     }
 
     /// The id.

@@ -40,6 +40,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::task::JoinHandle;
 
 use super::{ObjectStorage, io_error, not_found_is_none};
+use crate::digest::{from_hex, to_hex};
 use crate::storage::ByteStream;
 use crate::{Digest, Hasher};
 
@@ -106,19 +107,12 @@ impl Layout {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn hex(text: &str) -> String {
+    to_hex(text.as_bytes())
 }
 
 fn unhex(s: &str) -> Option<String> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
+    String::from_utf8(from_hex(s)?).ok()
 }
 
 fn offset_name(offset: u64) -> String {
@@ -177,15 +171,7 @@ impl ObjectStorage {
                     }
                 }
                 ["parts", start, name] => {
-                    let mut fields = name.splitn(3, '.');
-                    let (Some(o), Some(size), Some(etag)) = (
-                        fields.next().and_then(num),
-                        fields.next().and_then(num),
-                        fields.next().and_then(unhex),
-                    ) else {
-                        continue;
-                    };
-                    if let Some(s) = num(start) {
+                    if let (Some(s), Some((o, size, etag))) = (num(start), part_record(name)) {
                         parts.entry(s).or_default().insert(o, (size, etag));
                     }
                 }
@@ -430,11 +416,7 @@ impl ObjectStorage {
                 .put_part(&target, &upload, index, PutPayload::from(part))
                 .await
                 .map_err(io_error)?;
-            let name = format!(
-                "{}.{size}.{}",
-                offset_name(offset),
-                hex(taken.content_id.as_bytes())
-            );
+            let name = format!("{}.{size}.{}", offset_name(offset), hex(&taken.content_id));
             store
                 .put(&parts.join(name), PutPayload::default())
                 .await
@@ -628,7 +610,7 @@ impl ObjectStorage {
 
     /// The record of multipart upload `upload` starting at `offset`.
     fn upload_record(&self, id: &str, offset: u64, upload: &str) -> io::Result<Path> {
-        let name = format!("{}.{}", offset_name(offset), hex(upload.as_bytes()));
+        let name = format!("{}.{}", offset_name(offset), hex(upload));
         Ok(self.upload_dir(id)?.join("multipart").join(name))
     }
 }
@@ -638,14 +620,21 @@ impl ObjectStorage {
 pub(super) fn recorded_part_size(path: &Path, depth: usize) -> u64 {
     let names: Vec<_> = path.parts().skip(depth + 1).collect();
     match names.as_slice() {
-        [kind, _, name] if kind.as_ref() == "parts" => name
-            .as_ref()
-            .split('.')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
+        [kind, _, name] if kind.as_ref() == "parts" => {
+            part_record(name.as_ref()).map_or(0, |(_, size, _)| size)
+        }
         _ => 0,
     }
+}
+
+/// A part record's name, `<offset>.<size>.<hex etag>`, read.
+fn part_record(name: &str) -> Option<(u64, u64, String)> {
+    let mut fields = name.splitn(3, '.');
+    Some((
+        fields.next()?.parse().ok()?,
+        fields.next()?.parse().ok()?,
+        unhex(fields.next()?)?,
+    ))
 }
 
 /// `InvalidData` unless the bytes hashed are `digest`.
