@@ -2,7 +2,8 @@
 //! in the same run, both on local disk, on loopback: manifest GET req/s and
 //! p50/p99 (anonymous and with token auth), blob GET MB/s at 1, 16 and 64
 //! connections, push MB/s (monolithic and chunked), RSS at rest and at peak
-//! under load. Then, where `garage` is installed, the same kiln figures on a
+//! under load. kiln is the release build (`scripts/release-build`); the
+//! plain `cargo build --release` binary's RSS at rest is shown beside it. Then, where `garage` is installed, the same kiln figures on a
 //! three-node Garage cluster (replication factor 3, fsync) the bench starts
 //! with `scripts/garage-cluster`. Reads are driven by `wrk` (Debian's
 //! package), pushes by a Rust client.
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use kiln_registry_token::{MintRequest, Minter, SigningKey};
 
-use crate::test_utils::{free_port, have, kiln_binary, wait_for};
+use crate::test_utils::{free_port, have, kiln_binary, kiln_release_binary, wait_for};
 use sha2::{Digest as _, Sha256};
 
 const SERVICE: &str = "bench-registry";
@@ -52,7 +53,7 @@ impl Server {
     }
 }
 
-fn start_kiln(dir: &Path, storage: Option<(&str, &[(String, String)])>) -> Server {
+fn start_kiln(binary: &Path, dir: &Path, storage: Option<(&str, &[(String, String)])>) -> Server {
     let host = format!("127.0.0.1:{}", free_port());
     let hash = format!("{:x}", Sha256::digest(b"bench-password"));
     std::fs::create_dir_all(dir).unwrap();
@@ -63,7 +64,7 @@ fn start_kiln(dir: &Path, storage: Option<(&str, &[(String, String)])>) -> Serve
     )
     .unwrap();
     let env: &[(String, String)] = storage.map_or(&[], |(_, e)| e);
-    let child = Command::new(kiln_binary())
+    let child = Command::new(binary)
         .current_dir(dir)
         .args(["serve", "--config", "kiln.toml", "--listen", &host])
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -427,7 +428,13 @@ impl Drop for Cluster {
 
 /// The same kiln figures with its registry on a three-node Garage cluster
 /// (when `garage` is installed), beside those on local disk.
-fn on_garage(rt: &tokio::runtime::Runtime, http: &reqwest::Client, dir: &Path, disk: &Figures) {
+fn on_garage(
+    rt: &tokio::runtime::Runtime,
+    http: &reqwest::Client,
+    binary: &Path,
+    dir: &Path,
+    disk: &Figures,
+) {
     if !have("garage") {
         println!("registry on Garage: not run: garage missing (scripts/test installs it)\n");
         return;
@@ -462,7 +469,7 @@ fn on_garage(rt: &tokio::runtime::Runtime, http: &reqwest::Client, dir: &Path, d
         ("AWS_REGION".to_owned(), var("REGION")),
     ];
     let spec = format!("s3://{}/bench", var("BUCKET"));
-    let kiln = start_kiln(&dir.join("kiln-garage"), Some((&spec, &env)));
+    let kiln = start_kiln(binary, &dir.join("kiln-garage"), Some((&spec, &env)));
     std::thread::sleep(Duration::from_secs(1));
     let rss_rest_kib = kiln.rss_kib("VmRSS:");
     let bench_auth = Some(("bench", "bench-password"));
@@ -591,7 +598,11 @@ pub(crate) fn benches() {
         .output()
         .expect("openssl");
     assert!(ok.status.success());
-    let kiln = start_kiln(&dir.join("kiln"), None);
+    // The figures are the release build's; the plain `cargo build
+    // --release` binary is started too, for its idle RSS beside it.
+    let binary = kiln_release_binary();
+    let plain = start_kiln(&kiln_binary(), &dir.join("kiln-plain"), None);
+    let kiln = start_kiln(&binary, &dir.join("kiln"), None);
     let storage = dir.join("distribution-storage");
     let dist = start_distribution(&dir.join("dist-anon"), &storage, "");
     let dist_auth = start_distribution(
@@ -604,6 +615,8 @@ pub(crate) fn benches() {
     );
     std::thread::sleep(Duration::from_secs(1));
     let (kiln_rest, dist_rest) = (kiln.rss_kib("VmRSS:"), dist.rss_kib("VmRSS:"));
+    let plain_rest = plain.rss_kib("VmRSS:");
+    drop(plain);
     // Of which the process's own memory (heap, stacks, written data), not
     // file pages of the binary and libraries the kernel may share or drop.
     let (kiln_anon, dist_anon) = (kiln.rss_kib("RssAnon:"), dist.rss_kib("RssAnon:"));
@@ -756,6 +769,12 @@ pub(crate) fn benches() {
         false,
     );
     row(
+        "  plain cargo build --release MiB",
+        plain_rest as f64 / 1024.0,
+        dist_rest as f64 / 1024.0,
+        false,
+    );
+    row(
         "RSS peak under load MiB",
         kiln_peak as f64 / 1024.0,
         dist_peak as f64 / 1024.0,
@@ -773,6 +792,6 @@ pub(crate) fn benches() {
         rss_rest_kib: kiln_rest,
         rss_peak_kib: kiln_peak,
     };
-    on_garage(&rt, &http, &dir, &disk);
+    on_garage(&rt, &http, &binary, &dir, &disk);
     let _ = std::fs::remove_dir_all(&dir);
 }

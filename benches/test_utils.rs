@@ -116,3 +116,15 @@ pub(crate) fn kiln_binary() -> PathBuf {
     assert!(status.success(), "building kiln failed");
     root.join("target/release/kiln")
 }
+
+/// `kiln` as released: `scripts/release-build` (static, its code laid out
+/// by a profile run of itself).
+pub(crate) fn kiln_release_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(root.join("scripts/release-build"))
+        .current_dir(&root)
+        .status()
+        .expect("scripts/release-build");
+    assert!(status.success(), "scripts/release-build failed");
+    root.join("target/kiln-release/kiln")
+}

@@ -112,9 +112,12 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.tls_key = Some(k);
     }
     config.validate()?;
+    // `KILN_LOG` or `info`, parsed alike: the code run at start is the same
+    // either way (the release build lays code out by what runs at start).
+    let filter = std::env::var("KILN_LOG").unwrap_or_else(|_| "info".to_owned());
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+            tracing_subscriber::EnvFilter::try_new(&filter)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
