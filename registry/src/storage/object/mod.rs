@@ -17,9 +17,10 @@
 //! place).
 //!
 //! Two limits of the stores themselves: a blob is copied into its place in
-//! one request (AWS S3 copies at most 5 GiB so; Garage and MinIO have no
-//! such limit); and a multipart upload cut off by a crash is invisible to
-//! listings, so give the bucket a lifecycle rule aborting incomplete
+//! one request, and AWS S3 copies at most 5 GiB so: a larger blob the store
+//! refuses to copy is streamed into place instead
+//! ([`ObjectStorage::with_copy_limit`]); and a multipart upload cut off by a
+//! crash is invisible to listings, so give the bucket a lifecycle rule aborting incomplete
 //! multipart uploads (S3's `AbortIncompleteMultipartUpload`; Garage
 //! supports it). Sessions removed by the registry (completed, cancelled or
 //! stale) have theirs aborted. The parts of one upload are 5 to 8 MiB, not
@@ -43,6 +44,9 @@ use super::{ByteStream, Listed, Storage};
 use crate::{Digest, Hasher};
 use upload::{MIN_PART, PIECE};
 
+/// AWS S3's largest `CopyObject` source (5 GiB).
+const COPY_LIMIT: u64 = 5 << 30;
+
 /// A registry store in an object store, under a prefix.
 #[derive(Clone)]
 pub struct ObjectStorage {
@@ -53,6 +57,9 @@ pub struct ObjectStorage {
     /// The same store's multipart uploads, for upload sessions
     /// ([`ObjectStorage::with_multipart`]).
     multipart: Option<Arc<dyn MultipartStore>>,
+    /// Blobs larger than this are streamed into place when the store
+    /// refuses to copy them ([`ObjectStorage::with_copy_limit`]).
+    copy_limit: u64,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -62,6 +69,7 @@ impl std::fmt::Debug for ObjectStorage {
             .field("prefix", &self.prefix)
             .field("signer", &self.signer)
             .field("multipart", &self.multipart.is_some())
+            .field("copy_limit", &self.copy_limit)
             .finish()
     }
 }
@@ -114,7 +122,20 @@ impl ObjectStorage {
             prefix: prefix.trim_matches('/').to_owned(),
             signer: None,
             multipart: None,
+            copy_limit: COPY_LIMIT,
         }
+    }
+
+    /// The largest object the store copies in one request (default 5 GiB,
+    /// AWS S3's `CopyObject` limit). A blob is written to a temporary
+    /// object, checked, then copied into its place; when the store refuses
+    /// the copy of a blob larger than this, the blob is streamed into place
+    /// instead (read, hashed again and written as a multipart upload).
+    /// Stores without such a limit (Garage, MinIO) copy whatever the size.
+    #[must_use]
+    pub fn with_copy_limit(mut self, bytes: u64) -> Self {
+        self.copy_limit = bytes;
+        self
     }
 
     /// Stores upload sessions' bytes as parts of multipart uploads of
@@ -324,7 +345,7 @@ impl Storage for ObjectStorage {
                 let dest = self.blob_path(digest);
                 match not_found_is_none(self.store.head(&dest).await) {
                     Ok(Some(_)) => Ok(()),
-                    Ok(None) => self.store.copy(&tmp, &dest).await.map_err(io_error),
+                    Ok(None) => self.copy_into_place(&tmp, total, digest, &dest).await,
                     Err(e) => Err(e),
                 }
             }
@@ -902,5 +923,162 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
         assert_eq!(s.blob_size(&digest).await.unwrap(), None);
         assert!(s.list_uploads().await.unwrap().is_empty());
+    }
+
+    /// The in-memory store refusing, as AWS S3 does past 5 GiB, to copy an
+    /// object larger than `cap` bytes.
+    #[derive(Debug)]
+    struct CopyCapped {
+        inner: Arc<InMemory>,
+        cap: u64,
+    }
+
+    impl std::fmt::Display for CopyCapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "CopyCapped({})", self.cap)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for CopyCapped {
+        async fn put_opts(
+            &self,
+            path: &Path,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(path, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            path: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(path, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            path: &Path,
+            opts: GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(path, opts).await
+        }
+
+        fn delete_stream(
+            &self,
+            paths: futures_util::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(paths)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            opts: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            let size = self.inner.head(from).await?.size;
+            if size > self.cap {
+                return Err(object_store::Error::Generic {
+                    store: "CopyCapped",
+                    source: format!("copy source of {size} bytes is over {}", self.cap).into(),
+                });
+            }
+            self.inner.copy_opts(from, to, opts).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MultipartStore for CopyCapped {
+        async fn create_multipart(&self, path: &Path) -> object_store::Result<String> {
+            self.inner.create_multipart(path).await
+        }
+
+        async fn put_part(
+            &self,
+            path: &Path,
+            id: &String,
+            part: usize,
+            data: PutPayload,
+        ) -> object_store::Result<object_store::multipart::PartId> {
+            self.inner.put_part(path, id, part, data).await
+        }
+
+        async fn complete_multipart(
+            &self,
+            path: &Path,
+            id: &String,
+            parts: Vec<object_store::multipart::PartId>,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.complete_multipart(path, id, parts).await
+        }
+
+        async fn abort_multipart(&self, path: &Path, id: &String) -> object_store::Result<()> {
+            self.inner.abort_multipart(path, id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn blobs_the_store_will_not_copy_are_streamed_into_place() {
+        let cap = upload::PART as u64;
+        let store = Arc::new(CopyCapped {
+            inner: Arc::new(InMemory::new()),
+            cap,
+        });
+        let s = ObjectStorage::new(store.clone(), "t")
+            .with_multipart(store.clone())
+            .with_copy_limit(cap);
+        let data = noise(2 * upload::PART + 77, 4);
+        let digest = Digest::sha256_of(&data);
+        let read = |d: Digest| {
+            let s = s.clone();
+            async move { all(s.read_blob(&d, 0, u64::MAX).await.unwrap().unwrap()).await }
+        };
+        // Monolithic: its temporary object is over the cap.
+        assert_eq!(
+            s.put_blob_verified(&digest, frames(&data), u64::MAX)
+                .await
+                .unwrap(),
+            digest
+        );
+        assert!(read(digest.clone()).await == data, "monolithic");
+        // A chunked session: its parts joined in the store, then streamed.
+        let data = noise(2 * upload::PART + 99, 5);
+        let digest = Digest::sha256_of(&data);
+        s.create_upload("c").await.unwrap();
+        s.append_upload("c", 0, frames(&data), None, u64::MAX)
+            .await
+            .unwrap();
+        s.commit_upload("c", &digest).await.unwrap();
+        assert!(read(digest.clone()).await == data, "chunked");
+        assert!(s.list_uploads().await.unwrap().is_empty());
+        // Under the limit a refused copy is an error as any other: the
+        // store's limit is not assumed lower than the one configured.
+        let strict = ObjectStorage::new(store.clone(), "u");
+        let small = noise(upload::PART + 1, 6);
+        let d = Digest::sha256_of(&small);
+        let e = strict
+            .put_blob_verified(&d, frames(&small), u64::MAX)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("copy source"), "{e}");
+        assert_eq!(strict.blob_size(&d).await.unwrap(), None);
     }
 }

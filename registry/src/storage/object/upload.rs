@@ -549,16 +549,55 @@ impl ObjectStorage {
         }
         check(hasher, digest)?;
         match whole {
-            None => self.store.put(dest, PutPayload::default()).await.map(drop),
-            Some(path) => self.store.copy(&path, dest).await,
+            None => self
+                .store
+                .put(dest, PutPayload::default())
+                .await
+                .map(drop)
+                .map_err(io_error),
+            Some(path) => self.copy_into_place(&path, layout.size, digest, dest).await,
         }
-        .map_err(io_error)
     }
 
     /// Several pieces streamed into one multipart upload at `dest`, hashed
     /// on the way: it completes only when they are `digest`.
     async fn commit_pieces(&self, id: &str, digest: &Digest, dest: &Path) -> io::Result<()> {
-        let mut data = self.read_session(id).await?;
+        let data = self.read_session(id).await?;
+        self.write_checked(data, digest, dest).await
+    }
+
+    /// Puts `from`, checked to be `digest` and `size` bytes long, in its
+    /// place at `dest`: one copy in the store, or, where the store refuses
+    /// one that large (AWS S3 copies at most 5 GiB in one request), its
+    /// bytes streamed through this process into a multipart upload at
+    /// `dest`, hashed again on the way.
+    pub(super) async fn copy_into_place(
+        &self,
+        from: &Path,
+        size: u64,
+        digest: &Digest,
+        dest: &Path,
+    ) -> io::Result<()> {
+        match self.store.copy(from, dest).await {
+            Ok(()) => Ok(()),
+            Err(e) if size > self.copy_limit => {
+                tracing::debug!(error = %e, size, "the store refused the copy; streaming the blob into place");
+                let data = self.store.get(from).await.map_err(io_error)?;
+                let data = data.into_stream().map_err(io_error).boxed();
+                self.write_checked(data, digest, dest).await
+            }
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    /// `data` streamed into one multipart upload at `dest`, hashed on the
+    /// way: it completes only when the bytes are `digest`.
+    async fn write_checked(
+        &self,
+        mut data: ByteStream,
+        digest: &Digest,
+        dest: &Path,
+    ) -> io::Result<()> {
         let upload = self.store.put_multipart(dest).await.map_err(io_error)?;
         let mut writer = WriteMultipart::new(upload);
         let mut hasher = digest.hasher();
