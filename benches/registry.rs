@@ -3,9 +3,10 @@
 //! p50/p99 (anonymous and with token auth), blob GET MB/s at 1, 16 and 64
 //! connections, push MB/s (monolithic and chunked), RSS at rest and at peak
 //! under load. kiln is the release build (`scripts/release-build`); the
-//! plain `cargo build --release` binary's RSS at rest is shown beside it. Then, where `garage` is installed, the same kiln figures on a
-//! three-node Garage cluster (replication factor 3, fsync) the bench starts
-//! with `scripts/garage-cluster`. Reads are driven by `wrk` (Debian's
+//! plain `cargo build --release` binary's RSS at rest is shown beside it.
+//! Then, where `garage` is installed, the same kiln figures on a three-node
+//! Garage cluster (replication factor 3, fsync) the bench starts with
+//! `scripts/garage-cluster`. Reads are driven by `wrk` (Debian's
 //! package), pushes by a Rust client.
 
 use std::path::{Path, PathBuf};

@@ -20,9 +20,9 @@
 //! one request, and AWS S3 copies at most 5 GiB so: a larger blob the store
 //! refuses to copy is streamed into place instead
 //! ([`ObjectStorage::with_copy_limit`]); and a multipart upload cut off by a
-//! crash is invisible to listings, so give the bucket a lifecycle rule aborting incomplete
-//! multipart uploads (S3's `AbortIncompleteMultipartUpload`; Garage
-//! supports it). Sessions removed by the registry (completed, cancelled or
+//! crash is invisible to listings, so give the bucket a lifecycle rule
+//! aborting incomplete multipart uploads (S3's
+//! `AbortIncompleteMultipartUpload`; Garage supports it). Sessions removed by the registry (completed, cancelled or
 //! stale) have theirs aborted. The parts of one upload are 5 to 8 MiB, not
 //! all equal: a store that requires equal parts (Cloudflare R2) refuses to
 //! complete them, so use it without [`ObjectStorage::with_multipart`].
